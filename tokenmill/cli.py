@@ -1,0 +1,209 @@
+"""The `tokenmill` command: demo, run, sql, models.
+
+Every user-facing failure is a `TokenmillError`: printed as one line saying what was
+wrong and how to fix it, exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from tokenmill.config import DEFAULT_LAKE
+from tokenmill.errors import TokenmillError
+
+app = typer.Typer(help="tokenmill: a token-level data mill for LLM post-training.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+models_app = typer.Typer(help="Build, list and evaluate models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+err = Console(stderr=True)
+
+LakeOpt = typer.Option(DEFAULT_LAKE, "--lake", help="Lake location: a directory or a filesystem URI (s3://…).")
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    # Set before prefect is imported: its settings are read once.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def _run_rollouts(cfg) -> dict:
+    from tokenmill.flows.rollouts import rollouts_flow
+    from tokenmill.report import progress
+    from tokenmill.tasks.prompts import preflight
+
+    preflight(cfg)  # fail on bad input before Prefect starts and before any write
+    with progress.rich_bars():
+        return rollouts_flow(cfg)
+
+
+def _print_summary(lake: str, run_id: str, wall: float) -> None:
+    from tokenmill.report.summary import explore_hints, render_table, run_summary
+    from tokenmill.storage.lake import Lake
+
+    console.print(render_table(run_summary(Lake(lake), run_id), title=f"run {run_id} — {wall:.1f} s wall time"))
+    console.print("\nExplore it:")
+    for hint in explore_hints(lake, run_id):
+        console.print(f"  {hint}", soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command()
+def demo(
+    lake: str = LakeOpt,
+    prompts: int = typer.Option(32, help="Prompts per world."),
+    samples: int = typer.Option(4, help="Samples per prompt."),
+    engine: str = typer.Option("hf", help="hf or vllm."),
+    run_id: str = typer.Option("demo", help="Run id (re-running the same id adds nothing)."),
+    verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
+):
+    """Roll out both tiny models on all three worlds into a lake, then summarise."""
+    _quiet_prefect(verbose)
+    from tokenmill.config import RolloutConfig, SamplingConfig, SourceConfig
+
+    cfg = RolloutConfig(
+        lake=lake, run_id=run_id, engine=engine, models=["tiny-small", "tiny-large"],
+        sources=[SourceConfig(world="arithmetic", n=prompts), SourceConfig(world="code", n=prompts),
+                 SourceConfig(world="bios", n=prompts, split="all")],
+        sampling=SamplingConfig(n=samples, temperature=1.0, max_tokens=96),
+    )
+    console.print(f"[bold]tokenmill demo[/]: {len(cfg.models)} models × 3 worlds × {prompts} prompts × {samples} samples → {lake}")
+    t0 = time.time()
+    _run_rollouts(cfg)
+    _print_summary(lake, run_id, time.time() - t0)
+
+
+@app.command()
+def run(
+    lake: str = LakeOpt,
+    run_id: Optional[str] = typer.Option(None, help="Run id; default: a new timestamped id."),
+    world: list[str] = typer.Option([], help="A built-in world (arithmetic, code, bios); repeatable."),
+    source: list[str] = typer.Option([], help="A prompt file: .jsonl, .parquet, or a saved HF dataset dir; repeatable."),
+    prompts: int = typer.Option(32, help="Prompts per world."),
+    split: str = typer.Option("test", help="World split: train, test or all."),
+    prompt_field: str = typer.Option("prompt", help="Field holding the prompt in --source files."),
+    reference_field: Optional[str] = typer.Option(None, help="Field holding the reference answer."),
+    limit: Optional[int] = typer.Option(None, help="Read at most this many records per file."),
+    model: list[str] = typer.Option(["tiny-small"], help="Bundled name, local path or hub id; repeatable."),
+    engine: str = typer.Option("hf", help="hf (transformers) or vllm."),
+    samples: int = typer.Option(4, "--samples", "-n", help="Samples per prompt."),
+    temperature: float = typer.Option(1.0, help="0 = greedy."),
+    top_p: float = typer.Option(1.0),
+    max_tokens: int = typer.Option(96),
+    seed: int = typer.Option(0),
+    logprobs: int = typer.Option(5, help="Top-k alternatives stored per token."),
+    shard_size: int = typer.Option(64, help="Prompts per generation task."),
+    verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
+):
+    """Run the rollouts flow: sources → generate → verify → lake."""
+    _quiet_prefect(verbose)
+    from tokenmill.config import RolloutConfig, SamplingConfig, SourceConfig, new_run_id
+
+    sources = [SourceConfig(world=w, n=prompts, split=split, seed=seed) for w in world]
+    sources += [SourceConfig(path=s, prompt_field=prompt_field, reference_field=reference_field, limit=limit) for s in source]
+    if not sources:
+        raise TokenmillError("no prompt source given", fix="add --world arithmetic or --source prompts.jsonl")
+    cfg = RolloutConfig(
+        lake=lake, run_id=run_id or new_run_id(), sources=sources, models=model, engine=engine, shard_size=shard_size,
+        sampling=SamplingConfig(n=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                                logprobs=logprobs),
+    )
+    t0 = time.time()
+    _run_rollouts(cfg)
+    _print_summary(lake, cfg.run_id, time.time() - t0)
+
+
+@app.command()
+def sql(
+    query: str = typer.Argument(..., help="One read-only SELECT over the views prompts, rollouts, tokens …"),
+    lake: str = LakeOpt,
+    format: str = typer.Option("table", "--format", "-f", help="table, csv, json (JSON lines) or parquet."),
+    out: Optional[Path] = typer.Option(None, help="Write the result to this file (required for parquet)."),
+    max_rows: int = typer.Option(100, help="Rows shown by --format table."),
+):
+    """Query the lake with DuckDB, read-only."""
+    from tokenmill.storage.catalog import format_result, run_query
+    from tokenmill.storage.lake import Lake
+
+    result = run_query(Lake(lake), query)
+    text = format_result(result, format, str(out) if out else None, max_rows=max_rows if format == "table" else None)
+    if text is not None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@models_app.command("list")
+def models_list():
+    """The bundled models and where they live."""
+    from tokenmill.models.registry import BUNDLED, resolve_model
+
+    for name in BUNDLED:
+        try:
+            console.print(f"{name:12} {resolve_model(name).path}")
+        except TokenmillError as e:
+            console.print(f"{name:12} [red]{e}[/]")
+
+
+@models_app.command("build")
+def models_build(
+    out: Optional[Path] = typer.Option(None, help="Output directory; default: the bundled model directory."),
+    scale: float = typer.Option(1.0, help="Fraction of the training corpus (smaller = faster)."),
+    steps: Optional[int] = typer.Option(None, help="Training steps for every model (default: each model's own)."),
+    name: list[str] = typer.Option([], help="Build only these models."),
+):
+    """Train the bundled tokenizer and tiny models from the worlds' train splits."""
+    from rich.progress import Progress
+
+    from tokenmill.models.builder import SPECS, build
+    from tokenmill.models.registry import TINY_DIR
+
+    names = tuple(name) or tuple(SPECS)
+    unknown = [n for n in names if n not in SPECS]
+    if unknown:
+        raise TokenmillError(f"unknown model {unknown[0]!r}", fix=f"choose from {', '.join(SPECS)}")
+    with Progress() as prog:
+        bars = {}
+
+        def factory(n):
+            def update(step, total, loss):
+                bars.setdefault(n, prog.add_task(f"train {n}", total=total))
+                prog.update(bars[n], completed=step, description=f"train {n} loss {loss:.3f}")
+            return update
+
+        info = build(out or TINY_DIR, names=names, scale=scale, steps=steps, progress_factory=factory)
+    for n, meta in info.items():
+        console.print(f"{n}: {meta['params']:,} params, final loss {meta['final_loss']:.4f}, {meta['train_seconds']} s")
+
+
+@models_app.command("eval")
+def models_eval(
+    model: list[str] = typer.Option(["tiny-small", "tiny-large"], help="Models to evaluate."),
+    prompts: int = typer.Option(100, help="Held-out prompts per world."),
+    engine: str = typer.Option("hf"),
+):
+    """Greedy accuracy of models on held-out prompts of every world."""
+    from tokenmill.models.evaluate import evaluate
+    from tokenmill.report.summary import render_table
+
+    console.print(render_table(evaluate(model, prompts, engine), title="greedy accuracy (temperature 0)"))
+
+
+def main() -> None:
+    try:
+        app()
+    except TokenmillError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The one engine protocol: `generate` rollouts and teacher-forced `score` of tokens.
+
+Labelers and tasks talk to engines only through this protocol (never to vLLM or
+transformers directly). Per-token results are numpy arrays per sequence, so callers
+build Arrow columns by concatenation, never by looping over tokens.
+
+Logprobs are *raw*: log-softmax of the model's unprocessed logits over the full
+vocabulary (before temperature/top-p), for both engines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1  # samples per prompt
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+    max_tokens: int = 128
+    seed: int = 0
+    logprobs: int = 5  # top-k alternatives recorded per token
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Generation:
+    prompt_index: int  # index into the prompts passed to `generate`
+    sample_index: int
+    prompt_token_ids: list[int]
+    token_ids: np.ndarray  # [T] int32, EOS included when the model stopped
+    logprobs: np.ndarray  # [T] float32, raw logprob of each generated token
+    entropy: np.ndarray | None  # [T] float32, full-vocabulary entropy (None: engine can't)
+    topk_ids: np.ndarray  # [T, k] int32
+    topk_logprobs: np.ndarray  # [T, k] float32
+    finish_reason: str  # stop | length
+
+
+@dataclass
+class Scored:
+    logprobs: np.ndarray  # [T] float32, raw logprob of each given completion token
+    entropy: np.ndarray | None  # [T] float32 (None when the engine cannot give it exactly)
+    topk_ids: np.ndarray  # [T, k] int32; column 0 is the top-1 id
+    topk_logprobs: np.ndarray  # [T, k] float32
+    hidden: np.ndarray | None = None  # [T, d] float32: chosen layer at each token's position
+
+
+class Engine(Protocol):
+    name: str  # "hf" | "vllm"
+    model_id: str
+    logprobs_kind: str  # "raw" | "processed"
+    tokenizer: object  # a transformers tokenizer
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
+        """`params.n` samples for each prompt, in prompt order then sample order."""
+        ...
+
+    def score(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        completion_ids: Sequence[Sequence[int]],
+        top_k: int = 5,
+        entropy: bool = True,
+        hidden_layer: int | None = None,
+    ) -> list[Scored]:
+        """Teacher-forced statistics of each completion token given its prompt."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def token_stats(logits: torch.Tensor, token_ids: torch.Tensor, top_k: int):
+    """Per-row raw logprob of `token_ids`, entropy and top-k, from [N, V] logits.
+
+    logp = log_softmax(z);  H = -Σ_v p_v · logp_v  (exact, full vocabulary).
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    chosen = logp.gather(-1, token_ids.long().unsqueeze(-1)).squeeze(-1)
+    ent = -(logp.exp() * logp).nan_to_num(0.0).sum(-1)  # 0·log 0 = 0
+    k = min(top_k, logp.shape[-1])
+    top_lp, top_ids = logp.topk(k, dim=-1) if k > 0 else (logp[:, :0], logp[:, :0].long())
+    return chosen, ent, top_ids.int(), top_lp
+
+
+def split_rows(values: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray]:
+    """Split a flat per-token array back into one array per sequence."""
+    return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []

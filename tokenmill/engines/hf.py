@@ -1,0 +1,163 @@
+"""transformers engine: batched generation and exact teacher-forced scoring, CPU or GPU.
+
+Generation sorts prompts by length and runs them in batches (left padding); per-token
+statistics come from the raw `output_logits`, not the processed `scores` (those have
+temperature/top-p applied and EOS masked under `min_new_tokens`). Scoring runs the
+decoder once per length-bucketed batch and applies the LM head only at completion
+positions, so no logits are computed for prompt tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from tokenmill.engines.base import Generation, SamplingParams, Scored, split_rows, token_stats
+from tokenmill.errors import EngineError
+from tokenmill.models.registry import resolve_model
+
+
+def _device(device: str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def load_hf(model: str, device: str | None = None, dtype: str | None = None):
+    """(model, tokenizer, ModelRef) for a bundled name, local path or hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ref = resolve_model(model)
+    dev = _device(device)
+    torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    try:
+        tok = AutoTokenizer.from_pretrained(ref.path)
+        net = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype).to(dev).eval()
+    except OSError as e:
+        raise EngineError(f"cannot load model {model!r}: {e}".splitlines()[0], where=ref.path,
+                          fix="check the path or hub id (no model hub is reachable offline)") from e
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return net, tok, ref
+
+
+class HFEngine:
+    name = "hf"
+    logprobs_kind = "raw"
+
+    def __init__(self, model: str, device: str | None = None, dtype: str | None = None,
+                 batch_size: int = 64, token_budget: int = 32768):
+        self.model, self.tokenizer, ref = load_hf(model, device, dtype)
+        self.model_id = ref.model_id
+        self.device = self.model.device
+        self.batch_size = batch_size  # prompts per generate() call (each with n samples)
+        self.token_budget = token_budget  # padded tokens per scoring batch
+
+    # -- generation -------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
+        enc = self.tokenizer(list(prompts))["input_ids"]
+        order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
+        results: list[Generation] = []
+        for b, start in enumerate(range(0, len(order), self.batch_size)):
+            idx = order[start : start + self.batch_size]
+            results.extend(self._generate_batch([enc[i] for i in idx], idx, params, params.seed * 1_000_003 + b))
+        results.sort(key=lambda g: (g.prompt_index, g.sample_index))
+        return results
+
+    def _generate_batch(self, prompt_ids: list[list[int]], prompt_index: list[int], params: SamplingParams, seed: int):
+        tok, eos = self.tokenizer, self.tokenizer.eos_token_id
+        width = max(len(p) for p in prompt_ids)
+        ids = torch.full((len(prompt_ids), width), tok.pad_token_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for r, p in enumerate(prompt_ids):  # left padding: generation continues at the right edge
+            ids[r, width - len(p) :] = torch.tensor(p)
+            attn[r, width - len(p) :] = 1
+        torch.manual_seed(seed)
+        greedy = params.temperature <= 0
+        out = self.model.generate(
+            input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
+            do_sample=not greedy, temperature=None if greedy else params.temperature,
+            top_p=None if greedy else params.top_p, top_k=None, max_new_tokens=params.max_tokens,
+            num_return_sequences=params.n, output_logits=True, return_dict_in_generate=True,
+            pad_token_id=tok.pad_token_id, eos_token_id=eos,
+        )
+        seqs = out.sequences[:, width:]  # [R, T]
+        rows, steps = seqs.shape
+        is_eos = seqs == eos
+        has_eos = is_eos.any(1)
+        lengths = torch.where(has_eos, is_eos.int().argmax(1) + 1, torch.full_like(has_eos, steps, dtype=torch.long))
+        valid = torch.arange(steps, device=seqs.device)[None, :] < lengths[:, None]
+        logits = torch.stack(out.logits, dim=1)[valid]  # [N, V], only real tokens
+        lp, ent, top_ids, top_lp = token_stats(logits, seqs[valid], params.logprobs)
+        lens = lengths.tolist()
+        cols = [split_rows(t.cpu().numpy(), lens) for t in (seqs[valid].int(), lp, ent, top_ids, top_lp)]
+        gens = []
+        for r in range(rows):
+            p = r // params.n
+            gens.append(Generation(
+                prompt_index=prompt_index[p], sample_index=r % params.n, prompt_token_ids=list(prompt_ids[p]),
+                token_ids=cols[0][r], logprobs=cols[1][r], entropy=cols[2][r], topk_ids=cols[3][r],
+                topk_logprobs=cols[4][r], finish_reason="stop" if bool(has_eos[r]) else "length",
+            ))
+        return gens
+
+    # -- teacher-forced scoring -------------------------------------------------------
+    @torch.inference_mode()
+    def score(self, prompt_ids, completion_ids, top_k: int = 5, entropy: bool = True,
+              hidden_layer: int | None = None) -> list[Scored]:
+        if len(prompt_ids) != len(completion_ids):
+            raise EngineError("score: prompt_ids and completion_ids differ in length")
+        totals = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and max(totals, default=0) > limit:
+            i = max(range(len(totals)), key=totals.__getitem__)
+            raise EngineError(f"sequence {i} has {totals[i]} tokens, more than the model's {limit}",
+                              fix="truncate completions or use a model with a longer context")
+        order = sorted(range(len(totals)), key=totals.__getitem__)
+        out: list[Scored | None] = [None] * len(totals)
+        batch: list[int] = []
+        for i in order:  # length-bucketed batches under a padded-token budget
+            if batch and (len(batch) + 1) * totals[i] > self.token_budget:
+                self._score_batch(batch, prompt_ids, completion_ids, top_k, hidden_layer, out)
+                batch = []
+            batch.append(i)
+        if batch:
+            self._score_batch(batch, prompt_ids, completion_ids, top_k, hidden_layer, out)
+        if not entropy:
+            for s in out:
+                s.entropy = None
+        return out  # type: ignore[return-value]
+
+    def _score_batch(self, batch, prompt_ids, completion_ids, top_k, hidden_layer, out):
+        seqs = [list(prompt_ids[i]) + list(completion_ids[i]) for i in batch]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for r, s in enumerate(seqs):  # right padding: positions stay 0-based per row
+            ids[r, : len(s)] = torch.tensor(s)
+            attn[r, : len(s)] = 1
+        ids, attn = ids.to(self.device), attn.to(self.device)
+        base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
+        res = base(input_ids=ids, attention_mask=attn, output_hidden_states=hidden_layer is not None)
+        p_len = torch.tensor([len(prompt_ids[i]) for i in batch], device=ids.device)
+        c_len = torch.tensor([len(completion_ids[i]) for i in batch], device=ids.device)
+        rows = torch.repeat_interleave(torch.arange(len(batch), device=ids.device), c_len)
+        offs = torch.arange(int(c_len.sum()), device=ids.device) - torch.repeat_interleave(torch.cumsum(c_len, 0) - c_len, c_len)
+        tok_pos = torch.repeat_interleave(p_len, c_len) + offs  # position of each completion token
+        if (tok_pos == 0).any():
+            raise EngineError("score: a completion token at position 0 has no context",
+                              fix="give at least one prompt token (e.g. BOS)")
+        h = res.last_hidden_state[rows, tok_pos - 1]  # the state that predicts each token
+        logits = self.model.get_output_embeddings()(h)
+        lp, ent, top_ids, top_lp = token_stats(logits, ids[rows, tok_pos], top_k)
+        hidden = None
+        if hidden_layer is not None:
+            hidden = split_rows(res.hidden_states[hidden_layer][rows, tok_pos].float().cpu().numpy(), c_len.tolist())
+        lens = c_len.tolist()
+        cols = [split_rows(t.cpu().numpy(), lens) for t in (lp, ent, top_ids, top_lp)]
+        for r, i in enumerate(batch):
+            out[i] = Scored(cols[0][r], cols[1][r], cols[2][r], cols[3][r], hidden[r] if hidden else None)
+
+    def close(self) -> None:
+        self.model = None

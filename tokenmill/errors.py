@@ -1,0 +1,35 @@
+"""One error type for every user-facing failure.
+
+A `TokenmillError` names *what* was wrong (the file, line, record or field) and *how to
+fix it*; the CLI prints it as one line and exits non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class TokenmillError(Exception):
+    """A failure the user can fix. `where` names the file/record/field, `fix` the remedy."""
+
+    def __init__(self, message: str, *, where: str | None = None, fix: str | None = None):
+        self.message = message
+        self.where = where
+        self.fix = fix
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        if self.fix:
+            text += f" — {self.fix}"
+        return text
+
+
+class SourceError(TokenmillError):
+    """Bad prompt source: malformed file, missing field, empty source, unknown world."""
+
+
+class LakeError(TokenmillError):
+    """The lake cannot be read or written as asked."""
+
+
+class EngineError(TokenmillError):
+    """An engine cannot be built or run (missing model, missing backend, mismatch)."""

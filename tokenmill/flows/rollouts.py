@@ -1,0 +1,73 @@
+"""The `rollouts` flow: sources → generate → verify → lake.
+
+Flows only compose. Tasks take and return small values (lake URI, run id, staging
+paths, counts); every intermediate result is a Parquet file in the lake's staging
+area, so a retried or re-run task finds finished shards and skips them.
+
+  load-prompts         sources → `prompts` table + prompt shards (staging)
+  generate-shard ×S×M  prompt shard → generated rollouts + tokens (staging)   [retries]
+  commit-shard   ×S×M  verify, then commit `tokens` and `rollouts` to the lake
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from tokenmill import ids
+from tokenmill.config import RolloutConfig
+from tokenmill.engines import SamplingParams
+from tokenmill.report import progress
+from tokenmill.storage.lake import Lake
+from tokenmill.tasks import generate as gen_stage
+from tokenmill.tasks import prompts as prompt_stage
+from tokenmill.tasks import verify as verify_stage
+
+
+@task(name="load-prompts", cache_policy=NONE)
+def load_prompts(cfg: RolloutConfig) -> list[str]:
+    shards = prompt_stage.load_and_shard(Lake(cfg.lake), cfg.run_id, cfg.sources, cfg.shard_size)
+    get_run_logger().info("run %s: %d prompt shards", cfg.run_id, len(shards))
+    return shards
+
+
+@task(name="generate-shard", retries=2, retry_delay_seconds=2, cache_policy=NONE,
+      task_run_name="generate {model} {shard}")
+def generate_shard(lake: str, run_id: str, shard: str, engine: str, model: str, sampling: dict) -> str:
+    out = gen_stage.generate_shard(Lake(lake), run_id, shard, engine, model, SamplingParams(**sampling))
+    progress.advance("generate")
+    return out
+
+
+@task(name="commit-shard", retries=1, cache_policy=NONE, task_run_name="verify+commit {generated}")
+def commit_shard(lake: str, run_id: str, shard: str, generated: str) -> dict:
+    counts = verify_stage.verify_and_commit(Lake(lake), run_id, shard, generated)
+    progress.advance("verify + commit")
+    return counts
+
+
+@flow(name="rollouts", flow_run_name="rollouts {cfg.run_id}", log_prints=True)
+def rollouts_flow(cfg: RolloutConfig) -> dict:
+    """Generate, verify and store rollouts for every (model, prompt shard)."""
+    t0 = time.time()
+    prompt_stage.preflight(cfg)  # bad input fails here, before anything touches the lake
+    shards = load_prompts(cfg)
+    sampling = cfg.sampling.model_dump()
+    jobs = [(m, s) for m in cfg.models for s in shards]
+    progress.start("generate", len(jobs))
+    progress.start("verify + commit", len(jobs))
+    commits = []
+    for model, shard in jobs:  # generation is sequential: one engine uses every core
+        generated = generate_shard(cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling)
+        commits.append(commit_shard.submit(cfg.lake, cfg.run_id, shard, generated))
+    counts = [c.result() for c in commits]
+    return {
+        "run_id": cfg.run_id,
+        "lake": cfg.lake,
+        "rollouts": sum(c["rollouts"] for c in counts),
+        "tokens": sum(c["tokens"] for c in counts),
+        "seconds": round(time.time() - t0, 1),
+        "config_hash": ids.content_id(cfg.model_dump_json(exclude={"run_id"})),
+    }

@@ -1,0 +1,49 @@
+"""Run summaries as tables: what a run produced and how well each model did."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from tokenmill.storage.catalog import connect
+from tokenmill.storage.lake import Lake
+
+SUMMARY_SQL = """
+SELECT coalesce(world, source) AS world, model,
+       count(*) AS rollouts,
+       sum(num_tokens) AS tokens,
+       round(avg(CASE WHEN verdict = 'correct' THEN 1.0 ELSE 0.0 END), 3) AS accuracy,
+       round(avg(reward), 3) AS mean_reward,
+       round(avg(CASE WHEN finish_reason = 'length' THEN 1.0 ELSE 0.0 END), 3) AS truncated
+FROM rollouts WHERE run_id = ?
+GROUP BY ALL ORDER BY world, model
+"""
+
+
+def run_summary(lake: Lake, run_id: str) -> pa.Table:
+    con = connect(lake)
+    try:
+        return con.execute(SUMMARY_SQL, [run_id]).to_arrow_table()
+    finally:
+        con.close()
+
+
+def render_table(table: pa.Table, title: str | None = None):
+    """A rich Table of a (small) arrow table."""
+    from rich.table import Table
+
+    out = Table(title=title, title_justify="left")
+    for name in table.column_names:
+        numeric = pa.types.is_integer(table.schema.field(name).type) or pa.types.is_floating(table.schema.field(name).type)
+        out.add_column(name, justify="right" if numeric else "left")
+    for row in table.to_pylist():
+        out.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+    return out
+
+
+def explore_hints(lake_uri: str, run_id: str) -> list[str]:
+    return [
+        f'tokenmill sql --lake {lake_uri} "SELECT world, model, avg(reward) FROM rollouts WHERE run_id = \'{run_id}\' GROUP BY ALL"',
+        f'tokenmill sql --lake {lake_uri} "SELECT r.completion, t.pos, t.token_id, t.logprob, t.entropy '
+        f'FROM tokens t JOIN rollouts r USING (rollout_id, run_id) WHERE r.verdict = \'incorrect\' LIMIT 20"',
+        f"duckdb -c \"SELECT count(*) FROM read_parquet('{lake_uri}/tokens/*/*.parquet', hive_partitioning=true)\"",
+    ]

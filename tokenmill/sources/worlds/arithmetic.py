@@ -1,0 +1,62 @@
+"""Arithmetic world: multi-step integer problems solved as a chain of intermediate results.
+
+Prompt:    "Compute step by step: start with 7, add 5, times 3, minus 4.\n"
+Solution:  "7+5=12\n12*3=36\n36-4=32\nAnswer: 32"
+
+Every intermediate result is a place where one wrong digit derails the answer — the
+critical tokens later labelers look for. Verifier: the integer after the last
+`Answer:` must equal the exact result (reward 1/0); no `Answer:` line is `invalid`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from tokenmill.sources.base import Prompt
+from tokenmill.sources.worlds.base import Instance, Verdict, World
+
+_WORDS = {"+": "add", "-": "minus", "*": "times"}
+_ANSWER = re.compile(r"Answer:\s*(-?\d+)")
+
+
+class ArithmeticWorld(World):
+    name = "arithmetic"
+
+    def __init__(self, min_steps: int = 2, max_steps: int = 4):
+        self.min_steps, self.max_steps = min_steps, max_steps
+
+    def _instance(self, rng: random.Random) -> Instance:
+        value = rng.randint(2, 60)
+        start = value
+        steps: list[tuple[str, int]] = []
+        lines: list[str] = []
+        for _ in range(rng.randint(self.min_steps, self.max_steps)):
+            ops = ["+", "-"] + (["*"] if value <= 60 else [])
+            op = rng.choice(ops)
+            k = rng.randint(2, 9) if op == "*" else rng.randint(1, 60)
+            if op == "-" and k > value:
+                op = "+"
+            new = value + k if op == "+" else value - k if op == "-" else value * k
+            lines.append(f"{value}{op}{k}={new}")
+            steps.append((op, k))
+            value = new
+        phrase = ", ".join(f"{_WORDS[op]} {k}" for op, k in steps)
+        prompt = f"Compute step by step: start with {start}, {phrase}.\n"
+        solution = "\n".join(lines) + f"\nAnswer: {value}"
+        return Instance(
+            prompt=prompt,
+            solution=solution,
+            reference=str(value),
+            meta={"start": start, "steps": [[op, k] for op, k in steps], "answer": value},
+            key=prompt,
+        )
+
+    def verify(self, prompt: Prompt, completion: str) -> Verdict:
+        expected = int(prompt.meta["answer"]) if "answer" in prompt.meta else int(prompt.reference)
+        found = _ANSWER.findall(completion)
+        if not found:
+            return Verdict(0.0, "invalid", {"expected": expected, "answer": None})
+        answer = int(found[-1])
+        ok = answer == expected
+        return Verdict(float(ok), "correct" if ok else "incorrect", {"expected": expected, "answer": answer})

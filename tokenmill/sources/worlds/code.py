@@ -1,0 +1,154 @@
+"""Code world: small Python function tasks with unit tests.
+
+Prompt:    "Write a Python function g(x) that adds 13 to x, then multiplies it by 4, and returns it.\n"
+Solution:  "def g(x):\n    x = x + 13\n    x = x * 4\n    return x\n"
+
+Half the tasks are one-liners over ints, lists and strings; the other half chain one to
+three integer steps, so held-out prompts are new compositions, not just new constants.
+
+Verifier: the completion (or its first fenced block) must parse (`ast.parse`); then the
+world's unit tests run against it in a separate Python process with a wall-clock
+timeout. reward = passed / total tests; `correct` iff all pass; code that does not
+parse is `invalid`. (Process hardening — resource limits, no network — is a later
+stage's job; this is the plain subprocess the worlds need.)
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+import re
+import subprocess
+import sys
+import tempfile
+
+from tokenmill.sources.base import Prompt
+from tokenmill.sources.worlds.base import Instance, Verdict, World
+
+# (description, body, arg kind, expected(arg, k) -> value); `k` is the task's parameter.
+_TASKS = [
+    ("returns x plus {k}", "return x + {k}", "int", lambda x, k: x + k),
+    ("returns x minus {k}", "return x - {k}", "int", lambda x, k: x - k),
+    ("returns x times {k}", "return x * {k}", "int", lambda x, k: x * k),
+    ("returns the square of x plus {k}", "return x * x + {k}", "int", lambda x, k: x * x + k),
+    ("returns True if x is divisible by {k}", "return x % {k} == 0", "int", lambda x, k: x % k == 0),
+    ("returns the larger of x and {k}", "return max(x, {k})", "int", lambda x, k: max(x, k)),
+    ("returns the smaller of x and {k}", "return min(x, {k})", "int", lambda x, k: min(x, k)),
+    ("returns the sum of the list x plus {k}", "return sum(x) + {k}", "list", lambda x, k: sum(x) + k),
+    ("returns the length of the list x times {k}", "return len(x) * {k}", "list", lambda x, k: len(x) * k),
+    ("returns how many items of the list x are greater than {k}",
+     "return len([v for v in x if v > {k}])", "list", lambda x, k: len([v for v in x if v > k])),
+    ("returns the string x repeated {k} times", "return x * {k}", "str", lambda x, k: x * k),
+    ("returns the first {k} characters of the string x", "return x[:{k}]", "str", lambda x, k: x[:k]),
+]
+_NAMES = ["f", "g", "h", "solve", "compute"]
+# chained integer steps: (phrase, code line, apply)
+_STEPS = [
+    ("adds {k} to x", "x = x + {k}", lambda x, k: x + k),
+    ("subtracts {k} from x", "x = x - {k}", lambda x, k: x - k),
+    ("multiplies x by {k}", "x = x * {k}", lambda x, k: x * k),
+    ("takes x modulo {k}", "x = x % {k}", lambda x, k: x % k),
+    ("floor-divides x by {k}", "x = x // {k}", lambda x, k: x // k),
+]
+_FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)(?:```|$)", re.S)
+
+
+def extract_code(completion: str) -> str:
+    m = _FENCE.search(completion)
+    return m.group(1) if m else completion
+
+
+def _args(kind: str, rng: random.Random) -> list:
+    if kind == "int":
+        return [rng.randint(-20, 50) for _ in range(4)]
+    if kind == "list":
+        return [[rng.randint(0, 9) for _ in range(rng.randint(0, 5))] for _ in range(4)]
+    return ["".join(rng.choice("abcxyz") for _ in range(rng.randint(0, 5))) for _ in range(4)]
+
+
+class CodeWorld(World):
+    name = "code"
+    timeout_s: float = 5.0
+
+    def _instance(self, rng: random.Random) -> Instance:
+        if rng.random() < 0.5:
+            return self._chain(rng)
+        t = rng.randrange(len(_TASKS))
+        desc, body, kind, fn = _TASKS[t]
+        k = rng.randint(2, 19)
+        name = rng.choice(_NAMES)
+        prompt = f"Write a Python function {name}(x) that {desc.format(k=k)}.\n"
+        solution = f"def {name}(x):\n    {body.format(k=k)}\n"
+        tests = [f"assert {name}({a!r}) == {fn(a, k)!r}" for a in _args(kind, rng)]
+        meta = {"task": t, "k": k, "entry_point": name, "tests": tests}
+        return Instance(prompt, solution, solution, meta, key=prompt)
+
+    def _chain(self, rng: random.Random) -> Instance:
+        name = rng.choice(_NAMES)
+        steps = [(rng.randrange(len(_STEPS)), rng.randint(2, 20)) for _ in range(rng.randint(1, 3))]
+        phrases = [_STEPS[s][0].format(k=k) for s, k in steps]
+        said = phrases[0] if len(phrases) == 1 else ", then ".join(phrases)
+        prompt = f"Write a Python function {name}(x) that {said}, and returns it.\n"
+        body = "".join(f"    {_STEPS[s][1].format(k=k)}\n" for s, k in steps)
+        solution = f"def {name}(x):\n{body}    return x\n"
+        tests = []
+        for a in _args("int", rng):
+            v = a
+            for s, k in steps:
+                v = _STEPS[s][2](v, k)
+            tests.append(f"assert {name}({a!r}) == {v!r}")
+        meta = {"task": "chain", "steps": steps, "entry_point": name, "tests": tests}
+        return Instance(prompt, solution, solution, meta, key=prompt)
+
+    def verify(self, prompt: Prompt, completion: str) -> Verdict:
+        code = extract_code(completion)
+        try:
+            ast.parse(code)
+        except SyntaxError as e:
+            return Verdict(0.0, "invalid", {"parsed": False, "error": f"SyntaxError: {e.msg} (line {e.lineno})"})
+        tests = list(prompt.meta.get("tests", []))
+        passed, error = run_tests(code, tests, self.timeout_s)
+        total = len(tests)
+        reward = passed / total if total else 0.0
+        verdict = "correct" if total and passed == total else "incorrect"
+        return Verdict(reward, verdict, {"parsed": True, "passed": passed, "total": total, "error": error})
+
+
+_RUNNER = """
+import json, sys
+src, tests = json.loads(sys.stdin.read())
+ns = {}
+try:
+    exec(compile(src, "<completion>", "exec"), ns)
+except BaseException as e:
+    print(json.dumps([0, f"{type(e).__name__}: {e}"[:300]])); sys.exit(0)
+passed, err = 0, None
+for t in tests:
+    try:
+        exec(t, ns); passed += 1
+    except BaseException as e:
+        err = err or f"{type(e).__name__}: {e}"[:300]
+print(json.dumps([passed, err]))
+"""
+
+
+def run_tests(code: str, tests: list[str], timeout_s: float) -> tuple[int, str | None]:
+    """Run `tests` against `code` in a fresh interpreter; (tests passed, first error)."""
+    with tempfile.TemporaryDirectory(prefix="tokenmill-code-") as cwd:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-I", "-c", _RUNNER],
+                input=json.dumps([code, tests]),
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                cwd=cwd,
+            )
+        except subprocess.TimeoutExpired:
+            return 0, f"timeout after {timeout_s}s"
+    try:
+        passed, err = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return 0, (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+    return int(passed), err

