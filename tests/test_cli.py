@@ -1,0 +1,117 @@
+"""The `tokenmill` command as a user runs it: a real subprocess, real files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tokenmill.storage.lake import Lake
+
+
+def tokenmill(*args, block_vllm: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
+    boot = "import sys; sys.modules['vllm'] = None; " if block_vllm else ""  # as if vLLM were not installed
+    code = f"{boot}sys.argv = ['tokenmill'] + {list(args)!r}; from tokenmill.cli import main; main()"
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-c", "import sys; " + code], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def assert_fails(result, *needles):
+    assert result.returncode != 0, result.stdout
+    message = result.stderr.strip()
+    assert "Traceback" not in message, message
+    for needle in needles:
+        assert needle in message, message
+
+
+def assert_lake_untouched(lake):
+    assert not lake.exists() or not any(p.is_file() for p in lake.rglob("*")), list(lake.rglob("*"))
+
+
+@pytest.fixture
+def jsonl(tmp_path):
+    def write(lines: list[str], name="prompts.jsonl"):
+        path = tmp_path / name
+        path.write_text("".join(line + "\n" for line in lines))
+        return path
+
+    return write
+
+
+def test_malformed_jsonl_line_names_file_and_line(jsonl, lake_dir):
+    path = jsonl(['{"prompt": "a"}', '{"prompt": "b"}', '{"prompt": "c"'])
+    r = tokenmill("run", "--source", str(path), "--lake", str(lake_dir))
+    assert_fails(r, "prompts.jsonl:3", "not valid JSON")
+    assert_lake_untouched(lake_dir)
+
+
+def test_missing_field_names_line_field_and_fix(jsonl, lake_dir):
+    path = jsonl(['{"question": "a"}', '{"other": "b"}'])
+    r = tokenmill("run", "--source", str(path), "--prompt-field", "question", "--lake", str(lake_dir))
+    assert_fails(r, "prompts.jsonl:2", "question", "--prompt-field")
+    assert_lake_untouched(lake_dir)
+
+
+def test_empty_source_is_refused(jsonl, lake_dir):
+    r = tokenmill("run", "--source", str(jsonl([])), "--lake", str(lake_dir))
+    assert_fails(r, "empty")
+    assert_lake_untouched(lake_dir)
+
+
+def test_missing_model_path_is_refused(lake_dir, tmp_path):
+    r = tokenmill("run", "--world", "arithmetic", "--model", str(tmp_path / "no-model"), "--lake", str(lake_dir))
+    assert_fails(r, "no model at", "tiny-small")
+    assert_lake_untouched(lake_dir)
+
+
+def test_vllm_engine_without_vllm_says_how_to_install(lake_dir):
+    r = tokenmill("run", "--world", "arithmetic", "--engine", "vllm", "--lake", str(lake_dir), block_vllm=True)
+    assert_fails(r, "vLLM", "pip install 'tokenmill[vllm]'", "--engine hf")
+    assert_lake_untouched(lake_dir)
+
+
+def test_unknown_world_lists_the_worlds(lake_dir):
+    r = tokenmill("run", "--world", "chess", "--lake", str(lake_dir))
+    assert_fails(r, "unknown world 'chess'", "arithmetic, code, bios")
+    assert_lake_untouched(lake_dir)
+
+
+def test_every_command_has_help():
+    for cmd in ([], ["demo"], ["run"], ["sql"], ["models"], ["models", "build"], ["models", "eval"]):
+        r = tokenmill(*cmd, "--help")
+        assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
+
+
+@pytest.mark.slow
+def test_run_from_jsonl_then_query_with_sql(jsonl, lake_dir, tmp_path):
+    path = jsonl([json.dumps({"q": f"Compute step by step: start with {i}, add 1.\n", "a": str(i + 1)}) for i in range(3)])
+    r = tokenmill("run", "--source", str(path), "--prompt-field", "q", "--reference-field", "a",
+                  "--run-id", "files", "-n", "2", "--max-tokens", "32", "--lake", str(lake_dir))
+    assert r.returncode == 0, r.stderr
+    assert "files" in r.stdout and "accuracy" in r.stdout
+    rollouts = Lake(lake_dir).read("rollouts")
+    assert rollouts.num_rows == 6 and set(rollouts.column("verifier").to_pylist()) == {"reference-match"}
+
+    r = tokenmill("sql", "SELECT count(*) AS n FROM tokens WHERE run_id = 'files'", "--lake", str(lake_dir), "-f", "csv")
+    assert r.returncode == 0 and r.stdout.splitlines()[1] == str(sum(rollouts.column("num_tokens").to_pylist()))
+    r = tokenmill("sql", "SELECT rollout_id, verdict FROM rollouts", "--lake", str(lake_dir), "-f", "json")
+    assert [json.loads(line)["verdict"] for line in r.stdout.splitlines()].count(None) == 0
+    out = tmp_path / "r.parquet"
+    r = tokenmill("sql", "SELECT * FROM prompts", "--lake", str(lake_dir), "-f", "parquet", "--out", str(out))
+    assert r.returncode == 0 and out.stat().st_size > 0
+    assert_fails(tokenmill("sql", "DROP VIEW tokens", "--lake", str(lake_dir)), "read-only")
+    assert_fails(tokenmill("sql", "SELECT nope FROM rollouts", "--lake", str(lake_dir)), "nope")
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path):
+    lake = tmp_path / "demo-lake"
+    r = tokenmill("demo", "--lake", str(lake), "--prompts", "4", "--samples", "2")
+    assert r.returncode == 0, r.stderr
+    for needle in ("arithmetic", "code", "bios", "tiny-small", "tiny-large", "accuracy", "tokenmill sql"):
+        assert needle in r.stdout
+    assert Lake(lake).read("rollouts").num_rows == 3 * 4 * 2 * 2
