@@ -50,5 +50,6 @@ def test_bundled_models_are_useful_and_the_large_one_is_better():
     for model in BUNDLED:
         code = acc[(model, "code", "test")]
         assert code["parses"] > 0.5 and code["accuracy"] > 0
-        known = acc[(model, "bios", "train")]
-        assert 0 < known["mean_reward"] < 1  # some facts right, some wrong
+        # facts of people seen in training are mostly right; of unseen people, made up
+        assert acc[(model, "bios", "train")]["mean_reward"] > 0.5
+        assert acc[(model, "bios", "test")]["mean_reward"] < 0.5

@@ -59,6 +59,10 @@ class VLLMEngine:
             # One process and no graph capture: ~4 s to start instead of 20-45 s on CPU.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_CACHE_ROOT", str(Path(os.environ.get("TOKENMILL_SCRATCH", ".scratch")).resolve() / "vllm"))
+            # A prefill split over steps rewinds the request's seeded generator, which CPU
+            # generators cannot do ("CPU Generator does not use offset"): with more prompt
+            # tokens than one step's budget (4096), seeded generation would crash.
+            llm_options.setdefault("enable_chunked_prefill", False)
         self.max_logprobs = max_logprobs
         try:
             self.llm = vllm.LLM(

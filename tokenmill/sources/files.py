@@ -339,14 +339,8 @@ def _not_found(path: str, what: str) -> SourceError:
     return SourceError(f"{what} not found", where=path, fix=f"expected {what} at {os.path.abspath(path)}")
 
 
-# --------------------------------------------------------------------------- JSON Lines
-
-
-class JsonlSource:
-    """One JSON object per line (blank lines skipped), read as a stream.
-
-    `Prompt.meta["record"]` is the 1-based line number.
-    """
+class _FileSource:
+    """What the file sources share: a path, a field map, a name and an optional limit."""
 
     def __init__(
         self,
@@ -362,7 +356,17 @@ class JsonlSource:
         self.limit = _check_limit(limit)
 
     def __repr__(self) -> str:
-        return f"JsonlSource({str(self.path)!r}, name={self.name!r}, limit={self.limit!r})"
+        return f"{type(self).__name__}({str(self.path)!r}, name={self.name!r}, limit={self.limit!r})"
+
+
+# --------------------------------------------------------------------------- JSON Lines
+
+
+class JsonlSource(_FileSource):
+    """One JSON object per line (blank lines skipped), read as a stream.
+
+    `Prompt.meta["record"]` is the 1-based line number.
+    """
 
     def _lines(self) -> Iterator[tuple[int, str]]:
         path = str(self.path)
@@ -430,29 +434,13 @@ class JsonlSource:
 # --------------------------------------------------------------------------- Parquet
 
 
-class ParquetSource:
+class ParquetSource(_FileSource):
     """A Parquet file read with pyarrow, in batches, only the mapped columns.
 
     `Prompt.meta["record"]` is the 0-based row index (errors say ``file:row i``).
     """
 
     batch_size = 4096
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        fields: FieldMap | None = None,
-        *,
-        name: str | None = None,
-        limit: int | None = None,
-    ):
-        self.path = Path(path)
-        self.fields = fields if fields is not None else FieldMap()
-        self.name = name or _stem(self.path)
-        self.limit = _check_limit(limit)
-
-    def __repr__(self) -> str:
-        return f"ParquetSource({str(self.path)!r}, name={self.name!r}, limit={self.limit!r})"
 
     def load(self) -> list[Prompt]:
         import pyarrow as pa
