@@ -123,7 +123,7 @@ def main() -> None:
     device = "cuda " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
     console.print(f"[bold]bench_engines[/]: {models} × {args.engines}; {len(prompts)} prompts × n={args.n}, "
                   f"temperature 1.0, max_tokens {args.max_tokens}, logprobs {args.logprobs}; {device}; "
-                  f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+                  f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.2f}")
 
     # engine by engine: vLLM lowers torch's thread count for the whole process when it
     # starts, so every HF run comes first (and the count is restored anyway)
@@ -154,6 +154,7 @@ def main() -> None:
                           f"score {vl['score_tps'] / hf['score_tps']:.2f}×, load {vl['load_s'] / hf['load_s']:.1f}×"
                           + (f"; {vl['check']}" if vl["check"] else ""))
     console.print(f"peak RSS {_rss_mb():,.0f} MB")
+    console.print("load average at the end (1, 5, 15 min): %.2f %.2f %.2f — other work on this machine skews every figure" % os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -124,7 +124,8 @@ def main() -> None:
         run_of = [f"bench-run-{i % args.runs}" for i in range(n_shards)]
         console.print(f"[bold]bench_lake[/]: {args.rows:,} token rows in {n_shards} shards over "
                       f"{min(args.runs, n_shards)} run_ids; dir {work}; pyarrow {pa.__version__}, "
-                      f"duckdb {duckdb.__version__}, polars {pl.__version__}, {os.cpu_count()} CPUs")
+                      f"duckdb {duckdb.__version__}, polars {pl.__version__}, {os.cpu_count()} CPUs; "
+                      f"load average {os.getloadavg()[0]:.2f}")
 
         # ---------------------------------------------------------------- (a) writes
         t_lake, t_base, t_gen, first_commit = 0.0, 0.0, 0.0, None
@@ -225,6 +226,7 @@ def main() -> None:
                   f"{t_recommit / first_commit:.2f}", "first commit of shard 0")
         console.print(t)
         console.print(f"shard generation (excluded): {t_gen:.1f} s;  peak RSS: {peak_rss_mb():,.0f} MB")
+        console.print("load average at the end (1, 5, 15 min): %.2f %.2f %.2f — other work on this machine skews every figure" % os.getloadavg())
     finally:
         if own_dir:
             shutil.rmtree(work, ignore_errors=True)

@@ -151,7 +151,7 @@ def models_list():
         try:
             console.print(f"{name:12} {resolve_model(name).path}")
         except TokenmillError as e:
-            console.print(f"{name:12} [red]{e}[/]")
+            console.print(f"{name:12} {e}", markup=False)
 
 
 @models_app.command("build")
@@ -202,7 +202,9 @@ def main() -> None:
     try:
         app()
     except TokenmillError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
 
 

@@ -9,6 +9,7 @@ positions, so no logits are computed for prompt tokens.
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -28,6 +29,10 @@ def load_hf(model: str, device: str | None = None, dtype: str | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ref = resolve_model(model)
+    if os.environ.get("TRANSFORMERS_VERBOSITY") == "error":  # the CLI's quiet mode
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     dev = _device(device)
     torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     try:

@@ -10,7 +10,7 @@ from tokenmill.storage.lake import Lake
 SUMMARY_SQL = """
 SELECT coalesce(world, source) AS world, model,
        count(*) AS rollouts,
-       sum(num_tokens) AS tokens,
+       sum(num_tokens)::BIGINT AS tokens,
        round(avg(CASE WHEN verdict = 'correct' THEN 1.0 ELSE 0.0 END), 3) AS accuracy,
        round(avg(reward), 3) AS mean_reward,
        round(avg(CASE WHEN finish_reason = 'length' THEN 1.0 ELSE 0.0 END), 3) AS truncated
@@ -22,7 +22,7 @@ GROUP BY ALL ORDER BY world, model
 def run_summary(lake: Lake, run_id: str) -> pa.Table:
     con = connect(lake)
     try:
-        return con.execute(SUMMARY_SQL, [run_id]).to_arrow_table()
+        return con.sql(SUMMARY_SQL, params=[run_id]).to_arrow_table()
     finally:
         con.close()
 
