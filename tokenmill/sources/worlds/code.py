@@ -5,6 +5,8 @@ Solution:  "def g(x):\n    x = x + 13\n    x = x * 4\n    return x\n"
 
 Half the tasks are one-liners over ints, lists and strings; the other half chain one to
 three integer steps, so held-out prompts are new compositions, not just new constants.
+A chain step may state its constant as a sum or product ("adds 3 times 7 to x" →
+`x = x + 21`): writing the right code then takes the arithmetic the models learned.
 
 Verifier: the completion (or its first fenced block) must parse (`ast.parse`); then the
 world's unit tests run against it in a separate Python process with a wall-clock
@@ -86,8 +88,19 @@ class CodeWorld(World):
 
     def _chain(self, rng: random.Random) -> Instance:
         name = rng.choice(_NAMES)
-        steps = [(rng.randrange(len(_STEPS)), rng.randint(2, 20)) for _ in range(rng.randint(1, 3))]
-        phrases = [_STEPS[s][0].format(k=k) for s, k in steps]
+        steps, phrases = [], []
+        for _ in range(rng.randint(1, 3)):
+            s, k, said_k = rng.randrange(len(_STEPS)), rng.randint(2, 20), None
+            if rng.random() < 0.5:  # the constant as an expression the model must evaluate
+                a = rng.randint(2, 9)
+                if rng.random() < 0.5:
+                    b = rng.randint(2, 9)
+                    k, said_k = a * b, f"{a} times {b}"
+                else:
+                    b = rng.randint(2, 30)
+                    k, said_k = a + b, f"{a} plus {b}"
+            steps.append((s, k))
+            phrases.append(_STEPS[s][0].format(k=said_k or k))
         said = phrases[0] if len(phrases) == 1 else ", then ".join(phrases)
         prompt = f"Write a Python function {name}(x) that {said}, and returns it.\n"
         body = "".join(f"    {_STEPS[s][1].format(k=k)}\n" for s, k in steps)
