@@ -58,3 +58,13 @@ def test_vllm_refuses_exact_entropy_and_hidden_states(vllm_small):
         vllm_small.score([[1, 5]], [[6]])
     with pytest.raises(EngineError, match="hidden"):
         vllm_small.score([[1, 5]], [[6]], entropy=False, hidden_layer=1)
+
+
+def test_seeded_generation_past_one_prefill_step_budget(vllm_small):
+    # > 4096 prompt tokens in one call: a chunked prefill would rewind the seeded CPU
+    # generators and crash ("CPU Generator does not use offset")
+    many = [p.prompt for p in get_world("arithmetic").prompts(64)]
+    params = SamplingParams(n=8, temperature=1.0, max_tokens=4, seed=11, logprobs=1)
+    first, second = vllm_small.generate(many, params), vllm_small.generate(many, params)
+    assert sum(len(g.prompt_token_ids) for g in first) > 4096
+    assert all(np.array_equal(a.token_ids, b.token_ids) for a, b in zip(first, second))

@@ -210,7 +210,9 @@ class Lake:
             ) from e
         seen = pc.unique(existing.column(col).cast(spec.schema.field(col).type))
         # a null key is never "already written": keep such rows rather than lose them
-        return data.filter(pc.fill_null(pc.invert(pc.is_in(data.column(col), value_set=seen)), True))
+        keep = pc.fill_null(pc.invert(pc.is_in(data.column(col), value_set=seen)), True)
+        # filter() copies every column (lists included) even when it keeps every row
+        return data if pc.all(keep).as_py() else data.filter(keep)
 
     @contextlib.contextmanager
     def _partition_lock(self, part_dir: str) -> Iterator[None]:
