@@ -79,3 +79,17 @@ def test_missing_model_path_is_a_clear_error(tmp_path):
     with pytest.raises(EngineError, match="no model at") as e:
         get_engine("hf", str(tmp_path / "nope"))
     assert "bundled model" in str(e.value)
+
+
+def test_chunked_lm_head_gives_the_same_scores(hf_small, monkeypatch):
+    import tokenmill.engines.hf as hf
+
+    gens = hf_small.generate([p.prompt for p in get_world("bios").prompts(3, split="all")],
+                             SamplingParams(n=2, temperature=1.0, max_tokens=40, seed=4))
+    args = ([g.prompt_token_ids for g in gens], [g.token_ids for g in gens])
+    whole = hf_small.score(*args)
+    monkeypatch.setattr(hf, "LOGITS_CHUNK", 7)  # chunk edges fall inside sequences
+    for a, b in zip(whole, hf_small.score(*args)):
+        np.testing.assert_array_equal(a.topk_ids, b.topk_ids)
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6)
+        np.testing.assert_allclose(a.entropy, b.entropy, atol=1e-6)

@@ -20,6 +20,9 @@ from tokenmill.errors import EngineError
 from tokenmill.models.registry import resolve_model
 
 
+LOGITS_CHUNK = 2048  # completion tokens per LM-head call when scoring
+
+
 def _device(device: str | None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -93,8 +96,10 @@ class HFEngine:
         has_eos = is_eos.any(1)
         lengths = torch.where(has_eos, is_eos.int().argmax(1) + 1, torch.full_like(has_eos, steps, dtype=torch.long))
         valid = torch.arange(steps, device=seqs.device)[None, :] < lengths[:, None]
-        logits = torch.stack(out.logits, dim=1)[valid]  # [N, V], only real tokens
-        lp, ent, top_ids, top_lp = token_stats(logits, seqs[valid], params.logprobs)
+        # one step at a time (each vectorised over the batch and vocabulary): never a
+        # [rows, steps, vocab] copy, which for a 150k vocabulary would not fit
+        per_step = [token_stats(out.logits[t], seqs[:, t], params.logprobs) for t in range(steps)]
+        lp, ent, top_ids, top_lp = (torch.stack([st[i] for st in per_step], dim=1)[valid] for i in range(4))
         lens = lengths.tolist()
         cols = [split_rows(t.cpu().numpy(), lens) for t in (seqs[valid].int(), lp, ent, top_ids, top_lp)]
         gens = []
@@ -154,8 +159,11 @@ class HFEngine:
             raise EngineError("score: a completion token at position 0 has no context",
                               fix="give at least one prompt token (e.g. BOS)")
         h = res.last_hidden_state[rows, tok_pos - 1]  # the state that predicts each token
-        logits = self.model.get_output_embeddings()(h)
-        lp, ent, top_ids, top_lp = token_stats(logits, ids[rows, tok_pos], top_k)
+        head, targets = self.model.get_output_embeddings(), ids[rows, tok_pos]
+        # the LM head over row chunks bounds the [tokens, vocab] logits to LOGITS_CHUNK rows
+        parts = [token_stats(head(h[i : i + LOGITS_CHUNK]), targets[i : i + LOGITS_CHUNK], top_k)
+                 for i in range(0, h.shape[0], LOGITS_CHUNK)]
+        lp, ent, top_ids, top_lp = (torch.cat([pt[i] for pt in parts]) for i in range(4))
         hidden = None
         if hidden_layer is not None:
             hidden = split_rows(res.hidden_states[hidden_layer][rows, tok_pos].float().cpu().numpy(), c_len.tolist())
