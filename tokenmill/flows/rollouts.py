@@ -52,7 +52,7 @@ def commit_shard(lake: str, run_id: str, shard: str, generated: str) -> dict:
 def rollouts_flow(cfg: RolloutConfig) -> dict:
     """Generate, verify and store rollouts for every (model, prompt shard)."""
     t0 = time.time()
-    prompt_stage.preflight(cfg)  # bad input fails here, before anything touches the lake
+    prompt_stage.check_run(cfg)  # bad input fails before anything touches the lake
     shards = load_prompts(cfg)
     sampling = cfg.sampling.model_dump()
     jobs = [(m, s) for m in cfg.models for s in shards]

@@ -1,7 +1,8 @@
 """Prompt stage: check a run's inputs, load its sources, commit `prompts`, cut shards.
 
-`preflight` runs every check that can fail on user input (sources, models, engine)
-before the first write, so a bad run leaves the lake unchanged.
+`check_run` (run id, engine, models, lake URI) and the source loading in `load_and_shard`
+both happen before the first write, so a bad run leaves the lake unchanged; `preflight`
+does all of it up front for the CLI, before Prefect starts.
 """
 
 from __future__ import annotations
@@ -40,18 +41,26 @@ def load_sources(sources: list[SourceConfig]) -> list[Prompt]:
     return prompts
 
 
-def preflight(cfg: RolloutConfig) -> list[Prompt]:
-    """Validate everything a run depends on; returns the loaded prompts."""
+def check_run(cfg: RolloutConfig) -> None:
+    """The cheap checks: run id, engine, models, lake URI."""
     check_run_id(cfg.run_id)
     check_engine(cfg.engine)
     for model in cfg.models:
         resolve_model(model)
     Lake(cfg.lake)  # a bad URI fails here
+
+
+def preflight(cfg: RolloutConfig) -> list[Prompt]:
+    """Every check a run depends on, sources included; returns the loaded prompts."""
+    check_run(cfg)
     return load_sources(cfg.sources)
 
 
 def load_and_shard(lake: Lake, run_id: str, sources: list[SourceConfig], shard_size: int) -> list[str]:
-    """Commit the run's prompts and write content-addressed prompt shards to staging."""
+    """Commit the run's prompts and write content-addressed prompt shards to staging.
+
+    Every source is read (and so checked) before the first write.
+    """
     table = prompts_table(load_sources(sources))
     lake.commit("prompts", run_id, table)
     shards = []
