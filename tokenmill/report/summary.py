@@ -7,13 +7,14 @@ import pyarrow as pa
 from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
 
+# accuracy: share of rollouts verified correct; reward: mean reward; cut: share that hit max_tokens
 SUMMARY_SQL = """
 SELECT coalesce(world, source) AS world, model,
        count(*) AS rollouts,
        sum(num_tokens)::BIGINT AS tokens,
        round(avg(CASE WHEN verdict = 'correct' THEN 1.0 ELSE 0.0 END), 3) AS accuracy,
-       round(avg(reward), 3) AS mean_reward,
-       round(avg(CASE WHEN finish_reason = 'length' THEN 1.0 ELSE 0.0 END), 3) AS truncated
+       round(avg(reward), 3) AS reward,
+       round(avg(CASE WHEN finish_reason = 'length' THEN 1.0 ELSE 0.0 END), 3) AS cut
 FROM rollouts WHERE run_id = ?
 GROUP BY ALL ORDER BY world, model
 """
@@ -45,5 +46,7 @@ def explore_hints(lake_uri: str, run_id: str) -> list[str]:
         f'tokenmill sql --lake {lake_uri} "SELECT world, model, avg(reward) FROM rollouts WHERE run_id = \'{run_id}\' GROUP BY ALL"',
         f'tokenmill sql --lake {lake_uri} "SELECT r.completion, t.pos, t.token_id, t.logprob, t.entropy '
         f'FROM tokens t JOIN rollouts r USING (rollout_id, run_id) WHERE r.verdict = \'incorrect\' LIMIT 20"',
-        f"duckdb -c \"SELECT count(*) FROM read_parquet('{lake_uri}/tokens/*/*.parquet', hive_partitioning=true)\"",
+        # plain DuckDB, no tokenmill: the lake is just Parquet files
+        f"python -c \"import duckdb; duckdb.sql(\\\"SELECT run_id, count(*) FROM read_parquet('{lake_uri}/tokens/*/*.parquet', "
+        f"hive_partitioning=true) GROUP BY run_id\\\").show()\"",
     ]
