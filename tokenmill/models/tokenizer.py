@@ -7,7 +7,6 @@ everything else is GPT-2 style byte-level BPE, so any UTF-8 text round-trips.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import lru_cache
 
 import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -138,10 +137,3 @@ class TokenText:
         starts = np.array([chars(int(b)) for b in byte_start], dtype=np.int32)
         ends = np.array([chars(int(b)) for b in byte_end], dtype=np.int32)
         return starts, np.maximum(ends, starts)
-
-
-@lru_cache(maxsize=8)
-def token_text_for(name_or_path: str) -> TokenText:
-    from transformers import AutoTokenizer
-
-    return TokenText(AutoTokenizer.from_pretrained(name_or_path))
