@@ -76,6 +76,15 @@ def test_rollout_ids_are_deterministic_across_lakes(prefect_harness, tmp_path):
     assert ids[0] == ids[1] and len(set(ids[0])) == 24
 
 
+def test_flow_writes_to_a_non_local_filesystem_lake(prefect_harness):
+    from tokenmill.flows.rollouts import rollouts_flow
+
+    uri = "memory://tokenmill-flow-test/lake"  # fsspec's in-process filesystem
+    summary = rollouts_flow(small_config(uri, run_id="mem"))
+    assert lake_counts(uri) == {"prompts": 12, "rollouts": 24, "tokens": summary["tokens"]}
+    assert Lake(uri).runs() == ["mem"] and not Lake(uri).is_local
+
+
 def test_flow_with_a_bad_source_leaves_the_lake_unchanged(prefect_harness, lake_dir, tmp_path):
     from tokenmill.errors import SourceError
     from tokenmill.flows.rollouts import rollouts_flow
