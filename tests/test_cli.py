@@ -81,7 +81,7 @@ def test_unknown_world_lists_the_worlds(lake_dir):
 
 
 def test_every_command_has_help():
-    for cmd in ([], ["demo"], ["run"], ["sql"], ["models"], ["models", "build"], ["models", "eval"]):
+    for cmd in ([], ["demo"], ["run"], ["sql"], ["check"], ["models"], ["models", "build"], ["models", "eval"]):
         r = tokenmill(*cmd, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
 
@@ -115,3 +115,17 @@ def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path):
     for needle in ("arithmetic", "code", "bios", "tiny-small", "tiny-large", "accuracy", "tokenmill sql"):
         assert needle in r.stdout
     assert Lake(lake).read("rollouts").num_rows == 3 * 4 * 2 * 2
+
+
+def test_check_reports_a_corrupted_file_and_exits_nonzero(lake_dir):
+    from tokenmill.sources import Prompt, prompts_table
+
+    lake = Lake(lake_dir)
+    lake.commit("prompts", "r", prompts_table([Prompt(source="s", prompt="p")]))
+    r = tokenmill("check", "--lake", str(lake_dir))
+    assert r.returncode == 0 and "no problems" in r.stdout
+    with open(lake.files("prompts")[0], "r+b") as fh:  # clobber the Parquet footer
+        fh.seek(-12, 2)
+        fh.write(b"\0" * 12)
+    r = tokenmill("check", "--lake", str(lake_dir))
+    assert r.returncode == 1 and "unreadable" in r.stdout, r.stdout

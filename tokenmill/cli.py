@@ -142,6 +142,27 @@ def sql(
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
+@app.command()
+def check(lake: str = LakeOpt):
+    """Check every lake file: unreadable or corrupt files, newer schema versions, stray temp files."""
+    from rich.table import Table
+
+    from tokenmill.storage.lake import Lake
+
+    lk = Lake(lake)
+    problems = lk.check()
+    counts = {t: len(lk.files(t)) for t in lk.tables()}
+    console.print(f"{lake}: " + (", ".join(f"{t} {n} files" for t, n in counts.items()) or "no data"))
+    if not problems:
+        console.print("no problems found")
+        return
+    table = Table("kind", "path", "detail", title=f"{len(problems)} problems")
+    for p in problems:
+        table.add_row(p.kind, p.path, p.detail)
+    console.print(table)
+    raise typer.Exit(1)
+
+
 @models_app.command("list")
 def models_list():
     """The bundled models and where they live."""
