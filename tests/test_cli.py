@@ -129,3 +129,11 @@ def test_check_reports_a_corrupted_file_and_exits_nonzero(lake_dir):
         fh.write(b"\0" * 12)
     r = tokenmill("check", "--lake", str(lake_dir))
     assert r.returncode == 1 and "unreadable" in r.stdout, r.stdout
+
+
+def test_unknown_engine_option_is_refused_before_any_write(lake_dir):
+    r = tokenmill("run", "--world", "arithmetic", "--engine-option", "batch_sise=8", "--lake", str(lake_dir))
+    assert_fails(r, "unknown hf engine option(s): batch_sise", "batch_size")
+    assert_lake_untouched(lake_dir)
+    assert_fails(tokenmill("run", "--world", "arithmetic", "--engine-option", "nokey", "--lake", str(lake_dir)),
+                 "KEY=VALUE")

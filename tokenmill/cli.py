@@ -6,6 +6,7 @@ wrong and how to fix it, exit code 2, no traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -47,6 +48,20 @@ def _run_rollouts(cfg) -> dict:
 
     with progress.rich_bars():
         return rollouts_flow(cfg)
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """["max_model_len=4096", "dtype=bfloat16"] → {"max_model_len": 4096, "dtype": "bfloat16"}."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise TokenmillError(f"--engine-option {pair!r} is not KEY=VALUE", fix="e.g. --engine-option max_model_len=4096")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def _print_summary(lake: str, run_id: str, wall: float) -> None:
@@ -97,6 +112,8 @@ def run(
     limit: Optional[int] = typer.Option(None, help="Read at most this many records per file."),
     model: list[str] = typer.Option(["tiny-small"], help="Bundled name, local path or hub id; repeatable."),
     engine: str = typer.Option("hf", help="hf (transformers) or vllm."),
+    engine_option: list[str] = typer.Option(
+        [], help="KEY=VALUE passed to the engine (value parsed as JSON if it can be), e.g. max_model_len=4096; repeatable."),
     samples: int = typer.Option(4, "--samples", "-n", help="Samples per prompt."),
     temperature: float = typer.Option(1.0, help="0 = greedy."),
     top_p: float = typer.Option(1.0),
@@ -116,6 +133,7 @@ def run(
         raise TokenmillError("no prompt source given", fix="add --world arithmetic or --source prompts.jsonl")
     cfg = RolloutConfig(
         lake=lake, run_id=run_id or new_run_id(), sources=sources, models=model, engine=engine, shard_size=shard_size,
+        engine_options=parse_options(engine_option),
         sampling=SamplingConfig(n=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                                 logprobs=logprobs),
     )

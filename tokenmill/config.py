@@ -7,6 +7,7 @@ describe a run the same way.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -59,5 +60,9 @@ class RolloutConfig(BaseModel):
     sources: list[SourceConfig] = [SourceConfig(world="arithmetic")]
     models: list[str] = ["tiny-small", "tiny-large"]
     engine: str = "hf"
+    engine_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="passed to the engine: e.g. max_model_len, tensor_parallel_size (vllm); device, dtype, batch_size (hf)",
+    )
     sampling: SamplingConfig = SamplingConfig()
     shard_size: int = Field(64, ge=1, description="prompts per generation shard (one Prefect task each)")

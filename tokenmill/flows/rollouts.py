@@ -19,6 +19,7 @@ from prefect.cache_policies import NONE
 from tokenmill import ids
 from tokenmill.config import RolloutConfig
 from tokenmill.engines import SamplingParams
+from tokenmill.errors import TokenmillError
 from tokenmill.report import progress
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks import generate as gen_stage
@@ -33,15 +34,22 @@ def load_prompts(cfg: RolloutConfig) -> list[str]:
     return shards
 
 
+def _retry_unless_user_error(task, task_run, state) -> bool:
+    """Retry transient failures (an engine crash, OOM), not input the user must fix."""
+    return not isinstance(state.result(raise_on_failure=False), TokenmillError)
+
+
 @task(name="generate-shard", retries=2, retry_delay_seconds=2, cache_policy=NONE,
+      retry_condition_fn=_retry_unless_user_error,
       task_run_name="generate {model} {shard}")
-def generate_shard(lake: str, run_id: str, shard: str, engine: str, model: str, sampling: dict) -> str:
-    out = gen_stage.generate_shard(Lake(lake), run_id, shard, engine, model, SamplingParams(**sampling))
+def generate_shard(lake: str, run_id: str, shard: str, engine: str, model: str, sampling: dict,
+                   engine_options: dict) -> str:
+    out = gen_stage.generate_shard(Lake(lake), run_id, shard, engine, model, SamplingParams(**sampling), engine_options)
     progress.advance("generate")
     return out
 
 
-@task(name="commit-shard", retries=1, cache_policy=NONE, task_run_name="verify+commit {generated}")
+@task(name="commit-shard", retries=1, cache_policy=NONE, retry_condition_fn=_retry_unless_user_error, task_run_name="verify+commit {generated}")
 def commit_shard(lake: str, run_id: str, shard: str, generated: str) -> dict:
     counts = verify_stage.verify_and_commit(Lake(lake), run_id, shard, generated)
     progress.advance("verify + commit")
@@ -60,7 +68,7 @@ def rollouts_flow(cfg: RolloutConfig) -> dict:
     progress.start("verify + commit", len(jobs))
     commits = []
     for model, shard in jobs:  # generation is sequential: one engine uses every core
-        generated = generate_shard(cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling)
+        generated = generate_shard(cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling, cfg.engine_options)
         commits.append(commit_shard.submit(cfg.lake, cfg.run_id, shard, generated))
     counts = [c.result() for c in commits]
     return {

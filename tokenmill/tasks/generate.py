@@ -118,21 +118,24 @@ def generate(prompts: list[Prompt], engine: Engine, params: SamplingParams) -> t
     return rollout_tables(prompts, gens, engine, params)
 
 
-def generated_dir(run_id: str, shard: str, engine: str, model: str, params: SamplingParams) -> str:
-    """Staging folder of one (shard, engine, model, sampling): its name is its inputs' hash."""
-    key = ids.content_id(engine, model, ids.canonical_json(params.as_dict()))
+def generated_dir(run_id: str, shard: str, engine: str, model: str, params: SamplingParams,
+                  options: dict | None = None) -> str:
+    """Staging folder of one (shard, engine + options, model, sampling): named by their hash."""
+    key = ids.content_id(engine, ids.canonical_json(options or {}), model, ids.canonical_json(params.as_dict()))
     shard_name = shard.rsplit("/", 1)[-1].removesuffix(".parquet")
     return f"runs/{run_id}/generated/{key}/{shard_name}"
 
 
-def generate_shard(lake: Lake, run_id: str, shard: str, engine_kind: str, model: str, params: SamplingParams) -> str:
+def generate_shard(lake: Lake, run_id: str, shard: str, engine_kind: str, model: str, params: SamplingParams,
+                   options: dict | None = None) -> str:
     """Generate one prompt shard into staging; a shard already there is not redone."""
     from tokenmill.tasks.prompts import read_shard
 
-    out = generated_dir(run_id, shard, engine_kind, model, params)
+    out = generated_dir(run_id, shard, engine_kind, model, params, options)
     if lake.exists(f"_staging/{out}/rollouts.parquet"):
         return out
-    rollouts, tokens = generate(read_shard(lake, shard), cached_engine(engine_kind, model), params)
+    engine = cached_engine(engine_kind, model, **(options or {}))
+    rollouts, tokens = generate(read_shard(lake, shard), engine, params)
     lake.write_scratch(f"{out}/tokens.parquet", tokens)
     lake.write_scratch(f"{out}/rollouts.parquet", rollouts)  # written last: marks the shard done
     return out

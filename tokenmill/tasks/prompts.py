@@ -1,6 +1,6 @@
 """Prompt stage: check a run's inputs, load its sources, commit `prompts`, cut shards.
 
-`check_run` (run id, engine, models, lake URI) and the source loading in `load_and_shard`
+`check_run` (run id, engine and its options, models, lake URI) and the source loading in `load_and_shard`
 both happen before the first write, so a bad run leaves the lake unchanged; `preflight`
 does all of it up front for the CLI, before Prefect starts.
 """
@@ -34,6 +34,30 @@ def check_engine(kind: str) -> None:
         raise EngineError(f"unknown engine {kind!r}", fix="use --engine hf or --engine vllm")
 
 
+def check_engine_options(kind: str, options: dict) -> None:
+    """Refuse option names the engine would reject, before anything runs."""
+    import dataclasses
+    import inspect
+
+    if not options:
+        return
+    if kind == "hf":
+        from tokenmill.engines.hf import HFEngine
+
+        known = set(inspect.signature(HFEngine.__init__).parameters) - {"self", "model"}
+    else:
+        import vllm
+
+        from tokenmill.engines.vllm import VLLMEngine
+
+        own = set(inspect.signature(VLLMEngine.__init__).parameters) - {"self", "model", "llm_options"}
+        known = own | {f.name for f in dataclasses.fields(vllm.EngineArgs)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise EngineError(f"unknown {kind} engine option(s): {', '.join(unknown)}",
+                          fix=f"options this engine takes include: {', '.join(sorted(known)[:25])}")
+
+
 def load_sources(sources: list[SourceConfig]) -> list[Prompt]:
     prompts: list[Prompt] = []
     for src in sources:
@@ -45,6 +69,7 @@ def check_run(cfg: RolloutConfig) -> None:
     """The cheap checks: run id, engine, models, lake URI."""
     check_run_id(cfg.run_id)
     check_engine(cfg.engine)
+    check_engine_options(cfg.engine, cfg.engine_options)
     for model in cfg.models:
         resolve_model(model)
     Lake(cfg.lake)  # a bad URI fails here
