@@ -68,3 +68,16 @@ def test_seeded_generation_past_one_prefill_step_budget(vllm_small):
     first, second = vllm_small.generate(many, params), vllm_small.generate(many, params)
     assert sum(len(g.prompt_token_ids) for g in first) > 4096
     assert all(np.array_equal(a.token_ids, b.token_ids) for a, b in zip(first, second))
+
+
+def test_a_small_and_a_large_engine_share_one_process(vllm_small, prompts):
+    from tokenmill.tasks.generate import cached_engine
+
+    large = cached_engine("vllm", "tiny-large")  # e.g. a routing labeler holds both at once
+    hf_large = cached_engine("hf", "tiny-large")
+    params = SamplingParams(n=1, temperature=0.0, max_tokens=48)
+    small_out = vllm_small.generate(prompts[:3], params)
+    for a, b in zip(large.generate(prompts, params), hf_large.generate(prompts, params)):
+        np.testing.assert_array_equal(a.token_ids, b.token_ids)
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-3)
+    assert len(small_out) == 3

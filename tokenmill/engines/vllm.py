@@ -20,6 +20,9 @@ from tokenmill.errors import EngineError
 from tokenmill.models.registry import resolve_model
 
 
+CPU_KV_CACHE_BYTES = 1 << 30  # per engine on CPU unless gpu_memory_utilization is given
+
+
 def _import_vllm():
     try:
         import vllm  # noqa: F401
@@ -63,6 +66,10 @@ class VLLMEngine:
             # generators cannot do ("CPU Generator does not use offset"): with more prompt
             # tokens than one step's budget (4096), seeded generation would crash.
             llm_options.setdefault("enable_chunked_prefill", False)
+            if gpu_memory_utilization is None:
+                # Sized from utilisation, the CPU worker subtracts the whole process's RSS, so
+                # a second engine in one process (a small/large pair) gets none: size it.
+                llm_options.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
         self.max_logprobs = max_logprobs
         try:
             self.llm = vllm.LLM(
@@ -73,7 +80,8 @@ class VLLMEngine:
             )
         except Exception as e:  # vLLM raises many types; the user needs one clear line
             raise EngineError(f"vLLM could not load {model!r}: {type(e).__name__}: {e}".splitlines()[0], where=ref.path,
-                              fix="check the model path; on CPU, head_dim must be one vLLM supports (>= 32)") from e
+                              fix="check the model path and engine options; on CPU head_dim must be >= 32, and the KV cache "
+                              "(--engine-option kv_cache_memory_bytes=…) must fit in free memory") from e
         self.tokenizer = self.llm.get_tokenizer()
         self.model_id = ref.model_id
 
