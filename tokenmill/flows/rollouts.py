@@ -49,7 +49,8 @@ def generate_shard(lake: str, run_id: str, shard: str, engine: str, model: str, 
     return out
 
 
-@task(name="commit-shard", retries=1, cache_policy=NONE, retry_condition_fn=_retry_unless_user_error, task_run_name="verify+commit {generated}")
+@task(name="commit-shard", retries=1, cache_policy=NONE, retry_condition_fn=_retry_unless_user_error,
+      task_run_name="verify+commit {generated}")
 def commit_shard(lake: str, run_id: str, shard: str, generated: str) -> dict:
     counts = verify_stage.verify_and_commit(Lake(lake), run_id, shard, generated)
     progress.advance("verify + commit")

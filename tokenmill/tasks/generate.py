@@ -33,14 +33,16 @@ def cached_engine(kind: str, model: str, **options) -> Engine:
         return _ENGINES[key]
 
 
-_TEXT: dict[int, TokenText] = {}
+_TEXT: dict[int, tuple[object, TokenText]] = {}
 
 
 def token_text(engine: Engine) -> TokenText:
-    key = id(engine.tokenizer)
-    if key not in _TEXT:
-        _TEXT[key] = TokenText(engine.tokenizer)
-    return _TEXT[key]
+    """The byte table of the engine's tokenizer, built once per tokenizer."""
+    tok = engine.tokenizer
+    if id(tok) not in _TEXT:
+        # the entry keeps the tokenizer alive, so its id() cannot be reused by another object
+        _TEXT[id(tok)] = (tok, TokenText(tok))
+    return _TEXT[id(tok)][1]
 
 
 def list_array(values: np.ndarray, lengths, value_type: pa.DataType) -> pa.Array:

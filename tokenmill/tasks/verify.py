@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 
 import pyarrow as pa
 
@@ -38,12 +39,17 @@ def verifier_name(prompt: Prompt) -> str | None:
     return "reference-match" if prompt.reference is not None else None
 
 
+@lru_cache(maxsize=None)
+def _world(name: str):
+    return get_world(name)  # one instance per world, not one per rollout
+
+
 def verify_one(prompt: Prompt, completion: str) -> tuple[str | None, Verdict | None]:
     name = verifier_name(prompt)
     if name is None:
         return None, None
     if prompt.world in WORLDS:
-        return name, get_world(prompt.world).verify(prompt, completion)
+        return name, _world(prompt.world).verify(prompt, completion)
     return name, reference_match(prompt.reference, completion)
 
 
