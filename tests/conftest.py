@@ -40,3 +40,38 @@ def hf_small():
 @pytest.fixture
 def lake_dir(tmp_path) -> Path:
     return tmp_path / "lake"
+
+
+def make_run(lake_uri: str, run_id: str = "r1", models=("tiny-small",), n_prompts: int = 8, samples: int = 4,
+             max_tokens: int = 48, world: str = "arithmetic", seed: int = 1) -> str:
+    """A real run through the plain stage functions (no Prefect): prompts, rollouts, tokens."""
+    from tokenmill.config import SourceConfig
+    from tokenmill.engines import SamplingParams
+    from tokenmill.storage.lake import Lake
+    from tokenmill.tasks import generate, prompts, verify
+
+    lake = Lake(lake_uri)
+    params = SamplingParams(n=samples, temperature=1.0, max_tokens=max_tokens, seed=seed)
+    for shard in prompts.load_and_shard(lake, run_id, [SourceConfig(world=world, n=n_prompts, seed=seed)], 64):
+        for model in models:
+            out = generate.generate_shard(lake, run_id, shard, "hf", model, params)
+            verify.verify_and_commit(lake, run_id, shard, out)
+    return run_id
+
+
+@pytest.fixture(scope="session")
+def arith_lake(tmp_path_factory) -> Path:
+    """A read-only lake with one arithmetic run `r1` of tiny-small: 8 prompts × 4 samples.
+    Tests that write copy it first (`copy_lake`)."""
+    path = tmp_path_factory.mktemp("arith") / "lake"
+    make_run(str(path))
+    return path
+
+
+@pytest.fixture
+def copy_lake(arith_lake, tmp_path) -> Path:
+    import shutil
+
+    dest = tmp_path / "lake"
+    shutil.copytree(arith_lake, dest)
+    return dest

@@ -2,8 +2,11 @@
 
 Every table is hive-partitioned by `run_id` (the partition column lives in the path,
 not inside the files) and carries `SCHEMA_VERSION` in each file's metadata. A table's
-`key` is its primary key; `dedupe_on` is the column whose values a commit treats as
-"already written" (committing the same rollout ids twice leaves one copy).
+`key` is its primary key; `dedupe_on` is the column (or columns, taken together) whose
+values a commit treats as "already written" (committing the same rollout ids twice
+leaves one copy). Label tables dedupe on (`rollout_id`, `config_id`): `config_id` hashes
+the labeler, its version, models and parameters, so a re-label with other parameters adds
+rows and the same labelling twice does not.
 
 Later stages add their tables with `register_table`, so the lake and the DuckDB
 catalog learn about them without further wiring.
@@ -26,8 +29,12 @@ class TableSpec:
     name: str
     schema: pa.Schema
     key: tuple[str, ...]
-    dedupe_on: str
+    dedupe_on: str | tuple[str, ...]
     doc: str
+
+    @property
+    def dedupe_cols(self) -> tuple[str, ...]:
+        return (self.dedupe_on,) if isinstance(self.dedupe_on, str) else tuple(self.dedupe_on)
 
     def empty(self) -> pa.Table:
         return self.schema.empty_table()
@@ -37,7 +44,7 @@ TABLES: dict[str, TableSpec] = {}
 
 
 def register_table(spec: TableSpec) -> TableSpec:
-    for col in spec.key + (spec.dedupe_on,):
+    for col in spec.key + spec.dedupe_cols:
         if col not in spec.schema.names:
             raise ValueError(f"table {spec.name}: key column {col!r} not in schema")
     if PARTITION_COLUMN in spec.schema.names:
@@ -131,6 +138,147 @@ TOKENS = register_table(
                 pa.field("topk_logprobs", _f32_list),
                 pa.field("char_start", pa.int32(), nullable=False),  # into rollouts.completion
                 pa.field("char_end", pa.int32(), nullable=False),
+            ]
+        ),
+    )
+)
+
+# ------------------------------------------------------------------ scoring and labels
+# Every label row records what produced it: `labeler`, `labeler_version`, the models
+# involved and the parameters that matter (JSON), hashed together into `config_id`.
+_provenance = [
+    pa.field("labeler", pa.string(), nullable=False),
+    pa.field("labeler_version", pa.string(), nullable=False),
+    pa.field("models", pa.string(), nullable=False),  # JSON: role -> model id
+    pa.field("params", pa.string(), nullable=False),  # JSON of the parameters that matter
+    pa.field("config_id", pa.string(), nullable=False),  # hash of labeler, version, models, params
+]
+
+SCORES = register_table(
+    TableSpec(
+        name="scores",
+        doc="Teacher-forced statistics of each generated token under a named model (policy, ref, pos, neg, …).",
+        key=("rollout_id", "pos", "model"),
+        dedupe_on=("rollout_id", "model"),
+        schema=pa.schema(
+            [
+                pa.field("rollout_id", pa.string(), nullable=False),
+                pa.field("pos", pa.int32(), nullable=False),
+                pa.field("model", pa.string(), nullable=False),  # the role name given to `score`
+                pa.field("model_id", pa.string(), nullable=False),  # what was loaded for that role
+                pa.field("token_id", pa.int32(), nullable=False),
+                pa.field("logprob", pa.float32(), nullable=False),  # raw: full-vocabulary log-softmax
+                pa.field("entropy", pa.float32()),  # null where the engine cannot give it exactly
+                pa.field("top1_id", pa.int32(), nullable=False),
+                pa.field("topk_ids", _i32_list),
+                pa.field("topk_logprobs", _f32_list),
+            ]
+        ),
+    )
+)
+
+HIDDEN_STATES = register_table(
+    TableSpec(
+        name="hidden_states",
+        doc="Hidden state of one layer at each generated token (float16), kept out of `scores`.",
+        key=("rollout_id", "pos", "model", "layer"),
+        dedupe_on=("rollout_id", "model", "layer"),
+        schema=pa.schema(
+            [
+                pa.field("rollout_id", pa.string(), nullable=False),
+                pa.field("pos", pa.int32(), nullable=False),
+                pa.field("model", pa.string(), nullable=False),
+                pa.field("model_id", pa.string(), nullable=False),
+                pa.field("layer", pa.int32(), nullable=False),  # index into hidden_states (0 = embeddings)
+                pa.field("hidden", pa.list_(pa.float16()), nullable=False),
+            ]
+        ),
+    )
+)
+
+TOKEN_REWARDS = register_table(
+    TableSpec(
+        name="token_rewards",
+        doc="Per-token rewards and advantages (dpo, grpo, tempo, d3s, entropy, rlpr), one row per token and kind.",
+        key=("rollout_id", "pos", "kind", "config_id"),
+        dedupe_on=("rollout_id", "config_id"),
+        schema=pa.schema(
+            [
+                pa.field("rollout_id", pa.string(), nullable=False),
+                pa.field("pos", pa.int32(), nullable=False),
+                pa.field("kind", pa.string(), nullable=False),
+                pa.field("value", pa.float32()),  # null where the kind is undefined (e.g. rlpr without a reference)
+                pa.field("flag", pa.bool_()),  # d3s: kept; entropy: high-window; null for other kinds
+                *_provenance,
+            ]
+        ),
+    )
+)
+
+CRITICAL = register_table(
+    TableSpec(
+        name="critical",
+        doc="Critical tokens by contrastive estimation (cDPO): p_CE of each token and its weight 1 - p_CE.",
+        key=("rollout_id", "pos", "config_id"),
+        dedupe_on=("rollout_id", "config_id"),
+        schema=pa.schema(
+            [
+                pa.field("rollout_id", pa.string(), nullable=False),
+                pa.field("pos", pa.int32(), nullable=False),
+                pa.field("token_id", pa.int32(), nullable=False),
+                pa.field("p_ce", pa.float32(), nullable=False),
+                pa.field("weight", pa.float32(), nullable=False),  # 1 - p_ce
+                pa.field("rank", pa.int32(), nullable=False),  # 1 = lowest p_ce of its rollout
+                pa.field("is_critical", pa.bool_(), nullable=False),
+                pa.field("pos_model", pa.string(), nullable=False),
+                pa.field("neg_model", pa.string(), nullable=False),
+                pa.field("beta", pa.float32(), nullable=False),
+                *_provenance,
+            ]
+        ),
+    )
+)
+
+CRITICAL_TRUTH = register_table(
+    TableSpec(
+        name="critical_truth",
+        doc="Rollout-based ground truth for critical tokens: success rate of continuations with the token kept vs replaced.",
+        key=("rollout_id", "pos", "config_id"),
+        dedupe_on=("rollout_id", "config_id"),
+        schema=pa.schema(
+            [
+                pa.field("rollout_id", pa.string(), nullable=False),
+                pa.field("pos", pa.int32(), nullable=False),
+                pa.field("token_id", pa.int32(), nullable=False),
+                pa.field("alt_token_id", pa.int32(), nullable=False),
+                pa.field("k", pa.int32(), nullable=False),  # continuations per arm
+                pa.field("kept_success", pa.float32(), nullable=False),
+                pa.field("replaced_success", pa.float32(), nullable=False),
+                pa.field("is_critical", pa.bool_(), nullable=False),  # replaced - kept >= margin
+                *_provenance,
+            ]
+        ),
+    )
+)
+
+MODEL_ARTIFACTS = register_table(
+    TableSpec(
+        name="model_artifacts",
+        doc="Models trained by tokenmill (e.g. cDPO's pos/neg), with their lineage.",
+        key=("artifact_id",),
+        dedupe_on="artifact_id",
+        schema=pa.schema(
+            [
+                pa.field("artifact_id", pa.string(), nullable=False),
+                pa.field("role", pa.string(), nullable=False),  # pos | neg | …
+                pa.field("base_model", pa.string(), nullable=False),
+                pa.field("path", pa.string(), nullable=False),  # relative to the lake root
+                pa.field("train_rollouts", pa.int32(), nullable=False),
+                pa.field("train_tokens", pa.int64(), nullable=False),
+                pa.field("steps", pa.int32(), nullable=False),
+                pa.field("final_loss", pa.float32()),
+                pa.field("lineage", pa.string(), nullable=False),  # JSON: data hash, rollout filter, recipe, code version
+                pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
             ]
         ),
     )

@@ -93,3 +93,29 @@ def test_chunked_lm_head_gives_the_same_scores(hf_small, monkeypatch):
         np.testing.assert_array_equal(a.topk_ids, b.topk_ids)
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6)
         np.testing.assert_allclose(a.entropy, b.entropy, atol=1e-6)
+
+
+def test_generate_from_token_ids_continues_the_exact_prefix(hf_small):
+    prompt = get_world("arithmetic").prompts(1)[0].prompt
+    ids = hf_small.tokenizer([prompt])["input_ids"][0]
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=20, seed=3)
+    from_text = hf_small.generate([prompt], params)
+    from_ids = hf_small.generate([ids], params)
+    assert from_ids[0].prompt_token_ids == ids
+    for a, b in zip(from_text, from_ids):
+        assert a.token_ids.tolist() == b.token_ids.tolist()
+
+
+def test_full_logprobs_agree_with_score(hf_small):
+    world = get_world("arithmetic")
+    prompts = [p.prompt for p in world.prompts(3)]
+    gens = hf_small.generate(prompts, SamplingParams(n=1, temperature=1.0, max_tokens=25, seed=1))
+    p_ids = [g.prompt_token_ids for g in gens]
+    c_ids = [g.token_ids for g in gens]
+    logp, targets, lengths = hf_small.full_logprobs(p_ids, c_ids)
+    assert lengths == [len(c) for c in c_ids]
+    assert logp.shape == (sum(lengths), len(hf_small.tokenizer))
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(sum(lengths)), atol=1e-4)
+    chosen = logp.gather(-1, targets.long()[:, None])[:, 0].numpy()
+    scored = np.concatenate([s.logprobs for s in hf_small.score(p_ids, c_ids)])
+    np.testing.assert_allclose(chosen, scored, atol=1e-4)

@@ -58,8 +58,12 @@ class Engine(Protocol):
     logprobs_kind: str  # "raw" | "processed"
     tokenizer: object  # a transformers tokenizer
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
-        """`params.n` samples for each prompt, in prompt order then sample order."""
+    def generate(self, prompts: Sequence[str] | Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
+        """`params.n` samples for each prompt, in prompt order then sample order.
+
+        A prompt is text, or a list of token ids (continuing a given prefix exactly, with
+        no decode/re-encode round trip).
+        """
         ...
 
     def score(
@@ -87,6 +91,16 @@ def token_stats(logits: torch.Tensor, token_ids: torch.Tensor, top_k: int):
     k = min(top_k, logp.shape[-1])
     top_lp, top_ids = logp.topk(k, dim=-1) if k > 0 else (logp[:, :0], logp[:, :0].long())
     return chosen, ent, top_ids.int(), top_lp
+
+
+def prompt_token_ids(tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+    """Token ids of each prompt: text is encoded (BOS added), id lists are taken as given."""
+    prompts = list(prompts)
+    if all(isinstance(p, str) for p in prompts):
+        return tokenizer(prompts)["input_ids"] if prompts else []
+    if any(isinstance(p, str) for p in prompts):
+        raise TypeError("generate: give all prompts as text or all as token id lists, not a mix")
+    return [[int(t) for t in p] for p in prompts]
 
 
 def split_rows(values: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray]:

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from tokenmill.engines.base import Generation, SamplingParams, Scored, split_rows, token_stats
+from tokenmill.engines.base import Generation, SamplingParams, Scored, prompt_token_ids, split_rows, token_stats
 from tokenmill.errors import EngineError
 from tokenmill.models.registry import resolve_model
 
@@ -63,8 +63,8 @@ class HFEngine:
 
     # -- generation -------------------------------------------------------------------
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
-        enc = self.tokenizer(list(prompts))["input_ids"]
+    def generate(self, prompts: Sequence[str] | Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
+        enc = prompt_token_ids(self.tokenizer, prompts)
         order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
         results: list[Generation] = []
         for b, start in enumerate(range(0, len(order), self.batch_size)):
@@ -140,6 +140,32 @@ class HFEngine:
         return out  # type: ignore[return-value]
 
     def _score_batch(self, batch, prompt_ids, completion_ids, top_k, hidden_layer, out):
+        h, targets, c_len, hidden = self._completion_states(batch, prompt_ids, completion_ids, hidden_layer)
+        head = self.model.get_output_embeddings()
+        # the LM head over row chunks bounds the [tokens, vocab] logits to LOGITS_CHUNK rows
+        parts = [token_stats(head(h[i : i + LOGITS_CHUNK]), targets[i : i + LOGITS_CHUNK], top_k)
+                 for i in range(0, h.shape[0], LOGITS_CHUNK)]
+        lp, ent, top_ids, top_lp = (torch.cat([pt[i] for pt in parts]) for i in range(4))
+        lens = c_len.tolist()
+        hidden = split_rows(hidden.float().cpu().numpy(), lens) if hidden is not None else None
+        cols = [split_rows(t.cpu().numpy(), lens) for t in (lp, ent, top_ids, top_lp)]
+        for r, i in enumerate(batch):
+            out[i] = Scored(cols[0][r], cols[1][r], cols[2][r], cols[3][r], hidden[r] if hidden else None)
+
+    @torch.inference_mode()
+    def full_logprobs(self, prompt_ids, completion_ids) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Full-vocabulary raw log-probs at every completion token, for labelers that need
+        more than the top-k (cDPO's contrastive softmax): ([N, V] float32, [N] targets,
+        per-sequence lengths), N = all completion tokens. Callers bound N by batching.
+        """
+        batch = list(range(len(prompt_ids)))
+        h, targets, c_len, _ = self._completion_states(batch, prompt_ids, completion_ids, None)
+        logits = self.model.get_output_embeddings()(h)
+        return torch.log_softmax(logits.float(), dim=-1), targets, c_len.tolist()
+
+    def _completion_states(self, batch, prompt_ids, completion_ids, hidden_layer):
+        """One decoder pass: (final state predicting each completion token [N, d], the
+        tokens [N], completion lengths, chosen layer's state at each token or None)."""
         seqs = [list(prompt_ids[i]) + list(completion_ids[i]) for i in batch]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -159,18 +185,8 @@ class HFEngine:
             raise EngineError("score: a completion token at position 0 has no context",
                               fix="give at least one prompt token (e.g. BOS)")
         h = res.last_hidden_state[rows, tok_pos - 1]  # the state that predicts each token
-        head, targets = self.model.get_output_embeddings(), ids[rows, tok_pos]
-        # the LM head over row chunks bounds the [tokens, vocab] logits to LOGITS_CHUNK rows
-        parts = [token_stats(head(h[i : i + LOGITS_CHUNK]), targets[i : i + LOGITS_CHUNK], top_k)
-                 for i in range(0, h.shape[0], LOGITS_CHUNK)]
-        lp, ent, top_ids, top_lp = (torch.cat([pt[i] for pt in parts]) for i in range(4))
-        hidden = None
-        if hidden_layer is not None:
-            hidden = split_rows(res.hidden_states[hidden_layer][rows, tok_pos].float().cpu().numpy(), c_len.tolist())
-        lens = c_len.tolist()
-        cols = [split_rows(t.cpu().numpy(), lens) for t in (lp, ent, top_ids, top_lp)]
-        for r, i in enumerate(batch):
-            out[i] = Scored(cols[0][r], cols[1][r], cols[2][r], cols[3][r], hidden[r] if hidden else None)
+        hidden = res.hidden_states[hidden_layer][rows, tok_pos] if hidden_layer is not None else None
+        return h, ids[rows, tok_pos], c_len, hidden
 
     def close(self) -> None:
         self.model = None

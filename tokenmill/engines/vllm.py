@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tokenmill.engines.base import Generation, SamplingParams, Scored
+from tokenmill.engines.base import Generation, SamplingParams, Scored, prompt_token_ids
 from tokenmill.errors import EngineError
 from tokenmill.models.registry import resolve_model
 
@@ -88,12 +88,12 @@ class VLLMEngine:
                               fix="ask for fewer logprobs or build the engine with a larger max_logprobs")
         return max(k, 1)
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
+    def generate(self, prompts: Sequence[str] | Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
         from vllm import SamplingParams as VSP
         from vllm.inputs import TokensPrompt
 
         k = self._check_k(params.logprobs)
-        enc = self.tokenizer(list(prompts))["input_ids"]  # the same tokenization as the HF engine
+        enc = prompt_token_ids(self.tokenizer, prompts)  # the same tokenization as the HF engine
         greedy = params.temperature <= 0
         sp = VSP(n=params.n, temperature=0.0 if greedy else params.temperature, top_p=1.0 if greedy else params.top_p,
                  max_tokens=params.max_tokens, seed=params.seed, logprobs=k, flat_logprobs=True, detokenize=False)

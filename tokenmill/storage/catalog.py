@@ -60,7 +60,7 @@ def _create_view(con: duckdb.DuckDBPyConnection, lake: Lake, name: str) -> None:
     spec = S.table_spec(name)
     if not lake.files(name):
         # a view over the typed empty relation: `SELECT count(*)` answers 0, columns resolve
-        con.from_arrow(with_run_id(spec.schema).empty_table()).create_view(name)
+        con.from_arrow(_duckdb_safe(with_run_id(spec.schema)).empty_table()).create_view(name)
     elif lake.is_local:
         con.execute(
             f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_local_source(lake, name)}, "
@@ -203,3 +203,14 @@ def _as_rich_text(table: pa.Table, max_rows: int) -> str:
     console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
     console.print(rt)
     return console.file.getvalue()
+
+
+def _duckdb_safe(schema: pa.Schema) -> pa.Schema:
+    """DuckDB reads float16 from Parquet (as FLOAT) but not from Arrow: widen it for empty views."""
+    def widen(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_float16(t):
+            return pa.float32()
+        if pa.types.is_list(t):
+            return pa.list_(widen(t.value_type))
+        return t
+    return pa.schema([f.with_type(widen(f.type)) for f in schema])

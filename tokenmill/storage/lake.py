@@ -8,7 +8,7 @@ Layout::
 The partition column `run_id` lives only in the path. A commit
 
 * conforms the batch to the table's schema (clear error naming table and column),
-* drops rows whose `dedupe_on` value is already in that run's partition (idempotent:
+* drops rows whose `dedupe_on` value(s) are already in that run's partition (idempotent:
   re-running the same work adds nothing),
 * names the file after its content, so two identical concurrent commits target the same
   file instead of writing two copies,
@@ -29,6 +29,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from typing import Iterator
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,6 +50,7 @@ STAGING_DIR = "_staging"
 PARQUET_SUFFIX = ".parquet"
 TMP_SUFFIX = ".tmp"
 LOCK_NAME = ".commit.lock"
+DONE_MARKER = "DONE"  # last file of a copied artifact directory
 COMPRESSION = "zstd"
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9_.:-]+")
 _PARTITION_PREFIX = f"{S.PARTITION_COLUMN}="
@@ -103,6 +105,19 @@ def _is_visible(relpath: str) -> bool:
 def _is_temp(path: str) -> bool:
     name = posixpath.basename(path)
     return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+def dedupe_key(spec: S.TableSpec, data: pa.Table) -> pa.ChunkedArray:
+    """The value a commit deduplicates on: one column, or several joined into one string.
+
+    Label tables dedupe on (rollout_id, config) pairs: the same rollouts labelled with other
+    parameters are new rows, the same ones again are not.
+    """
+    cols = spec.dedupe_cols
+    if len(cols) == 1:
+        return data.column(cols[0])
+    parts = [pc.cast(data.column(c), pa.string()) for c in cols]
+    return pc.binary_join_element_wise(*parts, "\x1f")
 
 
 def _sorted_keys(col: pa.ChunkedArray) -> list[str]:
@@ -184,7 +199,7 @@ class Lake:
         check_run_id(run_id)
         incoming = conform(spec, data, run_id)
         part_dir = self.partition_path(table, run_id)
-        name = "part-" + content_id(table, run_id, *_sorted_keys(incoming.column(spec.dedupe_on))) + PARQUET_SUFFIX
+        name = "part-" + content_id(table, run_id, *_sorted_keys(dedupe_key(spec, incoming))) + PARQUET_SUFFIX
         with self._partition_lock(part_dir):
             fresh = self._drop_existing(spec, run_id, incoming)
             skipped = incoming.num_rows - fresh.num_rows
@@ -198,19 +213,20 @@ class Lake:
         files = self.files(spec.name, run_id)
         if not files or data.num_rows == 0:
             return data
-        col = spec.dedupe_on
-        # only the dedupe column is read: a partition of token rows stays cheap to check
+        cols = list(spec.dedupe_cols)
+        # only the dedupe columns are read: a partition of token rows stays cheap to check
         try:
-            existing = ds.dataset(files, format="parquet", filesystem=self.fs).to_table(columns=[col])
+            existing = ds.dataset(files, format="parquet", filesystem=self.fs).to_table(columns=cols)
         except (pa.ArrowException, OSError) as e:
             raise LakeError(
                 f"table {spec.name}: cannot read the existing files of run {run_id!r} to deduplicate: {e}",
                 where=self.partition_path(spec.name, run_id),
                 fix="run `Lake.check()` and remove or repair the unreadable files",
             ) from e
-        seen = pc.unique(existing.column(col).cast(spec.schema.field(col).type))
+        existing = pa.table({c: existing.column(c).cast(spec.schema.field(c).type) for c in cols})
+        seen = pc.unique(dedupe_key(spec, existing))
         # a null key is never "already written": keep such rows rather than lose them
-        keep = pc.fill_null(pc.invert(pc.is_in(data.column(col), value_set=seen)), True)
+        keep = pc.fill_null(pc.invert(pc.is_in(dedupe_key(spec, data), value_set=seen)), True)
         # filter() copies every column (lists included) even when it keeps every row
         return data if pc.all(keep).as_py() else data.filter(keep)
 
@@ -304,6 +320,51 @@ class Lake:
                 where=self.uri,
                 fix="check the filter's columns; `Lake.check()` lists unreadable files",
             ) from e
+
+    def read_part(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        """One committed file (a path from `files`), e.g. one shard of a run's rollouts."""
+        return pq.read_table(path, filesystem=self.fs, columns=columns)
+
+    # ---------------------------------------------------------------- artifacts
+
+    def put_dir(self, local_dir: str | os.PathLike, relpath: str) -> str:
+        """Copy a local directory (a saved model) into the lake; atomic per file, the
+        `DONE` marker written last so a half-copied artifact is never taken as complete."""
+        local_dir = Path(local_dir)
+        dest = self.path(relpath)
+        for f in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+            target = posixpath.join(dest, f.relative_to(local_dir).as_posix())
+            self.fs.create_dir(posixpath.dirname(target), recursive=True)
+            self._write_bytes_atomic(target, f.read_bytes())
+        self._write_bytes_atomic(posixpath.join(dest, DONE_MARKER), b"")
+        return dest
+
+    def has_dir(self, relpath: str) -> bool:
+        return self.exists(posixpath.join(relpath, DONE_MARKER))
+
+    def local_dir(self, relpath: str, cache: str | os.PathLike) -> str:
+        """A local directory with the artifact's files: the lake's own path on local disk,
+        else a copy under `cache` (models are loaded from local files)."""
+        if self.is_local:
+            return self.path(relpath)
+        dest = Path(cache) / relpath
+        if not (dest / DONE_MARKER).exists():
+            for info in self._walk(self.path(relpath)):
+                target = dest / posixpath.relpath(info.path, self.path(relpath))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with self.fs.open_input_stream(info.path) as src:
+                    target.write_bytes(src.read())
+        return str(dest)
+
+    def _write_bytes_atomic(self, path: str, data: bytes) -> None:
+        if not self.is_local:
+            with self.fs.open_output_stream(path) as sink:
+                sink.write(data)
+            return
+        tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+        with self.fs.open_output_stream(tmp) as sink:
+            sink.write(data)
+        self.fs.move(tmp, path)
 
     # ---------------------------------------------------------------- staging
 

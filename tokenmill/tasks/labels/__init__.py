@@ -1,0 +1,1 @@
+"""Per-token labels: rewards, advantages and selection scores."""

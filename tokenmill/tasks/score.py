@@ -1,0 +1,127 @@
+"""Score stage: teacher-forced statistics of a run's rollouts under named models.
+
+A *role* names a model for the labelers (`policy`, `ref`, `pos`, `neg`, `large`, …) and
+maps to what is loaded: a bundled name, a path or a hub id. The role `policy` means
+"each rollout's own model" (`rollouts.model`), so a run with several models is scored by
+each under its own policy. Per token: raw logprob of the actual token, exact entropy,
+top-1 id, top-k ids and logprobs → table `scores`, keyed by (rollout_id, pos, model=role).
+Optionally the hidden state of one layer at each token → table `hidden_states`, float16.
+
+Batching is the engine's: sequences sorted by length and cut into buckets under a token
+budget (no padding waste), the LM head only at completion positions. Columns are built
+by concatenating per-sequence arrays; nothing loops over tokens in Python.
+
+Shards are the run's committed `rollouts` files: each holds every sample of its prompts
+for one model, so a shard is also a complete set of GRPO/TEMPO groups.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tokenmill.engines import Engine
+from tokenmill.schema import HIDDEN_STATES, SCORES
+from tokenmill.storage.lake import Lake
+from tokenmill.tasks.generate import _cat, cached_engine, list_array
+
+POLICY = "policy"  # the role of each rollout's own model
+SCORE_COLUMNS = ["rollout_id", "model", "prompt_token_ids", "completion_token_ids"]
+
+
+def scores_table(rollout_ids: list[str], completions: list[np.ndarray], scored, role: str, model_id: str) -> pa.Table:
+    """The `scores` rows of already-scored sequences."""
+    lengths = np.array([len(c) for c in completions], dtype=np.int64)
+    total = int(lengths.sum())
+    k = scored[0].topk_ids.shape[1] if scored else 0
+    has_entropy = all(s.entropy is not None for s in scored)
+    top_ids = _cat([s.topk_ids.reshape(-1) for s in scored], np.int32)
+    return pa.table(
+        {
+            "rollout_id": pa.array(np.repeat(np.array(rollout_ids, dtype=object), lengths), pa.string()),
+            "pos": pa.array(np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths), pa.int32()),
+            "model": pa.array([role] * total, pa.string()),
+            "model_id": pa.array([model_id] * total, pa.string()),
+            "token_id": pa.array(_cat(completions, np.int32), pa.int32()),
+            "logprob": pa.array(_cat([s.logprobs for s in scored], np.float32), pa.float32()),
+            "entropy": pa.array(_cat([s.entropy for s in scored], np.float32), pa.float32())
+            if has_entropy else pa.nulls(total, pa.float32()),
+            "top1_id": pa.array(top_ids.reshape(total, k)[:, 0] if k else np.full(total, -1), pa.int32()),
+            "topk_ids": list_array(top_ids, np.full(total, k), pa.int32()),
+            "topk_logprobs": list_array(_cat([s.topk_logprobs.reshape(-1) for s in scored], np.float32),
+                                        np.full(total, k), pa.float32()),
+        },
+        schema=SCORES.schema,
+    )
+
+
+def hidden_table(scores: pa.Table, scored, layer: int) -> pa.Table:
+    """`hidden_states` rows aligned with `scores` (same token order), stored as float16."""
+    flat = np.concatenate([s.hidden for s in scored]).astype(np.float16) if scored else np.zeros((0, 0), np.float16)
+    total, d = flat.shape
+    return pa.table(
+        {
+            "rollout_id": scores.column("rollout_id"),
+            "pos": scores.column("pos"),
+            "model": scores.column("model"),
+            "model_id": scores.column("model_id"),
+            "layer": pa.array(np.full(total, layer), pa.int32()),
+            "hidden": list_array(flat.reshape(-1), np.full(total, d), pa.float16()),
+        },
+        schema=HIDDEN_STATES.schema,
+    )
+
+
+def score(rollouts: pa.Table, engine: Engine, role: str, top_k: int = 5, hidden_layer: int | None = None,
+          model_id: str | None = None) -> tuple[pa.Table, pa.Table | None]:
+    """Score every rollout's completion under `engine`: (scores, hidden_states or None)."""
+    rids = rollouts.column("rollout_id").to_pylist()
+    prompts = rollouts.column("prompt_token_ids").to_pylist()
+    completions = [np.asarray(c, dtype=np.int32) for c in rollouts.column("completion_token_ids").to_pylist()]
+    scored = engine.score(prompts, completions, top_k=top_k, entropy=True, hidden_layer=hidden_layer)
+    table = scores_table(rids, completions, scored, role, model_id or engine.model_id)
+    return table, hidden_table(table, scored, hidden_layer) if hidden_layer is not None else None
+
+
+def missing(lake: Lake, table: str, run_id: str, rollout_ids: pa.Array, role: str, layer: int | None = None) -> pa.Array:
+    """The rollout ids of `rollout_ids` that have no rows for `role` in `table` yet."""
+    if not lake.files(table, run_id):
+        return rollout_ids
+    flt = (pc.field("model") == role) & pc.field("rollout_id").isin(rollout_ids)
+    if layer is not None:
+        flt = flt & (pc.field("layer") == layer)
+    done = lake.read(table, run_id, columns=["rollout_id"], filter=flt).column("rollout_id")
+    return pc.filter(rollout_ids, pc.invert(pc.is_in(rollout_ids, value_set=pc.unique(done))))
+
+
+def score_shard(lake: Lake, run_id: str, shard: str, roles: dict[str, str], engine_kind: str = "hf",
+                engine_options: dict | None = None, top_k: int = 5, hidden_layer: int | None = None,
+                where: pc.Expression | None = None) -> dict[str, int]:
+    """Score one rollouts shard under each role, only what the lake does not have yet.
+
+    `roles` maps role → model (`{"ref": "tiny-small", "policy": "policy"}`); `where`
+    restricts the rollouts (e.g. only incorrect ones). Returns rows written per role.
+    """
+    rollouts = lake.read_part(shard, columns=SCORE_COLUMNS + ["verdict"])
+    if where is not None:
+        rollouts = rollouts.filter(where)
+    written = {}
+    for role, model in roles.items():
+        todo = missing(lake, "scores", run_id, rollouts.column("rollout_id").combine_chunks(), role)
+        if hidden_layer is not None:
+            todo = pc.unique(pa.concat_arrays([todo, missing(lake, "hidden_states", run_id,
+                                               rollouts.column("rollout_id").combine_chunks(), role, hidden_layer)]))
+        part = rollouts.filter(pc.is_in(rollouts.column("rollout_id"), value_set=todo))
+        written[role] = 0
+        # the policy role scores each rollout under the model that generated it
+        for name in (pc.unique(part.column("model")).to_pylist() if model == POLICY else [model]):
+            rows = part.filter(pc.equal(part.column("model"), name)) if model == POLICY else part
+            if rows.num_rows == 0:
+                continue
+            engine = cached_engine(engine_kind, name, **(engine_options or {}))
+            table, hidden = score(rows, engine, role, top_k, hidden_layer)
+            if hidden is not None:
+                lake.commit("hidden_states", run_id, hidden)
+            written[role] += lake.commit("scores", run_id, table).rows_written
+    return written
