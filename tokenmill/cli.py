@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from tokenmill.config import DEFAULT_LAKE
+from tokenmill.config import REWARD_KINDS as REWARD_KINDS_DEFAULT
 from tokenmill.errors import TokenmillError
 
 app = typer.Typer(help="tokenmill: a token-level data mill for LLM post-training.", no_args_is_help=True,
@@ -50,6 +51,38 @@ def _run_rollouts(cfg) -> dict:
         return rollouts_flow(cfg)
 
 
+def _run_label(cfg) -> dict:
+    from tokenmill.flows.label import check_label_run
+
+    check_label_run(cfg)  # bad input fails before Prefect starts
+    from tokenmill.flows.label import label_flow
+    from tokenmill.report import progress
+
+    with progress.rich_bars():
+        return label_flow(cfg)
+
+
+def _print_label_summary(lake: str, run_id: str, wall: float) -> None:
+    from tokenmill.report.summary import label_hints, label_summary, render_table
+    from tokenmill.storage.lake import Lake
+
+    console.print(render_table(label_summary(Lake(lake), run_id), title=f"labels of run {run_id} — {wall:.1f} s wall time"))
+    console.print("\nThe ten most critical tokens of incorrect arithmetic rollouts:")
+    for hint in label_hints(lake, run_id):
+        console.print(f"  {hint}", soft_wrap=True, highlight=False, markup=False)
+
+
+def parse_roles(pairs: list[str]) -> dict:
+    """["ref=tiny-small"] → {"ref": "tiny-small"}."""
+    out = {}
+    for pair in pairs:
+        role, sep, model = pair.partition("=")
+        if not sep or not role.strip() or not model.strip():
+            raise TokenmillError(f"--model {pair!r} is not ROLE=MODEL", fix="e.g. --model ref=tiny-small")
+        out[role.strip()] = model.strip()
+    return out
+
+
 def parse_options(pairs: list[str]) -> dict:
     """["max_model_len=4096", "dtype=bfloat16"] → {"max_model_len": 4096, "dtype": "bfloat16"}."""
     out = {}
@@ -81,9 +114,10 @@ def demo(
     samples: int = typer.Option(4, help="Samples per prompt."),
     engine: str = typer.Option("hf", help="hf or vllm."),
     run_id: str = typer.Option("demo", help="Run id (re-running the same id adds nothing)."),
+    no_label: bool = typer.Option(False, "--no-label", help="Only roll out; skip scoring and labelling."),
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
-    """Roll out both tiny models on all three worlds into a lake, then summarise."""
+    """Roll out both tiny models on all three worlds into a lake, score and label them, summarise."""
     _quiet_prefect(verbose)
     from tokenmill.config import RolloutConfig, SamplingConfig, SourceConfig
 
@@ -97,6 +131,49 @@ def demo(
     t0 = time.time()
     _run_rollouts(cfg)
     _print_summary(lake, run_id, time.time() - t0)
+    if not no_label:
+        from tokenmill.config import LabelConfig
+
+        t0 = time.time()
+        _run_label(LabelConfig(lake=lake, run_id=run_id, engine=engine, models={"ref": "tiny-small"}))
+        _print_label_summary(lake, run_id, time.time() - t0)
+
+
+@app.command()
+def label(
+    run_id: str = typer.Option(..., "--run", help="The run whose rollouts to label."),
+    lake: str = LakeOpt,
+    labelers: str = typer.Option("rewards,critical", help="Comma-separated: rewards, critical."),
+    model: list[str] = typer.Option(["ref=tiny-small"], help="ROLE=MODEL for scoring, e.g. ref=tiny-small; repeatable. "
+                                    "The role `policy` is each rollout's own model."),
+    kinds: str = typer.Option(",".join(REWARD_KINDS_DEFAULT), help="Reward kinds: dpo, grpo, tempo, d3s, entropy, rlpr."),
+    beta: float = typer.Option(0.1, help="dpo: β of the implicit reward."),
+    clip: Optional[float] = typer.Option(None, help="dpo: clip rewards to ±clip."),
+    keep_frac: float = typer.Option(0.2, help="d3s: share of a shard's tokens kept."),
+    critical_beta: float = typer.Option(1.0, help="critical: contrast strength β."),
+    critical_top_k: int = typer.Option(3, help="critical: lowest-p_CE tokens per rollout marked critical."),
+    train_steps: int = typer.Option(150, help="critical: fine-tuning steps of the pos/neg models."),
+    score_role: list[str] = typer.Option([], help="Also score under this role (e.g. large); repeatable."),
+    hidden_layer: Optional[int] = typer.Option(None, help="Store this layer's hidden states (float16) for --score-role roles."),
+    engine: str = typer.Option("hf", help="Scoring engine: hf or vllm (critical always uses hf: it needs full logits)."),
+    engine_option: list[str] = typer.Option([], help="KEY=VALUE passed to the engine; repeatable."),
+    verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
+):
+    """Score what is missing, then label a run's rollouts (token_rewards, critical, scores)."""
+    _quiet_prefect(verbose)
+    from tokenmill.config import CriticalConfig, LabelConfig, RewardsConfig
+
+    cfg = LabelConfig(
+        lake=lake, run_id=run_id, labelers=[x.strip() for x in labelers.split(",") if x.strip()],
+        models=parse_roles(model), engine=engine, engine_options=parse_options(engine_option),
+        score_roles=score_role, hidden_layer=hidden_layer,
+        rewards=RewardsConfig(kinds=[k.strip() for k in kinds.split(",") if k.strip()], beta=beta, clip=clip,
+                              keep_frac=keep_frac),
+        critical=CriticalConfig(beta=critical_beta, top_k=critical_top_k, train_steps=train_steps),
+    )
+    t0 = time.time()
+    _run_label(cfg)
+    _print_label_summary(lake, run_id, time.time() - t0)
 
 
 @app.command()

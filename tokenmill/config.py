@@ -66,3 +66,63 @@ class RolloutConfig(BaseModel):
     )
     sampling: SamplingConfig = SamplingConfig()
     shard_size: int = Field(64, ge=1, description="prompts per generation shard (one Prefect task each)")
+
+
+# ------------------------------------------------------------------ labelling
+
+REWARD_KINDS = ("dpo", "grpo", "tempo", "d3s", "entropy", "rlpr")
+
+
+class RewardsConfig(BaseModel):
+    kinds: list[str] = list(REWARD_KINDS)
+    beta: float = Field(0.1, gt=0, description="dpo: β")
+    clip: float | None = Field(None, gt=0, description="dpo: clip rewards to ±clip")
+    dpo_role: str = Field("policy", description="dpo: the role scored as π_dpo")
+    ref_role: str = Field("ref", description="dpo: the role scored as π_ref")
+    eps: float = 1e-6
+    normalize: bool = Field(True, description="grpo/tempo: divide by the group's std")
+    keep_frac: float = Field(0.2, gt=0, le=1, description="d3s: share of the shard's tokens kept")
+    d3s_advantage: str = Field("grpo", description="d3s: grpo or tempo advantages")
+    window: int = Field(5, ge=1, description="entropy: sliding window (tokens)")
+    threshold: float | None = Field(None, description="entropy: high-window threshold τ (default: a quantile)")
+    quantile: float = Field(0.8, gt=0, lt=1, description="entropy: τ as this quantile of the shard's window means")
+
+
+
+class CriticalConfig(BaseModel):
+    beta: float = Field(1.0, ge=0, description="contrast strength β")
+    top_k: int | None = Field(3, ge=1, description="mark this many lowest-p_CE tokens per rollout critical")
+    threshold: float | None = Field(None, gt=0, lt=1, description="or: mark tokens with p_CE below this")
+    include_correct: bool = Field(False, description="also label correct rollouts")
+    train_steps: int = Field(150, ge=1, description="fine-tuning steps of each contrast model")
+    train_lr: float = Field(5e-4, gt=0)
+    train_batch: int = Field(16, ge=1)
+    seed: int = 0
+
+
+
+class TruthConfig(BaseModel):
+    rollouts: int = Field(16, ge=1, description="incorrect rollouts to examine")
+    k: int = Field(4, ge=1, description="continuations per arm (kept / replaced)")
+    margin: float = Field(0.25, gt=0, le=1, description="truly critical: replaced − kept success ≥ margin")
+    max_tokens: int = Field(64, ge=1)
+    seed: int = 0
+
+
+
+class LabelConfig(BaseModel):
+    """What `tokenmill label` runs over one run's rollouts."""
+
+    lake: str = DEFAULT_LAKE
+    run_id: str
+    labelers: list[str] = ["rewards", "critical"]
+    models: dict[str, str] = Field(
+        default_factory=lambda: {"ref": "tiny-small"},
+        description="role → model for scoring (the role `policy` is always each rollout's own model)",
+    )
+    engine: str = "hf"
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+    score_roles: list[str] = Field(default_factory=list, description="extra roles to score even if no labeler needs them")
+    hidden_layer: int | None = Field(None, description="also store this layer's hidden states (float16) for score_roles")
+    rewards: RewardsConfig = RewardsConfig()
+    critical: CriticalConfig = CriticalConfig()

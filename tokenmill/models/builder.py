@@ -75,7 +75,7 @@ def encode_pairs(tok, pairs: list[tuple[str, str]]) -> list[tuple[list[int], int
     return [(p + s + [tok.eos_token_id], len(p)) for p, s in zip(prompts, sols)]
 
 
-def _batch(examples, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pad_batch(examples, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     width = max(len(ids) for ids, _ in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
@@ -111,7 +111,7 @@ def train_model(spec: TinySpec, tok, data: dict[str, list], steps: int | None = 
     losses = []
     for step in range(steps):
         picks = rng.choices(worlds, weights, k=spec.batch)
-        ids, attn, labels = _batch([rng.choice(data[w]) for w in picks], tok.pad_token_id)
+        ids, attn, labels = pad_batch([rng.choice(data[w]) for w in picks], tok.pad_token_id)
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

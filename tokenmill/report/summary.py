@@ -50,3 +50,42 @@ def explore_hints(lake_uri: str, run_id: str) -> list[str]:
         f"python -c \"import duckdb; duckdb.sql(\\\"SELECT run_id, count(*) FROM read_parquet('{lake_uri}/tokens/*/*.parquet', "
         f"hive_partitioning=true) GROUP BY run_id\\\").show()\"",
     ]
+
+
+# one row per labeler output: how many rows and rollouts, the mean value, the flagged share
+LABEL_SUMMARY_SQL = """
+SELECT 'rewards' AS labeler, kind AS output, count(*) AS rows, count(DISTINCT rollout_id) AS rollouts,
+       round(avg(value), 4) AS mean, round(avg(flag::INT), 3) AS flagged
+FROM token_rewards WHERE run_id = $run GROUP BY kind
+UNION ALL
+SELECT 'critical', 'p_ce', count(*), count(DISTINCT rollout_id), round(avg(p_ce), 4), round(avg(is_critical::INT), 3)
+FROM critical WHERE run_id = $run HAVING count(*) > 0
+UNION ALL
+SELECT 'score', model, count(*), count(DISTINCT rollout_id), round(avg(logprob), 4), NULL
+FROM scores WHERE run_id = $run GROUP BY model
+ORDER BY labeler, output
+"""
+
+
+def label_summary(lake: Lake, run_id: str) -> pa.Table:
+    """Per labeler output: rows, rollouts, mean value (logprob for scores), flagged share."""
+    con = connect(lake)
+    try:
+        return con.sql(LABEL_SUMMARY_SQL, params={"run": run_id}).to_arrow_table()
+    finally:
+        con.close()
+
+
+def label_hints(lake_uri: str, run_id: str) -> list[str]:
+    return [
+        f'tokenmill sql --lake {lake_uri} "{TOP_CRITICAL_SQL.format(run=run_id)}"',
+    ]
+
+
+# the ten most critical tokens of incorrect arithmetic rollouts, with their text
+TOP_CRITICAL_SQL = (
+    "SELECT c.p_ce, substr(r.completion, t.char_start + 1, t.char_end - t.char_start) AS token, "
+    "replace(substr(r.completion, 1, t.char_end), chr(10), ' | ') AS up_to_token FROM critical c "
+    "JOIN tokens t USING (run_id, rollout_id, pos) JOIN rollouts r USING (run_id, rollout_id) "
+    "WHERE c.run_id = '{run}' AND r.world = 'arithmetic' AND r.verdict = 'incorrect' ORDER BY c.p_ce LIMIT 10"
+)

@@ -32,8 +32,9 @@ import re
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, Field
 
+from tokenmill.config import REWARD_KINDS as KINDS
+from tokenmill.config import RewardsConfig
 from tokenmill.schema import TOKEN_REWARDS
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks import score as score_stage
@@ -41,25 +42,9 @@ from tokenmill.tasks.generate import cached_engine
 from tokenmill.tasks.labels import reward_math as rm
 from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance
 
-KINDS = ("dpo", "grpo", "tempo", "d3s", "entropy", "rlpr")
 _ANSWER = re.compile(r"Answer:")
 ROLLOUT_COLUMNS = ["rollout_id", "prompt_id", "model", "sampling", "reward", "num_tokens",
                    "prompt_token_ids", "completion_token_ids", "completion"]
-
-
-class RewardsConfig(BaseModel):
-    kinds: list[str] = list(KINDS)
-    beta: float = Field(0.1, gt=0, description="dpo: β")
-    clip: float | None = Field(None, gt=0, description="dpo: clip rewards to ±clip")
-    dpo_role: str = Field("policy", description="dpo: the role scored as π_dpo")
-    ref_role: str = Field("ref", description="dpo: the role scored as π_ref")
-    eps: float = 1e-6
-    normalize: bool = Field(True, description="grpo/tempo: divide by the group's std")
-    keep_frac: float = Field(0.2, gt=0, le=1, description="d3s: share of the shard's tokens kept")
-    d3s_advantage: str = Field("grpo", description="d3s: grpo or tempo advantages")
-    window: int = Field(5, ge=1, description="entropy: sliding window (tokens)")
-    threshold: float | None = Field(None, description="entropy: high-window threshold τ (default: a quantile)")
-    quantile: float = Field(0.8, gt=0, lt=1, description="entropy: τ as this quantile of the shard's window means")
 
 
 def aligned(table: pa.Table, rollout_ids: pa.Array) -> pa.Table:

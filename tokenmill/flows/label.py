@@ -1,0 +1,95 @@
+"""The `label` flow: score what is missing, then run labelers over a run's rollouts.
+
+  prepare   ×L   run-level work of each labeler (critical: train or find pos/neg models)
+  score     ×S   each rollouts shard under every role a labeler needs (missing rows only)
+  label     ×S×L one labeler on one shard; a finished (labeler config, shard) is skipped
+
+Shards are the run's committed `rollouts` files (each holds whole prompt groups). Tasks
+pass the config, shard paths and counts; every result is a lake table.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from tokenmill.config import LabelConfig
+from tokenmill.errors import TokenmillError
+from tokenmill.flows.rollouts import _retry_unless_user_error
+from tokenmill.report import progress
+from tokenmill.storage.lake import Lake, check_run_id
+from tokenmill.tasks import score as score_stage
+from tokenmill.tasks.labels import build_labeler
+
+
+def check_label_run(cfg: LabelConfig) -> list[str]:
+    """The run's rollouts shards; every labeler and role checked before any work."""
+    check_run_id(cfg.run_id)
+    lake = Lake(cfg.lake)
+    labelers = [build_labeler(name, cfg) for name in cfg.labelers]
+    for lab in labelers:
+        lab.roles()  # a missing role → clear error now
+    shards = lake.files("rollouts", cfg.run_id)
+    if not shards:
+        runs = lake.runs("rollouts")
+        raise TokenmillError(f"run {cfg.run_id!r} has no rollouts in {cfg.lake}",
+                             fix=f"runs there: {', '.join(runs[-5:])}" if runs else "run `tokenmill run` or `tokenmill demo` first")
+    return shards
+
+
+def score_roles(cfg: LabelConfig) -> dict[str, str]:
+    roles = {}
+    for name in cfg.labelers:
+        roles.update(build_labeler(name, cfg).roles())
+    for role in cfg.score_roles:
+        roles[role] = score_stage.POLICY if role == "policy" else cfg.models[role]
+    return roles
+
+
+@task(name="prepare-labeler", cache_policy=NONE, retry_condition_fn=_retry_unless_user_error, retries=1,
+      task_run_name="prepare {name}")
+def prepare_labeler(cfg: LabelConfig, name: str) -> dict:
+    return build_labeler(name, cfg).prepare(Lake(cfg.lake), cfg.run_id)
+
+
+@task(name="score-shard", cache_policy=NONE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=_retry_unless_user_error, task_run_name="score {shard}")
+def score_shard(cfg: LabelConfig, shard: str, roles: dict[str, str]) -> dict:
+    out = score_stage.score_shard(Lake(cfg.lake), cfg.run_id, shard, roles, cfg.engine, cfg.engine_options,
+                                  hidden_layer=cfg.hidden_layer)
+    progress.advance("score")
+    return out
+
+
+@task(name="label-shard", cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,
+      task_run_name="{name} {shard}")
+def label_shard(cfg: LabelConfig, name: str, shard: str) -> dict:
+    # a labeler that needs its `prepare` results finds them again (prepare is idempotent and
+    # cheap once done), so this task runs on any machine that sees the lake
+    out = build_labeler(name, cfg).label_shard(Lake(cfg.lake), cfg.run_id, shard)
+    progress.advance(f"label {name}")
+    return out
+
+
+@flow(name="label", flow_run_name="label {cfg.run_id}", log_prints=True)
+def label_flow(cfg: LabelConfig) -> dict:
+    """Score what is missing, then label every shard of a run with each labeler."""
+    t0 = time.time()
+    shards = check_label_run(cfg)
+    get_run_logger().info("run %s: %d shards, labelers %s", cfg.run_id, len(shards), ", ".join(cfg.labelers))
+    prepared = {name: prepare_labeler(cfg, name) for name in cfg.labelers}
+    roles = score_roles(cfg)
+    progress.start("score", len(shards) if roles else 0)
+    for name in cfg.labelers:
+        progress.start(f"label {name}", len(shards))
+    written: dict[str, int] = {}
+    for shard in shards:  # sequential: one engine uses every core
+        if roles:
+            score_shard(cfg, shard, roles)
+        for name in cfg.labelers:
+            for out, n in label_shard(cfg, name, shard).items():
+                written[f"{name}:{out}"] = written.get(f"{name}:{out}", 0) + n
+    return {"run_id": cfg.run_id, "lake": cfg.lake, "shards": len(shards), "rows": written, "prepared": prepared,
+            "seconds": round(time.time() - t0, 1)}

@@ -1,0 +1,1 @@
+"""Training tasks: each takes lake data in and writes model artifacts with lineage out."""
