@@ -81,7 +81,7 @@ def test_unknown_world_lists_the_worlds(lake_dir):
 
 
 def test_every_command_has_help():
-    for cmd in ([], ["demo"], ["run"], ["sql"], ["check"], ["models"], ["models", "build"], ["models", "eval"]):
+    for cmd in ([], ["demo"], ["run"], ["label"], ["sql"], ["check"], ["models"], ["models", "build"], ["models", "eval"]):
         r = tokenmill(*cmd, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
 
@@ -112,9 +112,26 @@ def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path):
     lake = tmp_path / "demo-lake"
     r = tokenmill("demo", "--lake", str(lake), "--prompts", "4", "--samples", "2")
     assert r.returncode == 0, r.stderr
-    for needle in ("arithmetic", "code", "bios", "tiny-small", "tiny-large", "accuracy", "tokenmill sql"):
+    for needle in ("arithmetic", "code", "bios", "tiny-small", "tiny-large", "accuracy", "tokenmill sql",
+                   "labels of run demo", "rewards", "tempo"):
         assert needle in r.stdout
     assert Lake(lake).read("rollouts").num_rows == 3 * 4 * 2 * 2
+    # the printed query for the most critical tokens runs as printed
+    from tokenmill.report.summary import TOP_CRITICAL_SQL
+
+    r = tokenmill("sql", TOP_CRITICAL_SQL.format(run="demo"), "--lake", str(lake), "-f", "json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert all(0 <= row["p_ce"] <= 1 and row["up_to_token"].endswith(row["token"]) for row in rows)
+
+
+def test_label_command_labels_a_run_and_refuses_a_missing_one(copy_lake):
+    r = tokenmill("label", "--run", "r1", "--lake", str(copy_lake), "--labelers", "rewards", "--kinds", "grpo,tempo,entropy")
+    assert r.returncode == 0, r.stderr
+    assert "grpo" in r.stdout and "tempo" in r.stdout
+    assert {row["kind"] for row in Lake(copy_lake).read("token_rewards").to_pylist()} == {"grpo", "tempo", "entropy"}
+    assert_fails(tokenmill("label", "--run", "nope", "--lake", str(copy_lake)), "run 'nope' has no rollouts", "r1")
+    assert_fails(tokenmill("label", "--run", "r1", "--lake", str(copy_lake), "--kinds", "ppo"), "unknown reward kind 'ppo'")
 
 
 def test_check_reports_a_corrupted_file_and_exits_nonzero(lake_dir):

@@ -25,6 +25,7 @@ Token-Level Contrastive Estimation Enhances LLM's Reasoning Capability" (cDPO).
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from datetime import datetime, timezone
 
@@ -45,6 +46,10 @@ from tokenmill.tasks.generate import cached_engine
 from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance
 
 ARTIFACT_DIR = "_artifacts/models"
+
+
+class NoContrastData(TokenmillError):
+    """A policy lacks correct or incorrect rollouts, so one of its contrast models cannot be trained."""
 TOKENS_PER_BATCH = 4096  # completion tokens per full-vocabulary pass: bounds [tokens, vocab] memory
 
 
@@ -84,7 +89,7 @@ def train_contrast_models(lake: Lake, run_id: str, policy: str, cfg: CriticalCon
     for role, verdict in (("pos", "correct"), ("neg", "incorrect")):
         rows = rollouts.filter(pc.field("verdict") == verdict)
         if rows.num_rows == 0:
-            raise TokenmillError(f"critical: policy {policy!r} has no {verdict} rollouts in run {run_id!r} to train "
+            raise NoContrastData(f"critical: policy {policy!r} has no {verdict} rollouts in run {run_id!r} to train "
                                  f"its {role} model", fix="sample more rollouts (more prompts or samples per prompt)")
         aid = artifact_id(role, policy, rows.column("rollout_id").to_pylist(), cfg)
         rel = f"{ARTIFACT_DIR}/{aid}"
@@ -131,7 +136,12 @@ class CriticalLabeler(Labeler):
         """Train (or find) the pos/neg models of every policy with incorrect rollouts."""
         rollouts = lake.read("rollouts", run_id, columns=["model", "verdict"])
         policies = sorted(set(rollouts.filter(pc.field("verdict") == "incorrect").column("model").to_pylist()))
-        self.models = {p: train_contrast_models(lake, run_id, p, self.cfg) for p in policies}
+        self.models = {}
+        for p in policies:
+            try:
+                self.models[p] = train_contrast_models(lake, run_id, p, self.cfg)
+            except NoContrastData as e:  # e.g. a policy that got nothing right: no pos model, no labels
+                logging.getLogger(__name__).warning("critical: skipping %s: %s", p, e)
         return self.models
 
     def params(self) -> dict:
