@@ -95,6 +95,6 @@ def test_ground_truth_and_precision_at_k(labelled):
     assert (flagged == (delta >= 0.25)).all()
     row = precision_at_k(lake, "r1", k=2).to_pylist()[0]
     assert row["rollouts"] == 2 and row["positions"] == written
-    for key in ("p_ce_precision", "entropy_precision", "random_precision"):
+    for key in ("p_ce_at_k", "entropy_at_k", "random_at_k"):
         assert row[key] is None or 0 <= row[key] <= 1
-    assert not math.isnan(row["critical_share"])
+    assert not math.isnan(row["truth_rate"])

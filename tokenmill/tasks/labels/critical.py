@@ -297,10 +297,10 @@ j AS (SELECT t.rollout_id, t.is_critical::INT AS y, c.p_ce, k.entropy
 ranked AS (SELECT *, row_number() OVER (PARTITION BY rollout_id ORDER BY p_ce ASC) AS r_ce,
                   row_number() OVER (PARTITION BY rollout_id ORDER BY entropy DESC) AS r_ent,
                   avg(y) OVER (PARTITION BY rollout_id) AS base FROM j)
-SELECT count(DISTINCT rollout_id) AS rollouts, count(*) AS positions, round(avg(y), 3) AS critical_share,
-       round(avg(y) FILTER (WHERE r_ce <= $k), 3) AS p_ce_precision,
-       round(avg(y) FILTER (WHERE r_ent <= $k), 3) AS entropy_precision,
-       round(avg(base) FILTER (WHERE r_ce <= $k), 3) AS random_precision
+SELECT count(DISTINCT rollout_id) AS rollouts, count(*) AS positions, round(avg(y), 3) AS truth_rate,
+       round(avg(y) FILTER (WHERE r_ce <= $k), 3) AS p_ce_at_k,
+       round(avg(y) FILTER (WHERE r_ent <= $k), 3) AS entropy_at_k,
+       round(avg(base) FILTER (WHERE r_ce <= $k), 3) AS random_at_k
 FROM ranked
 """
 
