@@ -12,6 +12,8 @@ without recomputing.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 import pyarrow as pa
 
@@ -51,7 +53,7 @@ def mark_done(lake: Lake, run_id: str, cid: str, shard: str) -> None:
     lake.write_scratch(_marker(run_id, cid, shard), _EMPTY)
 
 
-class Labeler:
+class Labeler(ABC):
     name: str = ""
     version: str = "1"
 
@@ -63,6 +65,6 @@ class Labeler:
         """Run-level work before the shards (e.g. training models); returns a summary."""
         return {}
 
+    @abstractmethod
     def label_shard(self, lake: Lake, run_id: str, shard: str) -> dict[str, int]:
         """Label one rollouts shard; returns rows written per output."""
-        raise NotImplementedError
