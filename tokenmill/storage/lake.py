@@ -255,13 +255,16 @@ class Lake:
         else:
             self._write_one_put(path, table)
 
-    def _write_via_temp(self, path: str, table: pa.Table) -> None:
+    def _write_via_temp(self, path: str, table: pa.Table | bytes) -> None:
         # hidden name not ending in .parquet: no reader or glob ever picks up a partial file
         d, base = posixpath.split(path)
         tmp = posixpath.join(d, f".{base}.{uuid.uuid4().hex}{TMP_SUFFIX}")
         try:
             with self.fs.open_output_stream(tmp) as sink:
-                pq.write_table(table, sink, compression=COMPRESSION)
+                if isinstance(table, bytes):
+                    sink.write(table)
+                else:
+                    pq.write_table(table, sink, compression=COMPRESSION)
             self.fs.move(tmp, path)  # rename(2): atomic replace within one directory
         except BaseException:
             with contextlib.suppress(Exception):
@@ -335,8 +338,8 @@ class Lake:
         for f in sorted(p for p in local_dir.rglob("*") if p.is_file()):
             target = posixpath.join(dest, f.relative_to(local_dir).as_posix())
             self.fs.create_dir(posixpath.dirname(target), recursive=True)
-            self._write_bytes_atomic(target, f.read_bytes())
-        self._write_bytes_atomic(posixpath.join(dest, DONE_MARKER), b"")
+            self._write_bytes(target, f.read_bytes())
+        self._write_bytes(posixpath.join(dest, DONE_MARKER), b"")
         return dest
 
     def has_dir(self, relpath: str) -> bool:
@@ -356,15 +359,12 @@ class Lake:
                     target.write_bytes(src.read())
         return str(dest)
 
-    def _write_bytes_atomic(self, path: str, data: bytes) -> None:
-        if not self.is_local:
+    def _write_bytes(self, path: str, data: bytes) -> None:
+        if self.is_local:
+            self._write_via_temp(path, data)
+        else:  # one whole PUT
             with self.fs.open_output_stream(path) as sink:
                 sink.write(data)
-            return
-        tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex}{TMP_SUFFIX}")
-        with self.fs.open_output_stream(tmp) as sink:
-            sink.write(data)
-        self.fs.move(tmp, path)
 
     # ---------------------------------------------------------------- staging
 

@@ -51,6 +51,16 @@ def list_array(values: np.ndarray, lengths, value_type: pa.DataType) -> pa.Array
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.asarray(values), type=value_type))
 
 
+def token_keys(rollout_ids, lengths) -> dict[str, pa.Array]:
+    """The (rollout_id, pos) key columns of per-token rows: each id repeated over its tokens."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    return {
+        "rollout_id": pa.array(np.repeat(np.array(list(rollout_ids), dtype=object), lengths), pa.string()),
+        "pos": pa.array(np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths), pa.int32()),
+    }
+
+
 def rollout_tables(prompts: list[Prompt], gens: list[Generation], engine: Engine,
                    params: SamplingParams) -> tuple[pa.Table, pa.Table]:
     """(rollouts, tokens) tables for `gens`; verdict columns left null."""
@@ -94,8 +104,7 @@ def rollout_tables(prompts: list[Prompt], gens: list[Generation], engine: Engine
     entropy = None if any(g.entropy is None for g in gens) else _cat([g.entropy for g in gens], np.float32)
     tokens = pa.table(
         {
-            "rollout_id": pa.array(np.repeat(np.array(rids, dtype=object), lengths), pa.string()),
-            "pos": pa.array(np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths), pa.int32()),
+            **token_keys(rids, lengths),
             "token_id": pa.array(_cat([g.token_ids for g in gens], np.int32), pa.int32()),
             "logprob": pa.array(_cat([g.logprobs for g in gens], np.float32), pa.float32()),
             "entropy": pa.array(entropy, pa.float32()) if entropy is not None else pa.nulls(total, pa.float32()),

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from tokenmill.engines import Engine
 from tokenmill.schema import HIDDEN_STATES, SCORES
 from tokenmill.storage.lake import Lake
-from tokenmill.tasks.generate import _cat, cached_engine, list_array
+from tokenmill.tasks.generate import _cat, cached_engine, list_array, token_keys
 
 POLICY = "policy"  # the role of each rollout's own model
 SCORE_COLUMNS = ["rollout_id", "model", "prompt_token_ids", "completion_token_ids"]
@@ -39,8 +39,7 @@ def scores_table(rollout_ids: list[str], completions: list[np.ndarray], scored, 
     top_ids = _cat([s.topk_ids.reshape(-1) for s in scored], np.int32)
     return pa.table(
         {
-            "rollout_id": pa.array(np.repeat(np.array(rollout_ids, dtype=object), lengths), pa.string()),
-            "pos": pa.array(np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths), pa.int32()),
+            **token_keys(rollout_ids, lengths),
             "model": pa.array([role] * total, pa.string()),
             "model_id": pa.array([model_id] * total, pa.string()),
             "token_id": pa.array(_cat(completions, np.int32), pa.int32()),

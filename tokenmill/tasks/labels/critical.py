@@ -42,7 +42,7 @@ from tokenmill.schema import CRITICAL, CRITICAL_TRUTH, MODEL_ARTIFACTS
 from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks import score as score_stage
-from tokenmill.tasks.generate import cached_engine
+from tokenmill.tasks.generate import cached_engine, token_keys
 from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance
 
 ARTIFACT_DIR = "_artifacts/models"
@@ -196,8 +196,7 @@ class CriticalLabeler(Labeler):
             crit = crit | (p < self.cfg.threshold) if self.cfg.top_k else p < self.cfg.threshold
         n = len(p)
         table = pa.table({
-            "rollout_id": pa.array(np.repeat(np.array(rids, dtype=object), lengths), pa.string()),
-            "pos": pa.array(np.arange(n) - np.repeat(np.cumsum(lengths) - lengths, lengths), pa.int32()),
+            **token_keys(rids, lengths),
             "token_id": pa.array(np.concatenate(completions) if n else np.zeros(0, np.int32), pa.int32()),
             "p_ce": pa.array(p, pa.float32()),
             "weight": pa.array(1 - p, pa.float32()),

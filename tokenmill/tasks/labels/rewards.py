@@ -38,7 +38,7 @@ from tokenmill.config import RewardsConfig
 from tokenmill.schema import TOKEN_REWARDS
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks import score as score_stage
-from tokenmill.tasks.generate import cached_engine
+from tokenmill.tasks.generate import cached_engine, token_keys
 from tokenmill.tasks.labels import reward_math as rm
 from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance
 
@@ -114,13 +114,13 @@ class RewardsLabeler(Labeler):
             score_stage.score_shard(lake, run_id, shard, self.roles(), self.engine, self.engine_options)
         values = self.compute(lake, run_id, rollouts, rids, lengths, todo)
         written = {}
+        keys = token_keys(rids.to_pylist(), lengths)
         for kind in todo:
             value, flag = values[kind]
             models, params = self.kind_params(kind)
             n = len(value)
             table = pa.table({
-                "rollout_id": pa.array(np.repeat(np.array(rids.to_pylist(), dtype=object), lengths), pa.string()),
-                "pos": pa.array(np.arange(n) - np.repeat(np.cumsum(lengths) - lengths, lengths), pa.int32()),
+                **keys,
                 "kind": pa.array(np.full(n, kind, dtype=object), pa.string()),
                 "value": _floats(value),
                 "flag": pa.array(flag, pa.bool_()) if flag is not None else pa.nulls(n, pa.bool_()),
