@@ -119,3 +119,25 @@ def test_full_logprobs_agree_with_score(hf_small):
     chosen = logp.gather(-1, targets.long()[:, None])[:, 0].numpy()
     scored = np.concatenate([s.logprobs for s in hf_small.score(p_ids, c_ids)])
     np.testing.assert_allclose(chosen, scored, atol=1e-4)
+
+
+def test_shared_prompt_prefix_gives_the_same_scores_as_whole_sequences(hf_small, monkeypatch):
+    # prompts of different lengths, 3 samples each, one empty completion, and a budget so
+    # small that groups split across batches: every case of the shared-prefix path
+    prompts = [p.prompt for p in get_world("arithmetic").prompts(3)]
+    gens = hf_small.generate(prompts, SamplingParams(n=3, temperature=1.0, max_tokens=30, seed=4))
+    p_ids = [g.prompt_token_ids for g in gens]
+    c_ids = [list(g.token_ids) for g in gens]
+    c_ids[4] = []
+    assert len({len(p) for p in p_ids}) > 1
+    shared = hf_small.score(p_ids, c_ids, hidden_layer=1)
+    monkeypatch.setattr(hf_small, "token_budget", 100)
+    split = hf_small.score(p_ids, c_ids, hidden_layer=1)
+    alone = [hf_small.score([p], [c], hidden_layer=1)[0] for p, c in zip(p_ids, c_ids)]  # one prompt: joint pass
+    for a, b, c in zip(shared, split, alone):
+        for got in (a, b):
+            np.testing.assert_allclose(got.logprobs, c.logprobs, atol=1e-5)
+            np.testing.assert_allclose(got.entropy, c.entropy, atol=1e-5)
+            np.testing.assert_allclose(got.hidden, c.hidden, atol=1e-4)
+            np.testing.assert_array_equal(got.topk_ids, c.topk_ids)
+    assert len(shared[4].logprobs) == 0

@@ -77,12 +77,8 @@ class HFEngine:
 
     def _generate_batch(self, prompt_ids: list[list[int]], prompt_index: list[int], params: SamplingParams, seed: int):
         tok, eos = self.tokenizer, self.tokenizer.eos_token_id
-        width = max(len(p) for p in prompt_ids)
-        ids = torch.full((len(prompt_ids), width), tok.pad_token_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for r, p in enumerate(prompt_ids):  # left padding: generation continues at the right edge
-            ids[r, width - len(p) :] = torch.tensor(p)
-            attn[r, width - len(p) :] = 1
+        ids, attn = _padded(prompt_ids, tok.pad_token_id, left=True)  # generation continues at the right edge
+        width = ids.shape[1]
         torch.manual_seed(seed)
         greedy = params.temperature <= 0
         out = self.model.generate(
@@ -126,15 +122,8 @@ class HFEngine:
             i = max(range(len(totals)), key=totals.__getitem__)
             raise EngineError(f"sequence {i} has {totals[i]} tokens, more than the model's {limit}",
                               fix="truncate completions or use a model with a longer context")
-        order = sorted(range(len(totals)), key=totals.__getitem__)
         out: list[Scored | None] = [None] * len(totals)
-        batch: list[int] = []
-        for i in order:  # length-bucketed batches under a padded-token budget
-            if batch and (len(batch) + 1) * totals[i] > self.token_budget:
-                self._score_batch(batch, prompt_ids, completion_ids, top_k, hidden_layer, out)
-                batch = []
-            batch.append(i)
-        if batch:
+        for batch in _shared_prefix_buckets(prompt_ids, completion_ids, self.token_budget):
             self._score_batch(batch, prompt_ids, completion_ids, top_k, hidden_layer, out)
         if not entropy:
             for s in out:
@@ -146,7 +135,7 @@ class HFEngine:
         head = self.model.get_output_embeddings()
         # the LM head over row chunks bounds the [tokens, vocab] logits to LOGITS_CHUNK rows
         parts = [token_stats(head(h[i : i + LOGITS_CHUNK]), targets[i : i + LOGITS_CHUNK], top_k)
-                 for i in range(0, h.shape[0], LOGITS_CHUNK)]
+                 for i in range(0, max(h.shape[0], 1), LOGITS_CHUNK)]  # one call even when empty
         lp, ent, top_ids, top_lp = (torch.cat([pt[i] for pt in parts]) for i in range(4))
         lens = c_len.tolist()
         hidden = split_rows(hidden.float().cpu().numpy(), lens) if hidden is not None else None
@@ -167,28 +156,96 @@ class HFEngine:
 
     def _completion_states(self, batch, prompt_ids, completion_ids, hidden_layer):
         """One decoder pass: (final state predicting each completion token [N, d], the
-        tokens [N], completion lengths, chosen layer's state at each token or None)."""
-        seqs = [list(prompt_ids[i]) + list(completion_ids[i]) for i in batch]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for r, s in enumerate(seqs):  # right padding: positions stay 0-based per row
-            ids[r, : len(s)] = torch.tensor(s)
-            attn[r, : len(s)] = 1
+        tokens [N], completion lengths, chosen layer's state at each token or None).
+
+        Rollouts of one prompt share its prefix: when the batch repeats a prompt, the prompt
+        runs once per unique prompt and its KV cache is gathered to every rollout.
+        """
+        if any(len(prompt_ids[i]) == 0 for i in batch):
+            raise EngineError("score: a completion token at position 0 has no context",
+                              fix="give at least one prompt token (e.g. BOS)")
+        uniq: dict[tuple, int] = {}
+        which = [uniq.setdefault(tuple(prompt_ids[i]), len(uniq)) for i in batch]
+        c_len = torch.tensor([len(completion_ids[i]) for i in batch])
+        if len(uniq) == len(batch) or int(c_len.max()) == 0:
+            return self._joint_states(batch, prompt_ids, completion_ids, hidden_layer)
+        dev = self.device
+        base = self._decoder()
+        p_ids, p_attn = _padded(list(uniq), self.tokenizer.pad_token_id, left=True)
+        p_pos = (p_attn.cumsum(1) - 1).clamp(min=0)  # left padding: real tokens start at 0
+        res_p = base(input_ids=p_ids.to(dev), attention_mask=p_attn.to(dev), position_ids=p_pos.to(dev),
+                     use_cache=True)
+        rows = torch.tensor(which, device=dev)
+        cache = res_p.past_key_values
+        cache.batch_select_indices(rows)  # the prompt's keys/values, once per rollout
+        c_ids, c_attn = _padded([completion_ids[i] for i in batch], self.tokenizer.pad_token_id, left=False)
+        c_ids, c_attn = c_ids.to(dev), c_attn.to(dev)
+        c_pos = p_attn.sum(1).to(dev)[rows, None] + torch.arange(c_ids.shape[1], device=dev)
+        res_c = base(input_ids=c_ids, attention_mask=torch.cat([p_attn.to(dev)[rows], c_attn], 1),
+                     position_ids=c_pos, past_key_values=cache, use_cache=True,
+                     output_hidden_states=hidden_layer is not None)
+        # the state predicting completion token j: the prompt's last state for j = 0, else
+        # the completion's state at j - 1
+        prev = torch.cat([res_p.last_hidden_state[rows, -1:], res_c.last_hidden_state[:, :-1]], 1)
+        valid = c_attn.bool()
+        hidden = res_c.hidden_states[hidden_layer][valid] if hidden_layer is not None else None
+        return prev[valid], c_ids[valid], c_len.to(dev), hidden
+
+    def _joint_states(self, batch, prompt_ids, completion_ids, hidden_layer):
+        """`_completion_states` over prompt + completion in one right-padded pass."""
+        ids, attn = _padded([list(prompt_ids[i]) + list(completion_ids[i]) for i in batch],
+                            self.tokenizer.pad_token_id, left=False)
         ids, attn = ids.to(self.device), attn.to(self.device)
-        base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
-        res = base(input_ids=ids, attention_mask=attn, output_hidden_states=hidden_layer is not None)
+        res = self._decoder()(input_ids=ids, attention_mask=attn, output_hidden_states=hidden_layer is not None)
         p_len = torch.tensor([len(prompt_ids[i]) for i in batch], device=ids.device)
         c_len = torch.tensor([len(completion_ids[i]) for i in batch], device=ids.device)
         rows = torch.repeat_interleave(torch.arange(len(batch), device=ids.device), c_len)
         offs = torch.arange(int(c_len.sum()), device=ids.device) - torch.repeat_interleave(torch.cumsum(c_len, 0) - c_len, c_len)
         tok_pos = torch.repeat_interleave(p_len, c_len) + offs  # position of each completion token
-        if (tok_pos == 0).any():
-            raise EngineError("score: a completion token at position 0 has no context",
-                              fix="give at least one prompt token (e.g. BOS)")
         h = res.last_hidden_state[rows, tok_pos - 1]  # the state that predicts each token
         hidden = res.hidden_states[hidden_layer][rows, tok_pos] if hidden_layer is not None else None
         return h, ids[rows, tok_pos], c_len, hidden
 
+    def _decoder(self):
+        return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
+
     def close(self) -> None:
         self.model = None
+
+
+def _padded(seqs, pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """[rows, width] ids and attention mask, padded on the left or the right."""
+    width = max(len(q) for q in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for r, q in enumerate(seqs):
+        cols = slice(width - len(q), width) if left else slice(0, len(q))
+        ids[r, cols] = torch.tensor(q, dtype=torch.long)
+        attn[r, cols] = 1
+    return ids, attn
+
+
+def _shared_prefix_buckets(prompt_ids, completion_ids, budget: int) -> list[list[int]]:
+    """Scoring batches: rollouts in order of completion length (little padding), each batch
+    under `budget` padded tokens as `_completion_states` runs it — each unique prompt once at
+    the widest prompt, each rollout at the widest completion. With n samples per prompt a
+    batch of a few hundred rollouts holds most samples of its prompts, so sharing stays high
+    (measured faster than keeping each prompt's samples together, bench/bench_score.py)."""
+    c_len = [len(c) for c in completion_ids]
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    prompts: set[tuple] = set()
+    max_p = 0
+    for i in sorted(range(len(c_len)), key=c_len.__getitem__):
+        key = tuple(prompt_ids[i])
+        n_p = len(prompts) + (key not in prompts)
+        if batch and n_p * max(max_p, len(key)) + (len(batch) + 1) * c_len[i] > budget:
+            batches.append(batch)
+            batch, max_p = [], 0
+            prompts.clear()
+        batch.append(i)
+        prompts.add(key)
+        max_p = max(max_p, len(key))
+    if batch:
+        batches.append(batch)
+    return batches
