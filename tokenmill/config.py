@@ -7,7 +7,7 @@ describe a run the same way.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -109,6 +109,22 @@ class TruthConfig(BaseModel):
     seed: int = 0
 
 
+class RoutingConfig(BaseModel):
+    """R2R routing labels of a large model's trajectories against a small model."""
+
+    small: str = Field("tiny-small", description="the small model; rollouts of every other model are labelled")
+    verifier: Literal["outcome", "judge"] = Field("outcome", description="outcome: continue to the end and compare "
+                                                   "rewards (exact-answer worlds); judge: a model compares two sentences")
+    judge_model: str | None = Field(None, description="judge verifier's model (default: the large model)")
+    judge_template: str | None = Field(None, description="judge prompt with {context}, {reference}, {candidate} "
+                                                          "(default: R2R's prompt)")
+    judge_tokens: int = Field(24, ge=1, description="judge: tokens of its reply")
+    unparsable: Literal["divergent", "neutral"] = Field("divergent", description="label of a judge reply without 0/1")
+    sentences: int = Field(2, ge=1, description="continuations stop after this many sentence ends (R2R: 2)")
+    continuation_tokens: int = Field(48, ge=1, description="judge: most tokens of a continuation")
+    outcome_tokens: int = Field(128, ge=1, description="outcome: most tokens to continue to the end")
+    top_k: int = Field(100, ge=1, description="router features: top-k logits of the small model")
+
 
 class LabelConfig(BaseModel):
     """What `tokenmill label` runs over one run's rollouts."""
@@ -126,3 +142,4 @@ class LabelConfig(BaseModel):
     hidden_layer: int | None = Field(None, description="also store this layer's hidden states (float16) for score_roles")
     rewards: RewardsConfig = RewardsConfig()
     critical: CriticalConfig = CriticalConfig()
+    routing: RoutingConfig = RoutingConfig()

@@ -261,6 +261,53 @@ CRITICAL_TRUTH = register_table(
     )
 )
 
+ROUTING = register_table(
+    TableSpec(
+        name="routing",
+        doc="R2R routing labels of a large model's trajectory: 0 identical (small model's argmax agrees), "
+            "1 neutral mismatch, 2 divergent mismatch (the large model should take this token).",
+        key=("rollout_id", "pos", "config_id"),
+        dedupe_on=("rollout_id", "config_id"),
+        schema=pa.schema(
+            [
+                pa.field("rollout_id", pa.string(), nullable=False),
+                pa.field("pos", pa.int32(), nullable=False),
+                pa.field("label", pa.int8(), nullable=False),  # 0 identical, 1 neutral, 2 divergent
+                pa.field("large_token_id", pa.int32(), nullable=False),  # the trajectory's token
+                pa.field("small_token_id", pa.int32(), nullable=False),  # the small model's argmax
+                pa.field("is_mismatch", pa.bool_(), nullable=False),  # differ, and neither is a special token
+                pa.field("small_continuation", pa.string()),  # mismatches only: prefix + small token, continued
+                pa.field("large_continuation", pa.string()),  # mismatches only: the trajectory, same stop rule
+                pa.field("verifier", pa.string(), nullable=False),  # outcome | judge
+                pa.field("verdict", pa.int8()),  # judge: 0/1, -1 unparsable; outcome: 1 if the outcome changed
+                pa.field("verdict_raw", pa.string()),  # judge: its reply; outcome: the two rewards
+                pa.field("small_model", pa.string(), nullable=False),
+                pa.field("large_model", pa.string(), nullable=False),
+                *_provenance,
+            ]
+        ),
+    )
+)
+
+ROUTER_FEATURES = register_table(
+    TableSpec(
+        name="router_features",
+        doc="The small model's view when it predicts each token of a trajectory (R2R router inputs), float16.",
+        key=("rollout_id", "pos", "model"),
+        dedupe_on=("rollout_id", "model"),
+        schema=pa.schema(
+            [
+                pa.field("rollout_id", pa.string(), nullable=False),
+                pa.field("pos", pa.int32(), nullable=False),
+                pa.field("model", pa.string(), nullable=False),  # the small model
+                pa.field("pred_id", pa.int32(), nullable=False),  # its argmax
+                pa.field("state", pa.list_(pa.float16()), nullable=False),  # final normalised state (LM head input)
+                pa.field("top_logits", pa.list_(pa.float16()), nullable=False),  # top-k raw logits, descending
+            ]
+        ),
+    )
+)
+
 MODEL_ARTIFACTS = register_table(
     TableSpec(
         name="model_artifacts",

@@ -52,6 +52,13 @@ class Scored:
     hidden: np.ndarray | None = None  # [T, d] float32: chosen layer at each token's position
 
 
+@dataclass
+class NextTokenFeatures:
+    state: np.ndarray  # [T, d] float32: final normalised state that predicts each token
+    top_logits: np.ndarray  # [T, k] float32, raw logits, descending
+    top_ids: np.ndarray  # [T, k] int32; column 0 is the argmax
+
+
 class Engine(Protocol):
     name: str  # "hf" | "vllm"
     model_id: str

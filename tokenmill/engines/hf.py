@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from tokenmill.engines.base import Generation, SamplingParams, Scored, prompt_token_ids, split_rows, token_stats
+from tokenmill.engines.base import (Generation, NextTokenFeatures, SamplingParams, Scored, prompt_token_ids, split_rows,
+                                    token_stats)
 from tokenmill.errors import EngineError
 from tokenmill.models.registry import resolve_model
 
@@ -116,19 +117,42 @@ class HFEngine:
               hidden_layer: int | None = None) -> list[Scored]:
         if len(prompt_ids) != len(completion_ids):
             raise EngineError("score: prompt_ids and completion_ids differ in length")
+        out: list[Scored | None] = [None] * len(prompt_ids)
+        for batch in self._buckets(prompt_ids, completion_ids):
+            self._score_batch(batch, prompt_ids, completion_ids, top_k, hidden_layer, out)
+        if not entropy:
+            for s in out:
+                s.entropy = None
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def next_token_features(self, prompt_ids, completion_ids, top_k: int = 100) -> list[NextTokenFeatures]:
+        """What the model sees when it predicts each completion token (R2R's router inputs):
+        the final normalised state the LM head reads, the top-k raw logits (descending) and
+        their ids — teacher-forced, batched like `score`."""
+        out: list[NextTokenFeatures | None] = [None] * len(prompt_ids)
+        head = self.model.get_output_embeddings()
+        for batch in self._buckets(prompt_ids, completion_ids):
+            h, _, c_len, _ = self._completion_states(batch, prompt_ids, completion_ids, None)
+            k = min(top_k, head.out_features)
+            tops = [head(h[i : i + LOGITS_CHUNK]).float().topk(k, -1) for i in range(0, max(h.shape[0], 1), LOGITS_CHUNK)]
+            lens = c_len.tolist()
+            cols = [split_rows(t.cpu().numpy(), lens) for t in
+                    (h.float(), torch.cat([t.values for t in tops]), torch.cat([t.indices for t in tops]).int())]
+            for r, i in enumerate(batch):
+                out[i] = NextTokenFeatures(cols[0][r], cols[1][r], cols[2][r])
+        return out  # type: ignore[return-value]
+
+    def _buckets(self, prompt_ids, completion_ids) -> list[list[int]]:
+        if len(prompt_ids) != len(completion_ids):
+            raise EngineError("score: prompt_ids and completion_ids differ in length")
         totals = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)]
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit and max(totals, default=0) > limit:
             i = max(range(len(totals)), key=totals.__getitem__)
             raise EngineError(f"sequence {i} has {totals[i]} tokens, more than the model's {limit}",
                               fix="truncate completions or use a model with a longer context")
-        out: list[Scored | None] = [None] * len(totals)
-        for batch in _shared_prefix_buckets(prompt_ids, completion_ids, self.token_budget):
-            self._score_batch(batch, prompt_ids, completion_ids, top_k, hidden_layer, out)
-        if not entropy:
-            for s in out:
-                s.entropy = None
-        return out  # type: ignore[return-value]
+        return _shared_prefix_buckets(prompt_ids, completion_ids, self.token_budget)
 
     def _score_batch(self, batch, prompt_ids, completion_ids, top_k, hidden_layer, out):
         h, targets, c_len, hidden = self._completion_states(batch, prompt_ids, completion_ids, hidden_layer)

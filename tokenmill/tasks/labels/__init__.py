@@ -23,7 +23,13 @@ def _critical(cfg) -> Labeler:
     return CriticalLabeler(cfg.critical)
 
 
-LABELERS: dict[str, Callable[..., Labeler]] = {"rewards": _rewards, "critical": _critical}
+def _routing(cfg) -> Labeler:
+    from tokenmill.tasks.labels.routing import RoutingLabeler
+
+    return RoutingLabeler(cfg.routing)
+
+
+LABELERS: dict[str, Callable[..., Labeler]] = {"rewards": _rewards, "critical": _critical, "routing": _routing}
 
 
 def build_labeler(name: str, cfg) -> Labeler:
