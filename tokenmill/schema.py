@@ -308,6 +308,33 @@ ROUTER_FEATURES = register_table(
     )
 )
 
+ROUTING_EVAL = register_table(
+    TableSpec(
+        name="routing_eval",
+        doc="Routed generation (small model, large model on the router's tokens) against small-only, "
+            "large-only and random routing: accuracy vs share of large-model tokens.",
+        key=("eval_id", "policy", "threshold"),
+        dedupe_on="eval_id",
+        schema=pa.schema(
+            [
+                pa.field("eval_id", pa.string(), nullable=False),
+                pa.field("router_id", pa.string(), nullable=False),
+                pa.field("policy", pa.string(), nullable=False),  # small-only | large-only | router | random
+                pa.field("threshold", pa.float32()),  # router: τ; random: the probability of routing
+                pa.field("large_share", pa.float32(), nullable=False),  # large-model tokens / generated tokens
+                pa.field("accuracy", pa.float32(), nullable=False),
+                pa.field("prompts", pa.int32(), nullable=False),
+                pa.field("tokens", pa.int64(), nullable=False),
+                pa.field("world", pa.string(), nullable=False),
+                pa.field("split", pa.string(), nullable=False),
+                pa.field("small_model", pa.string(), nullable=False),
+                pa.field("large_model", pa.string(), nullable=False),
+                pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            ]
+        ),
+    )
+)
+
 MODEL_ARTIFACTS = register_table(
     TableSpec(
         name="model_artifacts",

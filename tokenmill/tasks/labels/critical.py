@@ -26,8 +26,6 @@ Token-Level Contrastive Estimation Enhances LLM's Reasoning Capability" (cDPO).
 from __future__ import annotations
 
 import logging
-import tempfile
-from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
@@ -38,12 +36,13 @@ from tokenmill import ids
 from tokenmill.engines.base import Scored, SamplingParams, split_rows, token_stats
 from tokenmill.config import CriticalConfig, TruthConfig
 from tokenmill.errors import TokenmillError
-from tokenmill.schema import CRITICAL, CRITICAL_TRUTH, MODEL_ARTIFACTS
+from tokenmill.schema import CRITICAL, CRITICAL_TRUTH
 from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks import score as score_stage
 from tokenmill.tasks.generate import cached_engine, token_keys
 from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance
+from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 
 ARTIFACT_DIR = "_artifacts/models"
 
@@ -95,7 +94,7 @@ def train_contrast_models(lake: Lake, run_id: str, policy: str, cfg: CriticalCon
         rel = f"{ARTIFACT_DIR}/{aid}"
         if not lake.has_dir(rel):
             _train_and_store(lake, run_id, role, policy, rows, aid, rel, cfg)
-        out[role] = lake.local_dir(rel, cache=tempfile.gettempdir() + "/tokenmill-artifacts")
+        out[role] = artifact_path(lake, rel)
     return out
 
 
@@ -105,20 +104,17 @@ def _train_and_store(lake, run_id, role, policy, rows, aid, rel, cfg: CriticalCo
     prompts = rows.column("prompt_token_ids").to_pylist()
     completions = rows.column("completion_token_ids").to_pylist()
     model, tok, losses = finetune(policy, prompts, completions, cfg.train_steps, cfg.train_lr, cfg.train_batch, cfg.seed)
-    with tempfile.TemporaryDirectory() as tmp:
+
+    def save(tmp: str) -> None:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        lake.put_dir(tmp, rel)
+
     lineage = {"method": "cdpo-contrast", "policy": policy, "run_id": run_id, "verdict": "correct" if role == "pos" else "incorrect",
                "rollout_ids_hash": ids.content_id(*sorted(rows.column("rollout_id").to_pylist())),
                "train": cfg.model_dump(include={"train_steps", "train_lr", "train_batch", "seed"})}
-    lake.commit("model_artifacts", run_id, pa.table({
-        "artifact_id": [aid], "role": [role], "base_model": [policy], "path": [rel],
-        "train_rollouts": pa.array([rows.num_rows], pa.int32()),
-        "train_tokens": pa.array([int(pc.sum(pc.list_value_length(rows.column("completion_token_ids"))).as_py())], pa.int64()),
-        "steps": pa.array([cfg.train_steps], pa.int32()), "final_loss": pa.array([float(np.mean(losses[-10:]))], pa.float32()),
-        "lineage": [ids.canonical_json(lineage)], "created_at": pa.array([datetime.now(timezone.utc)], pa.timestamp("us", tz="UTC")),
-    }, schema=MODEL_ARTIFACTS.schema))
+    store_artifact(lake, run_id, rel, save, artifact_id=aid, role=role, base_model=policy, train_rollouts=rows.num_rows,
+                   train_tokens=int(pc.sum(pc.list_value_length(rows.column("completion_token_ids"))).as_py()),
+                   steps=cfg.train_steps, final_loss=float(np.mean(losses[-10:])), lineage=lineage)
 
 
 # ------------------------------------------------------------------ labeler

@@ -1,0 +1,37 @@
+"""Trained models in the lake: files under `_artifacts/<kind>/<id>/`, a `model_artifacts`
+row with lineage. Artifact ids hash their inputs, so a finished artifact is reused."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime, timezone
+from typing import Callable
+
+import pyarrow as pa
+
+from tokenmill import ids
+from tokenmill.schema import MODEL_ARTIFACTS
+from tokenmill.storage.lake import Lake
+
+CACHE = tempfile.gettempdir() + "/tokenmill-artifacts"
+
+
+def store_artifact(lake: Lake, run_id: str, rel: str, save: Callable[[str], None], *, artifact_id: str, role: str,
+                   base_model: str, train_rollouts: int, train_tokens: int, steps: int, final_loss: float | None,
+                   lineage: dict) -> None:
+    """`save(tmpdir)` writes the files; they are copied into the lake (DONE marker last) and
+    a `model_artifacts` row records what produced them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        save(tmp)
+        lake.put_dir(tmp, rel)
+    lake.commit("model_artifacts", run_id, pa.table({
+        "artifact_id": [artifact_id], "role": [role], "base_model": [base_model], "path": [rel],
+        "train_rollouts": pa.array([train_rollouts], pa.int32()), "train_tokens": pa.array([train_tokens], pa.int64()),
+        "steps": pa.array([steps], pa.int32()), "final_loss": pa.array([final_loss], pa.float32()),
+        "lineage": [ids.canonical_json(lineage)], "created_at": pa.array([datetime.now(timezone.utc)], pa.timestamp("us", tz="UTC")),
+    }, schema=MODEL_ARTIFACTS.schema))
+
+
+def artifact_path(lake: Lake, rel: str) -> str:
+    """A local directory holding the artifact's files."""
+    return lake.local_dir(rel, cache=CACHE)

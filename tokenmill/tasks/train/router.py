@@ -1,0 +1,190 @@
+"""R2R's router: which tokens the small model should hand to the large model.
+
+Inputs at step t (the small model's view when it predicts token t, R2R §4):
+  s_t   final normalised hidden state (what the LM head reads), [d]
+  e_t   input embedding of its argmax token ŷ_t, [d]
+  z_t   its top-k raw logits, descending, taken relative to the top-1 (z_t − z_t,1: the
+        softmax-relevant shape, invariant to the logits' offset), [k]
+Model: each input projected to `width`, concatenated → LayerNorm → residual GELU MLP
+blocks → one logit g_t; route to the large model when σ(g_t) ≥ τ.
+
+Training: labels y_t = 1 for divergent tokens (`routing.label = 2`), 0 for identical and
+neutral; loss BCE with pos_weight = n_neg / n_pos (R2R: divergent tokens are rare). The
+validation split holds whole prompts out. Threshold τ: the lowest positive rate whose
+recall on validation divergent tokens is ≥ `recall` (0.95), i.e. the largest τ with
+|{p ≥ τ, y = 1}| ≥ ⌈recall · n_pos⌉.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch import nn
+
+from tokenmill import ids
+from tokenmill.errors import TokenmillError
+from tokenmill.storage.catalog import connect
+from tokenmill.storage.lake import Lake
+from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
+
+ROUTER_DIR = "_artifacts/routers"
+
+TRAIN_SQL = """
+SELECT r.rollout_id, f.state, f.top_logits, f.pred_id, (r.label = 2) AS y, ro.prompt_id, r.small_model, r.large_model
+FROM routing r
+JOIN router_features f ON f.run_id = r.run_id AND f.rollout_id = r.rollout_id AND f.pos = r.pos AND f.model = r.small_model
+JOIN rollouts ro ON ro.run_id = r.run_id AND ro.rollout_id = r.rollout_id
+WHERE r.run_id = $run AND ($cfg IS NULL OR r.config_id = $cfg)
+ORDER BY r.rollout_id, r.pos
+"""
+
+
+class Router(nn.Module):
+    def __init__(self, d_state: int, d_emb: int, k: int, width: int = 128, hidden: int = 256, blocks: int = 2,
+                 dropout: float = 0.1):
+        super().__init__()
+        self.dims = {"d_state": d_state, "d_emb": d_emb, "k": k, "width": width, "hidden": hidden, "blocks": blocks,
+                     "dropout": dropout}
+        self.state_proj, self.emb_proj, self.logit_proj = nn.Linear(d_state, width), nn.Linear(d_emb, width), nn.Linear(k, width)
+        self.inp = nn.Sequential(nn.LayerNorm(3 * width), nn.Linear(3 * width, hidden))
+        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 2 * hidden), nn.GELU(),
+                                                  nn.Dropout(dropout), nn.Linear(2 * hidden, hidden)) for _ in range(blocks))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 1))
+
+    def forward(self, state: torch.Tensor, emb: torch.Tensor, top_logits: torch.Tensor) -> torch.Tensor:
+        rel = top_logits - top_logits[:, :1]
+        x = self.inp(torch.cat([self.state_proj(state), self.emb_proj(emb), self.logit_proj(rel)], -1))
+        for block in self.blocks:
+            x = x + block(x)
+        return self.out(x).squeeze(-1)
+
+
+def recall_threshold(p: np.ndarray, y: np.ndarray, recall: float = 0.95) -> tuple[float, float, float]:
+    """(τ, positive rate, recall achieved): the largest τ whose rule p ≥ τ catches at least
+    `recall` of the positives — the lowest positive rate with that recall."""
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        raise TokenmillError("router: the validation split has no divergent tokens to set the threshold on",
+                             fix="label more trajectories (more prompts) or lower --val-frac")
+    order = np.argsort(-p, kind="stable")
+    tp = np.cumsum(y[order])
+    m = int(np.searchsorted(tp, math.ceil(recall * n_pos)))  # first index reaching the needed positives
+    tau = float(p[order][m])
+    fired = p >= tau  # ties at τ fire too
+    return tau, float(fired.mean()), float(y[fired].sum() / n_pos)
+
+
+def load_training_data(lake: Lake, run_id: str, config: str | None = None) -> dict:
+    con = connect(lake)
+    try:
+        t = con.sql(TRAIN_SQL, params={"run": run_id, "cfg": config}).to_arrow_table()
+    finally:
+        con.close()
+    if t.num_rows == 0:
+        raise TokenmillError(f"router: run {run_id!r} has no routing labels with features",
+                             fix=f"run `tokenmill label --run {run_id} --labelers routing` first")
+    smalls = pc.unique(t.column("small_model")).to_pylist()
+    if len(smalls) > 1:
+        raise TokenmillError(f"router: run {run_id!r} has routing labels of several small models {smalls}",
+                             fix="pass --config to pick one labelling")
+
+    def matrix(col: str) -> np.ndarray:
+        flat = pc.list_flatten(t.column(col)).to_numpy(zero_copy_only=False).astype(np.float32)
+        return flat.reshape(t.num_rows, -1)
+
+    return {"state": matrix("state"), "top_logits": matrix("top_logits"),
+            "pred_id": t.column("pred_id").to_numpy().astype(np.int64), "y": t.column("y").to_numpy(zero_copy_only=False).astype(np.float32),
+            "prompt_id": t.column("prompt_id").to_pylist(), "small": smalls[0],
+            "rollouts": len(pc.unique(t.column("rollout_id"))), "large": pc.unique(t.column("large_model")).to_pylist()}
+
+
+def split_by_prompt(prompt_ids: list[str], val_frac: float, seed: int) -> np.ndarray:
+    """[N] bool, True = validation: whole prompts, chosen by a seeded hash."""
+    uniq = sorted(set(prompt_ids))
+    val = {p for p in uniq if int(ids.content_id(str(seed), p)[:8], 16) / 0xFFFFFFFF < val_frac}
+    return np.array([p in val for p in prompt_ids])
+
+
+def train_router(lake: Lake, run_id: str, config: str | None = None, steps: int = 600, lr: float = 1e-3,
+                 batch: int = 256, val_frac: float = 0.2, recall: float = 0.95, seed: int = 0) -> dict:
+    """Train R2R's router on a run's routing labels and store it as an artifact; returns
+    its record (artifact id, path, threshold, validation metrics). Reused if present."""
+    from tokenmill.tasks.generate import cached_engine
+
+    data = load_training_data(lake, run_id, config)
+    params = {"steps": steps, "lr": lr, "batch": batch, "val_frac": val_frac, "recall": recall, "seed": seed}
+    aid = ids.content_id("router", run_id, str(config), ids.canonical_json(params), str(len(data["y"])), str(data["y"].sum()))
+    rel = f"{ROUTER_DIR}/{aid}"
+    if lake.has_dir(rel):
+        return load_router_meta(lake, rel)
+    val = split_by_prompt(data["prompt_id"], val_frac, seed)
+    if val.all() or not val.any():
+        raise TokenmillError(f"router: {len(set(data['prompt_id']))} prompts cannot be split into train and validation",
+                             fix="label more prompts")
+    small = cached_engine("hf", data["small"])
+    emb_table = small.model.get_input_embeddings().weight.detach().float().cpu()
+    x = {k: torch.from_numpy(data[k]) for k in ("state", "top_logits")}
+    x["emb"] = emb_table[torch.from_numpy(data["pred_id"]).long()]
+    y = torch.from_numpy(data["y"])
+    tr, va = torch.from_numpy(~val), torch.from_numpy(val)
+    n_pos = float(y[tr].sum())
+    if n_pos == 0:
+        raise TokenmillError("router: the training split has no divergent tokens", fix="label more trajectories")
+    torch.manual_seed(seed)
+    model = Router(x["state"].shape[1], x["emb"].shape[1], x["top_logits"].shape[1])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((float(tr.sum()) - n_pos) / n_pos))
+    idx = torch.nonzero(tr).squeeze(1)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        b = idx[torch.randint(len(idx), (min(batch, len(idx)),), generator=gen)]
+        loss = loss_fn(model(x["state"][b], x["emb"][b], x["top_logits"][b]), y[b])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        p_val = torch.sigmoid(model(x["state"][va], x["emb"][va], x["top_logits"][va])).numpy()
+    tau, rate, rec = recall_threshold(p_val, data["y"][val], recall)
+    meta = {"artifact_id": aid, "path": rel, "small_model": data["small"], "large_models": data["large"], "threshold": tau, "dims": model.dims,
+            "val": {"tokens": int(val.sum()), "divergent": int(data["y"][val].sum()), "positive_rate": rate, "recall": rec,
+                    "divergent_rate": float(data["y"][val].mean())},
+            "train": {"tokens": int(tr.sum()), "divergent": int(n_pos), **params}, "run_id": run_id, "config_id": config}
+
+    def save(tmp: str) -> None:
+        torch.save(model.state_dict(), os.path.join(tmp, "router.pt"))
+        with open(os.path.join(tmp, "router.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+
+    store_artifact(lake, run_id, rel, save, artifact_id=aid, role="router", base_model=data["small"],
+                   train_rollouts=data["rollouts"], train_tokens=int(tr.sum()), steps=steps, final_loss=float(np.mean(losses[-20:])),
+                   lineage={"method": "r2r-router", "run_id": run_id, "routing_config": config, "train": params})
+    return meta
+
+
+def load_router_meta(lake: Lake, rel: str) -> dict:
+    with open(os.path.join(artifact_path(lake, rel), "router.json")) as f:
+        return json.load(f)
+
+
+def load_router(lake: Lake, rel: str) -> tuple[Router, dict]:
+    """(router in eval mode, its record) from the lake path of a stored router."""
+    local = artifact_path(lake, rel)
+    meta = load_router_meta(lake, rel)
+    d = meta["dims"]
+    model = Router(d["d_state"], d["d_emb"], d["k"], d["width"], d["hidden"], d["blocks"], d["dropout"])
+    model.load_state_dict(torch.load(os.path.join(local, "router.pt"), weights_only=True))
+    return model.eval(), meta
+
+
+def routers(lake: Lake, run_id: str) -> pa.Table:
+    return lake.read("model_artifacts", run_id, filter=pc.field("role") == "router")
