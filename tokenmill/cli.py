@@ -24,6 +24,9 @@ app = typer.Typer(help="tokenmill: a token-level data mill for LLM post-training
                   pretty_exceptions_enable=False, add_completion=False)
 models_app = typer.Typer(help="Build, list and evaluate models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+router_app = typer.Typer(help="Train and evaluate R2R routers (small model + large model on the tokens that matter).",
+                         no_args_is_help=True)
+app.add_typer(router_app, name="router")
 console = Console()
 err = Console(stderr=True)
 
@@ -114,10 +117,12 @@ def demo(
     samples: int = typer.Option(4, help="Samples per prompt."),
     engine: str = typer.Option("hf", help="hf or vllm."),
     run_id: str = typer.Option("demo", help="Run id (re-running the same id adds nothing)."),
-    no_label: bool = typer.Option(False, "--no-label", help="Only roll out; skip scoring and labelling."),
+    no_label: bool = typer.Option(False, "--no-label", help="Only roll out; skip scoring, labelling and routing."),
+    route_prompts: int = typer.Option(512, help="Routing: greedy tiny-large trajectories labelled to train the router (0 = skip)."),
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
-    """Roll out both tiny models on all three worlds into a lake, score and label them, summarise."""
+    """Roll out both tiny models on all three worlds into a lake, score and label them, train
+    and evaluate a router between them, summarise."""
     _quiet_prefect(verbose)
     from tokenmill.config import RolloutConfig, SamplingConfig, SourceConfig
 
@@ -137,13 +142,38 @@ def demo(
         t0 = time.time()
         _run_label(LabelConfig(lake=lake, run_id=run_id, engine=engine, models={"ref": "tiny-small"}))
         _print_label_summary(lake, run_id, time.time() - t0)
+        if route_prompts:
+            _demo_routing(lake, f"{run_id}-route", engine, route_prompts)
+
+
+def _demo_routing(lake: str, run_id: str, engine: str, prompts: int) -> None:
+    """R2R in miniature: label tiny-large's greedy trajectories against tiny-small, train the
+    router, and generate with it on held-out prompts."""
+    from tokenmill.config import LabelConfig, RolloutConfig, RouterConfig, SamplingConfig, SourceConfig
+    from tokenmill.flows.train import router_flow
+    from tokenmill.report.summary import label_summary, render_table
+    from tokenmill.storage.lake import Lake
+
+    console.print(f"\n[bold]routing[/]: tiny-large greedy on {prompts} training prompts, labelled against tiny-small (run {run_id})")
+    t0 = time.time()
+    _run_rollouts(RolloutConfig(lake=lake, run_id=run_id, engine=engine, models=["tiny-large"],
+                                sources=[SourceConfig(world="arithmetic", n=prompts, split="train")],
+                                sampling=SamplingConfig(n=1, temperature=0.0, max_tokens=96)))
+    _run_label(LabelConfig(lake=lake, run_id=run_id, engine=engine, labelers=["routing"]))
+    shares = label_summary(Lake(lake), run_id).select(["output", "rows", "rollouts", "mean"]).rename_columns(
+        ["class", "tokens", "rollouts", "share"])
+    console.print(render_table(shares, title=f"routing labels — {time.time() - t0:.1f} s wall time"))
+    t0 = time.time()
+    with console.status("training the router and generating with it…"):
+        out = router_flow(RouterConfig(lake=lake, run_id=run_id))
+    _print_router(out, time.time() - t0)
 
 
 @app.command()
 def label(
     run_id: str = typer.Option(..., "--run", help="The run whose rollouts to label."),
     lake: str = LakeOpt,
-    labelers: str = typer.Option("rewards,critical", help="Comma-separated: rewards, critical."),
+    labelers: str = typer.Option("rewards,critical", help="Comma-separated: rewards, critical, routing."),
     model: list[str] = typer.Option(["ref=tiny-small"], help="ROLE=MODEL for scoring, e.g. ref=tiny-small; repeatable. "
                                     "The role `policy` is each rollout's own model."),
     kinds: str = typer.Option(",".join(REWARD_KINDS_DEFAULT), help="Reward kinds: dpo, grpo, tempo, d3s, entropy, rlpr."),
@@ -153,15 +183,20 @@ def label(
     critical_beta: float = typer.Option(1.0, help="critical: contrast strength β."),
     critical_top_k: int = typer.Option(3, help="critical: lowest-p_CE tokens per rollout marked critical."),
     train_steps: int = typer.Option(150, help="critical: fine-tuning steps of the pos/neg models."),
+    routing_small: str = typer.Option("tiny-small", help="routing: the small model (every other model's rollouts are labelled)."),
+    routing_verifier: str = typer.Option("outcome", help="routing: outcome (exact-answer worlds) or judge."),
+    judge_model: Optional[str] = typer.Option(None, help="routing: the judge verifier's model (default: the large model)."),
+    judge_template: Optional[Path] = typer.Option(None, help="routing: a judge prompt file with {context}, {reference}, "
+                                                  "{candidate} (default: R2R's prompt)."),
     score_role: list[str] = typer.Option([], help="Also score under this role (e.g. large); repeatable."),
     hidden_layer: Optional[int] = typer.Option(None, help="Store this layer's hidden states (float16) for --score-role roles."),
     engine: str = typer.Option("hf", help="Scoring engine: hf or vllm (critical always uses hf: it needs full logits)."),
     engine_option: list[str] = typer.Option([], help="KEY=VALUE passed to the engine; repeatable."),
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
-    """Score what is missing, then label a run's rollouts (token_rewards, critical, scores)."""
+    """Score what is missing, then label a run's rollouts (token_rewards, critical, routing, scores)."""
     _quiet_prefect(verbose)
-    from tokenmill.config import CriticalConfig, LabelConfig, RewardsConfig
+    from tokenmill.config import CriticalConfig, LabelConfig, RewardsConfig, RoutingConfig
 
     cfg = LabelConfig(
         lake=lake, run_id=run_id, labelers=[x.strip() for x in labelers.split(",") if x.strip()],
@@ -170,6 +205,8 @@ def label(
         rewards=RewardsConfig(kinds=[k.strip() for k in kinds.split(",") if k.strip()], beta=beta, clip=clip,
                               keep_frac=keep_frac),
         critical=CriticalConfig(beta=critical_beta, top_k=critical_top_k, train_steps=train_steps),
+        routing=RoutingConfig(small=routing_small, verifier=routing_verifier, judge_model=judge_model,
+                              judge_template=judge_template.read_text() if judge_template else None),
     )
     t0 = time.time()
     _run_label(cfg)
@@ -312,6 +349,49 @@ def models_eval(
     from tokenmill.report.summary import render_table
 
     console.print(render_table(evaluate(model, prompts, engine), title="greedy accuracy (temperature 0)"))
+
+
+@router_app.command("train")
+def router_train(
+    run_id: str = typer.Option(..., "--run", help="A run labelled with `tokenmill label --labelers routing`."),
+    lake: str = LakeOpt,
+    config_id: Optional[str] = typer.Option(None, "--config", help="Routing labels of this config id (default: all)."),
+    steps: int = typer.Option(600, help="Training steps."),
+    recall: float = typer.Option(0.95, help="Threshold: lowest positive rate with this recall of divergent tokens."),
+    evaluate: bool = typer.Option(True, help="Evaluate routed generation after training."),
+    world: str = typer.Option("arithmetic", help="World of the evaluation prompts."),
+    prompts: int = typer.Option(128, help="Held-out prompts for the evaluation."),
+    threshold: list[float] = typer.Option([0.5], help="More router thresholds for the accuracy/share curve; repeatable."),
+    seed: int = typer.Option(0),
+    verbose: bool = typer.Option(False, help="Show Prefect logs."),
+):
+    """Train R2R's router on a run's routing labels, then compare routed generation with
+    small-only, large-only and random routing at the same large-model share."""
+    _quiet_prefect(verbose)
+    from tokenmill.config import RouterConfig
+    from tokenmill.flows.train import router_flow
+
+    cfg = RouterConfig(lake=lake, run_id=run_id, config_id=config_id, steps=steps, recall=recall, evaluate=evaluate,
+                       eval_world=world, eval_prompts=prompts, thresholds=threshold, seed=seed)
+    t0 = time.time()
+    with console.status("training the router and generating with it…"):
+        out = router_flow(cfg)
+    _print_router(out, time.time() - t0)
+
+
+def _print_router(out: dict, wall: float) -> None:
+    import pyarrow as pa
+
+    from tokenmill.report.summary import render_table
+
+    r = out["router"]
+    console.print(f"router [bold]{r['artifact_id']}[/] ({r['path']}): threshold {r['threshold']:.4f}; validation: "
+                  f"{r['val']['positive_rate']:.1%} of tokens routed, recall {r['val']['recall']:.1%} of "
+                  f"{r['val']['divergent']} divergent tokens")
+    if out["eval"]:
+        rows = [{**e, "threshold": None if e["threshold"] is None else round(e["threshold"], 4),
+                 "large_share": round(e["large_share"], 3), "accuracy": round(e["accuracy"], 3)} for e in out["eval"]]
+        console.print(render_table(pa.Table.from_pylist(rows), title=f"routed generation — {wall:.1f} s wall time"))
 
 
 def main() -> None:

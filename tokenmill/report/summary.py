@@ -61,6 +61,10 @@ UNION ALL
 SELECT 'critical', 'p_ce', count(*), count(DISTINCT rollout_id), round(avg(p_ce), 4), round(avg(is_critical::INT), 3)
 FROM critical WHERE run_id = $run HAVING count(*) > 0
 UNION ALL
+SELECT 'routing', ['identical', 'neutral', 'divergent'][label + 1], count(*), count(DISTINCT rollout_id),
+       round(count(*) / sum(count(*)) OVER (), 4), NULL
+FROM routing WHERE run_id = $run GROUP BY label
+UNION ALL
 SELECT 'score', model, count(*), count(DISTINCT rollout_id), round(avg(logprob), 4), NULL
 FROM scores WHERE run_id = $run GROUP BY model
 ORDER BY labeler, output
@@ -68,7 +72,8 @@ ORDER BY labeler, output
 
 
 def label_summary(lake: Lake, run_id: str) -> pa.Table:
-    """Per labeler output: rows, rollouts, mean value (logprob for scores), flagged share."""
+    """Per labeler output: rows, rollouts, mean value (logprob for scores, share of tokens
+    for routing classes), flagged share."""
     con = connect(lake)
     try:
         return con.sql(LABEL_SUMMARY_SQL, params={"run": run_id}).to_arrow_table()
