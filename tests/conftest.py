@@ -43,7 +43,8 @@ def lake_dir(tmp_path) -> Path:
 
 
 def make_run(lake_uri: str, run_id: str = "r1", models=("tiny-small",), n_prompts: int = 8, samples: int = 4,
-             max_tokens: int = 48, world: str = "arithmetic", seed: int = 1) -> str:
+             max_tokens: int = 48, world: str = "arithmetic", seed: int = 1, temperature: float = 1.0,
+             split: str = "test") -> str:
     """A real run through the plain stage functions (no Prefect): prompts, rollouts, tokens."""
     from tokenmill.config import SourceConfig
     from tokenmill.engines import SamplingParams
@@ -51,8 +52,8 @@ def make_run(lake_uri: str, run_id: str = "r1", models=("tiny-small",), n_prompt
     from tokenmill.tasks import generate, prompts, verify
 
     lake = Lake(lake_uri)
-    params = SamplingParams(n=samples, temperature=1.0, max_tokens=max_tokens, seed=seed)
-    for shard in prompts.load_and_shard(lake, run_id, [SourceConfig(world=world, n=n_prompts, seed=seed)], 64):
+    params = SamplingParams(n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed)
+    for shard in prompts.load_and_shard(lake, run_id, [SourceConfig(world=world, n=n_prompts, seed=seed, split=split)], 64):
         for model in models:
             out = generate.generate_shard(lake, run_id, shard, "hf", model, params)
             verify.verify_and_commit(lake, run_id, shard, out)
@@ -75,3 +76,20 @@ def copy_lake(arith_lake, tmp_path) -> Path:
     dest = tmp_path / "lake"
     shutil.copytree(arith_lake, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def route_lake(tmp_path_factory) -> Path:
+    """A read-only lake with run `g`: tiny-large greedy on 256 arithmetic training prompts,
+    labelled by the routing labeler against tiny-small (outcome verifier)."""
+    from tokenmill.storage.lake import Lake
+    from tokenmill.tasks.labels.routing import RoutingLabeler
+
+    path = tmp_path_factory.mktemp("route") / "lake"
+    make_run(str(path), run_id="g", models=("tiny-large",), n_prompts=256, samples=1, max_tokens=96, temperature=0.0,
+             split="train")
+    lake, labeler = Lake(str(path)), RoutingLabeler()
+    labeler.prepare(lake, "g")
+    for shard in lake.files("rollouts", "g"):
+        labeler.label_shard(lake, "g", shard)
+    return path

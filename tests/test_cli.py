@@ -81,7 +81,8 @@ def test_unknown_world_lists_the_worlds(lake_dir):
 
 
 def test_every_command_has_help():
-    for cmd in ([], ["demo"], ["run"], ["label"], ["sql"], ["check"], ["models"], ["models", "build"], ["models", "eval"]):
+    for cmd in ([], ["demo"], ["run"], ["label"], ["sql"], ["check"], ["models"], ["models", "build"], ["models", "eval"],
+                ["router"], ["router", "train"]):
         r = tokenmill(*cmd, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
 
@@ -110,10 +111,11 @@ def test_run_from_jsonl_then_query_with_sql(jsonl, lake_dir, tmp_path):
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path):
     lake = tmp_path / "demo-lake"
-    r = tokenmill("demo", "--lake", str(lake), "--prompts", "4", "--samples", "2")
+    r = tokenmill("demo", "--lake", str(lake), "--prompts", "4", "--samples", "2", "--route-prompts", "128")
     assert r.returncode == 0, r.stderr
     for needle in ("arithmetic", "code", "bios", "tiny-small", "tiny-large", "accuracy", "tokenmill sql",
-                   "labels of run demo", "rewards", "tempo"):
+                   "labels of run demo", "rewards", "tempo", "routing labels", "identical", "divergent",
+                   "routed generation", "large-only", "random"):
         assert needle in r.stdout
     assert Lake(lake).read("rollouts").num_rows == 3 * 4 * 2 * 2
     # the printed query for the most critical tokens runs as printed

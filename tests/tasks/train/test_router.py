@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+from tokenmill.errors import TokenmillError
+from tokenmill.tasks.train.router import recall_threshold, split_by_prompt
+
+
+def test_threshold_is_the_lowest_positive_rate_with_the_recall():
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    y = np.array([1, 0, 1, 0, 1, 0])
+    # all 3 positives needed (⌈0.95·3⌉ = 3): the third sits at 0.5, so 5 of 6 tokens fire
+    assert recall_threshold(p, y, 0.95) == (0.5, 5 / 6, 1.0)
+    # 2 needed: the second positive sits at 0.7
+    assert recall_threshold(p, y, 0.6) == (pytest.approx(0.7), 0.5, pytest.approx(2 / 3))
+
+
+def test_threshold_ties_fire_together():
+    tau, rate, rec = recall_threshold(np.array([0.9, 0.5, 0.5, 0.1]), np.array([0, 1, 0, 1]), 0.5)
+    assert (tau, rate, rec) == (0.5, 0.75, 0.5)
+
+
+def test_threshold_needs_positives():
+    with pytest.raises(TokenmillError, match="no divergent tokens"):
+        recall_threshold(np.array([0.3, 0.2]), np.array([0, 0]), 0.95)
+
+
+def test_validation_split_holds_whole_prompts_out():
+    prompts = [f"p{i // 3}" for i in range(300)]  # 100 prompts, 3 tokens each
+    val = split_by_prompt(prompts, 0.2, seed=0)
+    by_prompt = {}
+    for p, v in zip(prompts, val):
+        by_prompt.setdefault(p, set()).add(bool(v))
+    assert all(len(s) == 1 for s in by_prompt.values())
+    assert 0.1 < val.mean() < 0.3
+    assert (split_by_prompt(prompts, 0.2, seed=0) == val).all()
