@@ -52,3 +52,17 @@ def test_label_flow_refuses_unknown_labelers_and_missing_roles(copy_lake):
         check_label_run(LabelConfig(lake=str(copy_lake), run_id="r1", labelers=["halluc"]))
     with pytest.raises(TokenmillError, match="no model given for role 'ref'"):
         check_label_run(LabelConfig(lake=str(copy_lake), run_id="r1", labelers=["rewards"], models={}))
+
+
+def test_label_flow_runs_the_routing_labeler_on_the_large_models_rollouts(prefect_harness, copy_lake):
+    from tests.conftest import make_run
+    from tokenmill.flows.label import label_flow
+
+    # a run with both models: tiny-small's own rollouts are not routing trajectories
+    make_run(str(copy_lake), run_id="both", models=("tiny-small", "tiny-large"), n_prompts=6, samples=1, temperature=0.0)
+    out = label_flow(LabelConfig(lake=str(copy_lake), run_id="both", labelers=["routing"]))
+    con = connect(Lake(copy_lake))
+    large_tokens = con.execute("SELECT sum(num_tokens) FROM rollouts WHERE run_id = 'both' AND model = 'tiny-large'").fetchone()[0]
+    assert out["rows"]["routing:routing"] == large_tokens == out["rows"]["routing:router_features"]
+    assert con.execute("SELECT DISTINCT large_model, small_model FROM routing").fetchall() == [("tiny-large", "tiny-small")]
+    assert sum(label_flow(LabelConfig(lake=str(copy_lake), run_id="both", labelers=["routing"]))["rows"].values()) == 0

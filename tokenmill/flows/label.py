@@ -1,6 +1,7 @@
 """The `label` flow: score what is missing, then run labelers over a run's rollouts.
 
-  prepare   ×L   run-level work of each labeler (critical: train or find pos/neg models)
+  prepare   ×L   run-level work of each labeler (critical: train or find pos/neg models;
+                 routing: refuse small/large pairs with different tokenizers)
   score     ×S   each rollouts shard under every role a labeler needs (missing rows only)
   label     ×S×L one labeler on one shard; a finished (labeler config, shard) is skipped
 
@@ -81,7 +82,8 @@ def label_flow(cfg: LabelConfig) -> dict:
     get_run_logger().info("run %s: %d shards, labelers %s", cfg.run_id, len(shards), ", ".join(cfg.labelers))
     prepared = {name: prepare_labeler(cfg, name) for name in cfg.labelers}
     roles = score_roles(cfg)
-    progress.start("score", len(shards) if roles else 0)
+    if roles:
+        progress.start("score", len(shards))
     for name in cfg.labelers:
         progress.start(f"label {name}", len(shards))
     written: dict[str, int] = {}
