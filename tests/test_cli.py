@@ -117,7 +117,8 @@ def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path):
                    "labels of run demo", "rewards", "tempo", "routing labels", "identical", "divergent",
                    "routed generation", "large-only", "random"):
         assert needle in r.stdout
-    assert Lake(lake).read("rollouts").num_rows == 3 * 4 * 2 * 2
+    assert Lake(lake).read("rollouts", "demo").num_rows == 3 * 4 * 2 * 2
+    assert Lake(lake).read("rollouts", "demo-route").num_rows == 128
     # the printed query for the most critical tokens runs as printed
     from tokenmill.report.summary import TOP_CRITICAL_SQL
 
