@@ -126,6 +126,16 @@ class RoutingConfig(BaseModel):
     top_k: int = Field(100, ge=1, description="router features: top-k logits of the small model")
 
 
+class HallucinationConfig(BaseModel):
+    """Entity spans, their ground truth and uncertainty scores."""
+
+    extractors: list[str] | None = Field(None, description="span extractors (default: kb for bios rollouts, "
+                                                            "numbers, dates, names, titles for the rest)")
+    annotator: Literal["kb", "none"] = Field("kb", description="ground truth: the bios knowledge base, or none")
+    verdicts_file: str | None = Field(None, description="JSONL span verdicts in the paper's format (span, label, index)")
+    judge: Literal["surface"] = Field("surface", description="CCP equivalence judge")
+
+
 class LabelConfig(BaseModel):
     """What `tokenmill label` runs over one run's rollouts."""
 
@@ -143,6 +153,7 @@ class LabelConfig(BaseModel):
     rewards: RewardsConfig = RewardsConfig()
     critical: CriticalConfig = CriticalConfig()
     routing: RoutingConfig = RoutingConfig()
+    hallucination: HallucinationConfig = HallucinationConfig()
 
 
 class RouterConfig(BaseModel):

@@ -289,6 +289,37 @@ ROUTING = register_table(
     )
 )
 
+HALLUCINATION_SPANS = register_table(
+    TableSpec(
+        name="hallucination_spans",
+        doc="Entity spans of completions with their token range, ground-truth label and uncertainty scores.",
+        key=("rollout_id", "span_id", "config_id"),
+        dedupe_on=("rollout_id", "config_id"),
+        schema=pa.schema(
+            [
+                pa.field("rollout_id", pa.string(), nullable=False),
+                pa.field("span_id", pa.int32(), nullable=False),  # index within the rollout, by char_start
+                pa.field("start_pos", pa.int32(), nullable=False),  # first token overlapping the span
+                pa.field("end_pos", pa.int32(), nullable=False),  # last one (inclusive)
+                pa.field("char_start", pa.int32(), nullable=False),  # into rollouts.completion
+                pa.field("char_end", pa.int32(), nullable=False),  # exclusive
+                pa.field("text", pa.string(), nullable=False),
+                pa.field("entity_type", pa.string(), nullable=False),  # birth_year, city, …, number, date, name, title
+                pa.field("label", pa.string()),  # supported | not_supported | unverifiable; null: no annotator
+                pa.field("min_prob", pa.float32()),
+                pa.field("mean_prob", pa.float32()),
+                pa.field("mean_entropy", pa.float32()),
+                pa.field("ccp", pa.float32()),  # claim-conditioned probability (higher = surer)
+                pa.field("consistency", pa.float32()),  # share of other samples stating the same value
+                pa.field("extractor", pa.string(), nullable=False),
+                pa.field("annotator", pa.string()),
+                pa.field("model", pa.string(), nullable=False),  # the rollout's model (whose statistics these are)
+                *_provenance,
+            ]
+        ),
+    )
+)
+
 ROUTER_FEATURES = register_table(
     TableSpec(
         name="router_features",
@@ -357,3 +388,21 @@ MODEL_ARTIFACTS = register_table(
         ),
     )
 )
+
+
+# Derived views the catalog creates over the tables (name → SQL).
+VIEWS: dict[str, str] = {
+    # the probes' training format: each token of a labelled rollout → 1 inside a not-supported
+    # span, 0 inside a supported one (not-supported wins on overlap), −100 elsewhere
+    "hallucination_tokens": """
+        SELECT t.run_id, t.rollout_id, t.pos, t.token_id, exp(t.logprob) AS prob, t.entropy, l.config_id,
+               coalesce(max(CASE s.label WHEN 'not_supported' THEN 1 WHEN 'supported' THEN 0 END), -100) AS label,
+               count(s.span_id) AS spans
+        FROM (SELECT DISTINCT run_id, rollout_id, config_id FROM hallucination_spans) l
+        JOIN tokens t ON t.run_id = l.run_id AND t.rollout_id = l.rollout_id
+        LEFT JOIN hallucination_spans s ON s.run_id = l.run_id AND s.rollout_id = l.rollout_id
+             AND s.config_id = l.config_id AND t.pos BETWEEN s.start_pos AND s.end_pos
+        GROUP BY ALL
+    """,
+}
+

@@ -10,6 +10,7 @@ positions, so no logits are computed for prompt tokens.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -48,6 +49,22 @@ def load_hf(model: str, device: str | None = None, dtype: str | None = None):
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return net, tok, ref
+
+
+@lru_cache(maxsize=16)
+def load_tokenizer(model: str):
+    """The tokenizer of a model alone (no weights), cached per model."""
+    from transformers import AutoTokenizer
+
+    ref = resolve_model(model)
+    try:
+        tok = AutoTokenizer.from_pretrained(ref.path)
+    except OSError as e:
+        raise EngineError(f"cannot load the tokenizer of {model!r}: {e}".splitlines()[0], where=ref.path,
+                          fix="check the path or hub id (no model hub is reachable offline)") from e
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 class HFEngine:

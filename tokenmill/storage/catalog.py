@@ -51,6 +51,8 @@ def connect(lake: Lake, threads: int | None = None, read_only: bool = False) -> 
         con.execute(f"SET threads = {int(threads)}")
     for name in sorted(S.TABLES):
         _create_view(con, lake, name)
+    for name, sql in S.VIEWS.items():
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
     if read_only:
         _lock_down(con, lake)
     return con

@@ -29,7 +29,14 @@ def _routing(cfg) -> Labeler:
     return RoutingLabeler(cfg.routing)
 
 
-LABELERS: dict[str, Callable[..., Labeler]] = {"rewards": _rewards, "critical": _critical, "routing": _routing}
+def _hallucination(cfg) -> Labeler:
+    from tokenmill.tasks.labels.hallucination import HallucinationLabeler
+
+    return HallucinationLabeler(cfg.hallucination)
+
+
+LABELERS: dict[str, Callable[..., Labeler]] = {"rewards": _rewards, "critical": _critical, "routing": _routing,
+                                               "hallucination": _hallucination}
 
 
 def build_labeler(name: str, cfg) -> Labeler:
