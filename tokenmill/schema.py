@@ -320,6 +320,27 @@ HALLUCINATION_SPANS = register_table(
     )
 )
 
+PROBE_EVAL = register_table(
+    TableSpec(
+        name="probe_eval",
+        doc="Held-out ROC AUC of a hallucination probe next to the uncertainty scores, per span and per token.",
+        key=("probe_id", "level", "method"),
+        dedupe_on="probe_id",
+        schema=pa.schema(
+            [
+                pa.field("probe_id", pa.string(), nullable=False),
+                pa.field("model", pa.string(), nullable=False),
+                pa.field("layer", pa.int32(), nullable=False),
+                pa.field("level", pa.string(), nullable=False),  # span | token
+                pa.field("method", pa.string(), nullable=False),  # probe, 1 - min_prob, …
+                pa.field("auc", pa.float32()),  # null when a class is missing
+                pa.field("positives", pa.int32(), nullable=False),
+                pa.field("negatives", pa.int32(), nullable=False),
+            ]
+        ),
+    )
+)
+
 ROUTER_FEATURES = register_table(
     TableSpec(
         name="router_features",

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from tokenmill.errors import TokenmillError
-from tokenmill.tasks.train.router import recall_threshold, split_by_prompt
+from tokenmill.tasks.train.metrics import split_by_prompt
+from tokenmill.tasks.train.router import recall_threshold
 
 
 def test_threshold_is_the_lowest_positive_rate_with_the_recall():

@@ -32,6 +32,7 @@ from tokenmill.errors import TokenmillError
 from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
+from tokenmill.tasks.train.metrics import split_by_prompt
 
 ROUTER_DIR = "_artifacts/routers"
 
@@ -102,13 +103,6 @@ def load_training_data(lake: Lake, run_id: str, config: str | None = None) -> di
             "pred_id": t.column("pred_id").to_numpy().astype(np.int64), "y": t.column("y").to_numpy(zero_copy_only=False).astype(np.float32),
             "prompt_id": t.column("prompt_id").to_pylist(), "small": smalls[0],
             "rollouts": len(pc.unique(t.column("rollout_id"))), "large": pc.unique(t.column("large_model")).to_pylist()}
-
-
-def split_by_prompt(prompt_ids: list[str], val_frac: float, seed: int) -> np.ndarray:
-    """[N] bool, True = validation: whole prompts, chosen by a seeded hash."""
-    uniq = sorted(set(prompt_ids))
-    val = {p for p in uniq if int(ids.content_id(str(seed), p)[:8], 16) / 0xFFFFFFFF < val_frac}
-    return np.array([p in val for p in prompt_ids])
 
 
 def train_router(lake: Lake, run_id: str, config: str | None = None, steps: int = 600, lr: float = 1e-3,

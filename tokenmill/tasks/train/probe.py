@@ -1,0 +1,258 @@
+"""Hallucination probe (Obeso et al. 2025, "Real-Time Detection of Hallucinated Entities
+in Long-Form Generation"): a linear value head on one layer's hidden states.
+
+  p_t = σ(w · h_t + b)                  h_t: the generating model's layer-ℓ state at token t
+
+Trained on the `hallucination_tokens` format (y_t = 1 inside not-supported spans, 0 inside
+supported ones, ignored elsewhere) with
+
+  L = (1 − λ_s) · L_token + λ_s · L_span
+  L_token = BCE(w·h_t + b, y_t) over labelled tokens (positives weighted n_neg / n_pos)
+  L_span  = mean over labelled spans S of BCE(max_{t ∈ S} (w·h_t + b), y_S)
+  λ_s     = λ_max · min(1, s / (anneal · steps))   annealed from token-level to span-level
+
+(the span-max term asks one confident token per hallucinated entity instead of every
+token; the annealing lets the token loss shape the direction first). Validation holds
+whole prompts out. Reported on them: ROC AUC at span level (probe: max p_t over the span)
+next to each uncertainty score (1 − min prob, 1 − mean prob, mean entropy, 1 − CCP,
+1 − consistency), and at token level next to 1 − p(token) and entropy. The threshold
+maximises span-level F1 on validation. Saved with its layer and threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+import torch.nn.functional as F
+
+from tokenmill import ids
+from tokenmill.errors import TokenmillError
+from tokenmill.schema import PROBE_EVAL
+from tokenmill.storage.catalog import connect
+from tokenmill.storage.lake import Lake
+from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
+from tokenmill.tasks.train.metrics import roc_auc, split_by_prompt
+
+PROBE_DIR = "_artifacts/probes"
+SPAN_BASELINES = {"1 - min_prob": ("min_prob", -1), "1 - mean_prob": ("mean_prob", -1), "mean_entropy": ("mean_entropy", 1),
+                  "1 - ccp": ("ccp", -1), "1 - consistency": ("consistency", -1)}
+
+TOKENS_SQL = """
+SELECT ht.rollout_id, ht.pos, ht.label, ht.prob, ht.entropy, h.hidden, r.prompt_id
+FROM hallucination_tokens ht
+JOIN rollouts r ON r.run_id = ht.run_id AND r.rollout_id = ht.rollout_id
+JOIN hidden_states h ON h.run_id = ht.run_id AND h.rollout_id = ht.rollout_id AND h.pos = ht.pos
+     AND h.model = 'policy' AND h.layer = $layer
+WHERE ht.run_id = $run AND ht.config_id = $cfg AND r.model = $model
+ORDER BY ht.rollout_id, ht.pos
+"""
+SPANS_SQL = """
+SELECT s.rollout_id, s.start_pos, s.end_pos, s.label = 'not_supported' AS y,
+       s.min_prob, s.mean_prob, s.mean_entropy, s.ccp, s.consistency
+FROM hallucination_spans s JOIN rollouts r ON r.run_id = s.run_id AND r.rollout_id = s.rollout_id
+WHERE s.run_id = $run AND s.config_id = $cfg AND r.model = $model
+      AND s.label IN ('supported', 'not_supported') AND s.start_pos <= s.end_pos
+ORDER BY s.rollout_id, s.span_id
+"""
+
+
+def hallucination_config(lake: Lake, run_id: str, config: str | None) -> str:
+    cfgs = pc.unique(lake.read("hallucination_spans", run_id, columns=["config_id"]).column("config_id")).to_pylist() \
+        if lake.files("hallucination_spans", run_id) else []
+    if not cfgs:
+        raise TokenmillError(f"probe: run {run_id!r} has no hallucination spans",
+                             fix=f"run `tokenmill label --run {run_id} --labelers hallucination` first")
+    if config is None and len(cfgs) > 1:
+        raise TokenmillError(f"probe: run {run_id!r} has hallucination spans of {len(cfgs)} configs", fix="pass --config")
+    if config is not None and config not in cfgs:
+        raise TokenmillError(f"probe: no hallucination spans of config {config!r}", fix=f"configs: {', '.join(cfgs)}")
+    return config or cfgs[0]
+
+
+def absolute_layer(model: str, layer: int) -> int:
+    """hidden_states index (0 = embeddings … L = last layer) of `layer`, negative from the end."""
+    from transformers import AutoConfig
+
+    from tokenmill.models.registry import resolve_model
+
+    n = AutoConfig.from_pretrained(resolve_model(model).path).num_hidden_layers
+    if not -(n + 1) <= layer <= n:
+        raise TokenmillError(f"probe: {model} has hidden states 0…{n}, not layer {layer}", fix=f"pick a layer in 0…{n} or −1…−{n + 1}")
+    return layer % (n + 1)
+
+
+def ensure_hidden_states(lake: Lake, run_id: str, model: str, layer: int, rollout_ids: pa.Array) -> None:
+    """Score the policy's layer-`layer` states of `rollout_ids` where the lake lacks them."""
+    from tokenmill.tasks import score as score_stage
+
+    where = (pc.field("model") == model) & pc.field("rollout_id").isin(rollout_ids)
+    for shard in lake.files("rollouts", run_id):
+        score_stage.score_shard(lake, run_id, shard, {"policy": score_stage.POLICY}, hidden_layer=layer, where=where)
+
+
+def _query(lake: Lake, sql: str, params: dict) -> pa.Table:
+    con = connect(lake)
+    try:
+        return con.execute(sql, params).to_arrow_table()
+    finally:
+        con.close()
+
+
+def load_probe_data(lake: Lake, run_id: str, cfg_id: str, model: str, layer: int) -> dict:
+    spans = _query(lake, SPANS_SQL, {"run": run_id, "cfg": cfg_id, "model": model})
+    if spans.num_rows == 0:
+        raise TokenmillError(f"probe: {model} has no supported/not-supported spans in run {run_id!r}",
+                             fix="label a world with ground truth (bios) or bring span verdicts (--verdicts-file)")
+    ensure_hidden_states(lake, run_id, model, layer, pc.unique(spans.column("rollout_id")))
+    toks = _query(lake, TOKENS_SQL, {"run": run_id, "cfg": cfg_id, "model": model, "layer": layer})
+    n = toks.num_rows
+    x = pc.list_flatten(toks.column("hidden")).to_numpy().astype(np.float32).reshape(n, -1)
+    rids = toks.column("rollout_id").to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, rids[1:] != rids[:-1]]) if n else np.zeros(0, np.int64)
+    offset = dict(zip(rids[starts], starts))  # rollout → index of its token 0
+    s_first = np.array([offset[r] for r in spans.column("rollout_id").to_pylist()], np.int64) + spans.column("start_pos").to_numpy()
+    s_len = (spans.column("end_pos").to_numpy() - spans.column("start_pos").to_numpy() + 1).astype(np.int64)
+    prompt_of = dict(zip(rids, toks.column("prompt_id").to_pylist()))
+    return {"x": x, "y": toks.column("label").to_numpy(), "prob": toks.column("prob").to_numpy(zero_copy_only=False),
+            "entropy": toks.column("entropy").to_numpy(zero_copy_only=False).astype(np.float64),
+            "token_prompt": toks.column("prompt_id").to_pylist(), "span_first": s_first, "span_len": s_len,
+            "span_y": spans.column("y").to_numpy(zero_copy_only=False).astype(np.float32),
+            "span_prompt": [prompt_of[r] for r in spans.column("rollout_id").to_pylist()],
+            "span_scores": {k: spans.column(k).to_numpy(zero_copy_only=False).astype(np.float64)
+                            for k in ("min_prob", "mean_prob", "mean_entropy", "ccp", "consistency")}}
+
+
+def _span_index(first: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(token index, span index) of every token of every span."""
+    span = np.repeat(np.arange(len(first)), length)
+    tok = np.repeat(first, length) + np.arange(int(length.sum())) - np.repeat(np.cumsum(length) - length, length)
+    return tok, span
+
+
+def span_max(logits: torch.Tensor, tok: torch.Tensor, span: torch.Tensor, n_spans: int) -> torch.Tensor:
+    """max_{t ∈ S} logits_t for each span S (segments given as token/span index pairs)."""
+    out = torch.full((n_spans,), -torch.inf, dtype=logits.dtype)
+    return out.scatter_reduce(0, span, logits[tok], reduce="amax", include_self=True)
+
+
+def best_f1_threshold(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1) maximising F1 of `scores ≥ threshold`."""
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(y[order])
+    k = np.arange(1, len(y) + 1)
+    f1 = 2 * tp / (k + y.sum())
+    last = np.r_[scores[order][1:] != scores[order][:-1], True]  # cut only between distinct scores
+    f1 = np.where(last, f1, -1)
+    i = int(np.argmax(f1))
+    return float(scores[order][i]), float(f1[i])
+
+
+def train_probe(lake: Lake, run_id: str, model: str, layer: int = -2, config: str | None = None, steps: int = 400,
+                lr: float = 1e-2, weight_decay: float = 1e-3, lambda_max: float = 0.5, anneal: float = 0.5,
+                val_frac: float = 0.25, seed: int = 0) -> dict:
+    """Train (or find) the probe of `model`'s rollouts in `run_id`; evaluate it on held-out
+    prompts, commit `probe_eval` rows, store the probe. Returns its record."""
+    cfg_id = hallucination_config(lake, run_id, config)
+    layer = absolute_layer(model, layer)
+    params = {"steps": steps, "lr": lr, "weight_decay": weight_decay, "lambda_max": lambda_max, "anneal": anneal,
+              "val_frac": val_frac, "seed": seed}
+    d = load_probe_data(lake, run_id, cfg_id, model, layer)
+    pid = ids.content_id("probe", run_id, cfg_id, model, str(layer), ids.canonical_json(params), str(len(d["y"])))
+    rel = f"{PROBE_DIR}/{pid}"
+    if lake.has_dir(rel):
+        return load_probe_meta(lake, rel)
+    val_tok = split_by_prompt(d["token_prompt"], val_frac, seed)
+    val_span = split_by_prompt(d["span_prompt"], val_frac, seed)
+    if not val_span.any() or val_span.all():
+        raise TokenmillError(f"probe: the spans of {model} cannot be split into train and held-out prompts",
+                             fix="label more prompts")
+    x = torch.from_numpy(d["x"])
+    mu, sd = x[torch.from_numpy(~val_tok)].mean(0), x[torch.from_numpy(~val_tok)].std(0) + 1e-6  # train statistics
+    xs = (x - mu) / sd
+    y = torch.from_numpy(d["y"].astype(np.float32))
+    tok_train = torch.from_numpy((d["y"] != -100) & ~val_tok)
+    tr_spans = np.flatnonzero(~val_span)
+    tok_i, span_i = _span_index(d["span_first"][tr_spans], d["span_len"][tr_spans])
+    tok_i, span_i = torch.from_numpy(tok_i), torch.from_numpy(span_i)
+    span_y = torch.from_numpy(d["span_y"][tr_spans])
+    n_pos = float(y[tok_train].sum())
+    pos_weight = torch.tensor((float(tok_train.sum()) - n_pos) / max(n_pos, 1.0))
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(x.shape[1], 1)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    losses = []
+    for step in range(steps):
+        lam = lambda_max * min(1.0, step / max(anneal * steps, 1))
+        logits = head(xs).squeeze(-1)
+        l_tok = F.binary_cross_entropy_with_logits(logits[tok_train], y[tok_train], pos_weight=pos_weight)
+        l_span = F.binary_cross_entropy_with_logits(span_max(logits, tok_i, span_i, len(tr_spans)), span_y)
+        loss = (1 - lam) * l_tok + lam * l_span
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        p = torch.sigmoid(head(xs).squeeze(-1)).numpy()
+    evaluation, threshold, f1 = _evaluate(d, p, val_tok, val_span)
+    meta = {"artifact_id": pid, "path": rel, "model": model, "layer": layer, "threshold": threshold, "val_span_f1": f1,
+            "run_id": run_id, "config_id": cfg_id, "train": params, "auc": {f"{r['level']}:{r['method']}": r["auc"] for r in evaluation}}
+
+    def save(tmp: str) -> None:
+        torch.save({"weight": head.weight.detach().squeeze(0), "bias": head.bias.detach(), "mean": mu, "std": sd},
+                   os.path.join(tmp, "probe.pt"))
+        with open(os.path.join(tmp, "probe.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+
+    store_artifact(lake, run_id, rel, save, artifact_id=pid, role="probe", base_model=model,
+                   train_rollouts=len({r for r, v in zip(d["token_prompt"], val_tok) if not v}),
+                   train_tokens=int(tok_train.sum()), steps=steps, final_loss=float(np.mean(losses[-20:])),
+                   lineage={"method": "hallucination-probe", "run_id": run_id, "hallucination_config": cfg_id,
+                            "layer": layer, "train": params})
+    _commit_eval(lake, run_id, pid, model, layer, evaluation)
+    return meta
+
+
+def _evaluate(d: dict, p: np.ndarray, val_tok: np.ndarray, val_span: np.ndarray) -> tuple[list[dict], float, float]:
+    rows = []
+    vs = np.flatnonzero(val_span)
+    tok_i, span_i = _span_index(d["span_first"][vs], d["span_len"][vs])
+    probe_span = np.full(len(vs), -np.inf)
+    np.maximum.at(probe_span, span_i, p[tok_i])
+    ys = d["span_y"][vs]
+    scores = {"probe": probe_span, **{name: sign * d["span_scores"][col][vs] for name, (col, sign) in SPAN_BASELINES.items()}}
+    for name, s in scores.items():
+        rows.append({"level": "span", "method": name, "auc": roc_auc(s, ys), "positives": int(ys.sum()),
+                     "negatives": int(len(ys) - ys.sum())})
+    vt = val_tok & (d["y"] != -100)
+    yt = d["y"][vt]
+    for name, s in (("probe", p[vt]), ("1 - prob", 1 - d["prob"][vt]), ("entropy", d["entropy"][vt])):
+        rows.append({"level": "token", "method": name, "auc": roc_auc(s, yt), "positives": int(yt.sum()),
+                     "negatives": int(len(yt) - yt.sum())})
+    threshold, f1 = best_f1_threshold(probe_span, ys)
+    return rows, threshold, f1
+
+
+def _commit_eval(lake: Lake, run_id: str, pid: str, model: str, layer: int, rows: list[dict]) -> None:
+    n = len(rows)
+    lake.commit("probe_eval", run_id, pa.table({
+        "probe_id": [pid] * n, "model": [model] * n, "layer": pa.array([layer] * n, pa.int32()),
+        "level": [r["level"] for r in rows], "method": [r["method"] for r in rows],
+        "auc": pa.array([r["auc"] for r in rows], pa.float32()),
+        "positives": pa.array([r["positives"] for r in rows], pa.int32()),
+        "negatives": pa.array([r["negatives"] for r in rows], pa.int32()),
+    }, schema=PROBE_EVAL.schema))
+
+
+def load_probe_meta(lake: Lake, rel: str) -> dict:
+    with open(os.path.join(artifact_path(lake, rel), "probe.json")) as f:
+        return json.load(f)
+
+
+def load_probe(lake: Lake, rel: str) -> tuple[dict, dict]:
+    """(weights: weight, bias, mean, std; record with layer and threshold)."""
+    return torch.load(os.path.join(artifact_path(lake, rel), "probe.pt"), weights_only=True), load_probe_meta(lake, rel)
