@@ -27,6 +27,8 @@ app.add_typer(models_app, name="models")
 router_app = typer.Typer(help="Train and evaluate R2R routers (small model + large model on the tokens that matter).",
                          no_args_is_help=True)
 app.add_typer(router_app, name="router")
+probe_app = typer.Typer(help="Train and evaluate hallucination probes on labelled runs.", no_args_is_help=True)
+app.add_typer(probe_app, name="probe")
 console = Console()
 err = Console(stderr=True)
 
@@ -140,10 +142,26 @@ def demo(
         from tokenmill.config import LabelConfig
 
         t0 = time.time()
-        _run_label(LabelConfig(lake=lake, run_id=run_id, engine=engine, models={"ref": "tiny-small"}))
+        _run_label(LabelConfig(lake=lake, run_id=run_id, engine=engine, models={"ref": "tiny-small"},
+                               labelers=["rewards", "critical", "hallucination"]))
         _print_label_summary(lake, run_id, time.time() - t0)
+        _demo_probes(lake, run_id)
         if route_prompts:
             _demo_routing(lake, f"{run_id}-route", engine, route_prompts)
+
+
+def _demo_probes(lake: str, run_id: str) -> None:
+    """Hallucination spans of the bios rollouts by label, then a probe per model."""
+    from tokenmill.config import ProbeConfig
+    from tokenmill.flows.train import probe_flow
+    from tokenmill.report.summary import render_table, span_counts
+    from tokenmill.storage.lake import Lake
+
+    console.print(render_table(span_counts(Lake(lake), run_id), title="hallucination spans by label"))
+    t0 = time.time()
+    with console.status("training hallucination probes…"):
+        out = probe_flow(ProbeConfig(lake=lake, run_id=run_id))
+    _print_probes(lake, run_id, out, time.time() - t0)
 
 
 def _demo_routing(lake: str, run_id: str, engine: str, prompts: int) -> None:
@@ -173,7 +191,7 @@ def _demo_routing(lake: str, run_id: str, engine: str, prompts: int) -> None:
 def label(
     run_id: str = typer.Option(..., "--run", help="The run whose rollouts to label."),
     lake: str = LakeOpt,
-    labelers: str = typer.Option("rewards,critical", help="Comma-separated: rewards, critical, routing."),
+    labelers: str = typer.Option("rewards,critical", help="Comma-separated: rewards, critical, routing, hallucination."),
     model: list[str] = typer.Option(["ref=tiny-small"], help="ROLE=MODEL for scoring, e.g. ref=tiny-small; repeatable. "
                                     "The role `policy` is each rollout's own model."),
     kinds: str = typer.Option(",".join(REWARD_KINDS_DEFAULT), help="Reward kinds: dpo, grpo, tempo, d3s, entropy, rlpr."),
@@ -188,15 +206,20 @@ def label(
     judge_model: Optional[str] = typer.Option(None, help="routing: the judge verifier's model (default: the large model)."),
     judge_template: Optional[Path] = typer.Option(None, help="routing: a judge prompt file with {context}, {reference}, "
                                                   "{candidate} (default: R2R's prompt)."),
+    extractor: list[str] = typer.Option([], help="hallucination: span extractors (kb, numbers, dates, names, titles); "
+                                        "repeatable; default: kb for bios rollouts, the others elsewhere."),
+    annotator: str = typer.Option("kb", help="hallucination: ground truth from the bios knowledge base (kb) or none."),
+    verdicts_file: Optional[Path] = typer.Option(None, help="hallucination: JSONL span verdicts (rollout_id, span, label, index)."),
     score_role: list[str] = typer.Option([], help="Also score under this role (e.g. large); repeatable."),
     hidden_layer: Optional[int] = typer.Option(None, help="Store this layer's hidden states (float16) for --score-role roles."),
     engine: str = typer.Option("hf", help="Scoring engine: hf or vllm (critical always uses hf: it needs full logits)."),
     engine_option: list[str] = typer.Option([], help="KEY=VALUE passed to the engine; repeatable."),
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
-    """Score what is missing, then label a run's rollouts (token_rewards, critical, routing, scores)."""
+    """Score what is missing, then label a run's rollouts (token_rewards, critical, routing,
+    hallucination_spans, scores)."""
     _quiet_prefect(verbose)
-    from tokenmill.config import CriticalConfig, LabelConfig, RewardsConfig, RoutingConfig
+    from tokenmill.config import CriticalConfig, HallucinationConfig, LabelConfig, RewardsConfig, RoutingConfig
 
     cfg = LabelConfig(
         lake=lake, run_id=run_id, labelers=[x.strip() for x in labelers.split(",") if x.strip()],
@@ -207,6 +230,8 @@ def label(
         critical=CriticalConfig(beta=critical_beta, top_k=critical_top_k, train_steps=train_steps),
         routing=RoutingConfig(small=routing_small, verifier=routing_verifier, judge_model=judge_model,
                               judge_template=judge_template.read_text() if judge_template else None),
+        hallucination=HallucinationConfig(extractors=extractor or None, annotator=annotator,
+                                          verdicts_file=str(verdicts_file) if verdicts_file else None),
     )
     t0 = time.time()
     _run_label(cfg)
@@ -377,6 +402,42 @@ def router_train(
     with console.status("training the router and generating with it…"):
         out = router_flow(cfg)
     _print_router(out, time.time() - t0)
+
+
+@probe_app.command("train")
+def probe_train(
+    run_id: str = typer.Option(..., "--run", help="A run labelled with `tokenmill label --labelers hallucination`."),
+    lake: str = LakeOpt,
+    model: list[str] = typer.Option([], help="Probe these models' rollouts; repeatable (default: all with spans)."),
+    layer: int = typer.Option(-2, help="Hidden-state layer (0 = embeddings; negative from the last)."),
+    config_id: Optional[str] = typer.Option(None, "--config", help="Hallucination spans of this config id."),
+    steps: int = typer.Option(400, help="Training steps."),
+    seed: int = typer.Option(0),
+    verbose: bool = typer.Option(False, help="Show Prefect logs."),
+):
+    """Train a linear hallucination probe per model on one layer's hidden states and compare
+    its held-out AUC with the uncertainty scores (min/mean prob, entropy, CCP, consistency)."""
+    _quiet_prefect(verbose)
+    from tokenmill.config import ProbeConfig
+    from tokenmill.flows.train import probe_flow
+
+    t0 = time.time()
+    with console.status("scoring hidden states and training probes…"):
+        out = probe_flow(ProbeConfig(lake=lake, run_id=run_id, models=model or None, layer=layer, config_id=config_id,
+                                     steps=steps, seed=seed))
+    _print_probes(lake, run_id, out, time.time() - t0)
+
+
+def _print_probes(lake: str, run_id: str, out: dict, wall: float) -> None:
+    from tokenmill.report.summary import probe_auc_table, render_table
+    from tokenmill.storage.lake import Lake
+
+    ids_ = [p["artifact_id"] for p in out["probes"].values()]
+    console.print(render_table(probe_auc_table(Lake(lake), run_id, ids_),
+                               title=f"hallucination detection, held-out ROC AUC — {wall:.1f} s wall time"))
+    for m, p in out["probes"].items():
+        console.print(f"probe {p['artifact_id']} ({m}, layer {p['layer']}): threshold {p['threshold']:.3f}, "
+                      f"held-out span F1 {p['val_span_f1']:.3f}")
 
 
 def _print_router(out: dict, wall: float) -> None:

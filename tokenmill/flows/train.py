@@ -1,8 +1,12 @@
-"""The `train-router` flow: train R2R's router on a run's routing labels, then evaluate
-routed generation (small model + large model on the router's tokens) on held-out prompts.
+"""Training flows.
 
+`train-router`: R2R's router on a run's routing labels, then routed generation (small
+model + large model on the router's tokens) on held-out prompts.
   train-router   one task: features + labels from the lake → router artifact (reused if present)
   eval-routing   one task: small-only, large-only, router, random at equal share → `routing_eval`
+
+`train-probe`: a hallucination probe per model of a run labelled by `hallucination`.
+  train-probe ×M  hidden states scored where missing → probe artifact + `probe_eval` (held-out AUCs)
 
 Later training tasks (weighted SFT, DPO) join this module as their own flows.
 """
@@ -14,7 +18,7 @@ import time
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from tokenmill.config import RouterConfig
+from tokenmill.config import ProbeConfig, RouterConfig
 from tokenmill.flows.rollouts import _retry_unless_user_error
 from tokenmill.storage.lake import Lake, check_run_id
 
@@ -48,3 +52,44 @@ def router_flow(cfg: RouterConfig) -> dict:
                           router["artifact_id"], router["threshold"], router["val"]["positive_rate"], router["val"]["recall"])
     evaluation = eval_routing_task(cfg, router["path"]) if cfg.evaluate else []
     return {"router": router, "eval": evaluation, "seconds": round(time.time() - t0, 1)}
+
+
+@task(name="train-probe", cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,
+      task_run_name="probe {model}")
+def train_probe_task(cfg: ProbeConfig, model: str) -> dict:
+    from tokenmill.tasks.train.probe import train_probe
+
+    return train_probe(Lake(cfg.lake), cfg.run_id, model, cfg.layer, cfg.config_id, steps=cfg.steps, lr=cfg.lr,
+                       weight_decay=cfg.weight_decay, lambda_max=cfg.lambda_max, anneal=cfg.anneal,
+                       val_frac=cfg.val_frac, seed=cfg.seed)
+
+
+def probe_models(cfg: ProbeConfig) -> list[str]:
+    """The models to probe: given, or every model whose rollouts have labelled spans."""
+    from tokenmill.storage.catalog import connect
+    from tokenmill.tasks.train.probe import hallucination_config
+
+    lake = Lake(cfg.lake)
+    cfg_id = hallucination_config(lake, cfg.run_id, cfg.config_id)
+    if cfg.models:
+        return cfg.models
+    con = connect(lake)
+    try:
+        return [m for (m,) in con.execute("""SELECT DISTINCT model FROM hallucination_spans WHERE run_id = ? AND config_id = ?
+                                             AND label IN ('supported', 'not_supported') ORDER BY 1""",
+                                          [cfg.run_id, cfg_id]).fetchall()]
+    finally:
+        con.close()
+
+
+@flow(name="train-probe", flow_run_name="probes {cfg.run_id}", log_prints=True)
+def probe_flow(cfg: ProbeConfig) -> dict:
+    """Train and evaluate a hallucination probe for each model of a labelled run."""
+    t0 = time.time()
+    check_run_id(cfg.run_id)
+    probes = {m: train_probe_task(cfg, m) for m in probe_models(cfg)}
+    for m, p in probes.items():
+        get_run_logger().info("probe %s of %s: layer %d, span AUC %.3f (1 - min_prob %.3f)", p["artifact_id"], m,
+                              p["layer"], p["auc"]["span:probe"], p["auc"]["span:1 - min_prob"])
+    return {"probes": probes, "seconds": round(time.time() - t0, 1)}
+

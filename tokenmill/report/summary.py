@@ -65,6 +65,9 @@ SELECT 'routing', ['identical', 'neutral', 'divergent'][label + 1], count(*), co
        round(count(*) / sum(count(*)) OVER (), 4), NULL
 FROM routing WHERE run_id = $run GROUP BY label
 UNION ALL
+SELECT 'hallucination', coalesce(label, 'unlabelled'), count(*), count(DISTINCT rollout_id), round(avg(min_prob), 4), NULL
+FROM hallucination_spans WHERE run_id = $run GROUP BY ALL
+UNION ALL
 SELECT 'score', model, count(*), count(DISTINCT rollout_id), round(avg(logprob), 4), NULL
 FROM scores WHERE run_id = $run GROUP BY model
 ORDER BY labeler, output
@@ -73,7 +76,7 @@ ORDER BY labeler, output
 
 def label_summary(lake: Lake, run_id: str) -> pa.Table:
     """Per labeler output: rows, rollouts, mean value (logprob for scores, share of tokens
-    for routing classes), flagged share."""
+    for routing classes, min token probability for hallucination spans), flagged share."""
     con = connect(lake)
     try:
         return con.sql(LABEL_SUMMARY_SQL, params={"run": run_id}).to_arrow_table()
@@ -94,3 +97,37 @@ TOP_CRITICAL_SQL = (
     "JOIN tokens t USING (run_id, rollout_id, pos) JOIN rollouts r USING (run_id, rollout_id) "
     "WHERE c.run_id = '{run}' AND r.world = 'arithmetic' AND r.verdict = 'incorrect' ORDER BY c.p_ce LIMIT 10"
 )
+
+
+SPAN_COUNTS_SQL = """
+SELECT model, entity_type, count(*) FILTER (WHERE label = 'supported') AS supported,
+       count(*) FILTER (WHERE label = 'not_supported') AS not_supported,
+       count(*) FILTER (WHERE label = 'unverifiable') AS unverifiable,
+       count(*) FILTER (WHERE label IS NULL) AS unlabelled
+FROM hallucination_spans WHERE run_id = ? GROUP BY ALL ORDER BY model, entity_type
+"""
+
+PROBE_AUC_SQL = """
+SELECT model, layer, level, method, round(auc::DOUBLE, 3) AS auc, positives, negatives
+FROM probe_eval WHERE run_id = $run AND list_contains($ids, probe_id)
+ORDER BY model, level, CASE method WHEN 'probe' THEN 0 ELSE 1 END, method
+"""
+
+
+def span_counts(lake: Lake, run_id: str) -> pa.Table:
+    """Hallucination spans per model and entity type, by label."""
+    con = connect(lake)
+    try:
+        return con.execute(SPAN_COUNTS_SQL, [run_id]).to_arrow_table()
+    finally:
+        con.close()
+
+
+def probe_auc_table(lake: Lake, run_id: str, probe_ids: list[str]) -> pa.Table:
+    """Held-out AUC of the probes next to the uncertainty baselines."""
+    con = connect(lake)
+    try:
+        return con.execute(PROBE_AUC_SQL, {"run": run_id, "ids": probe_ids}).to_arrow_table()
+    finally:
+        con.close()
+
