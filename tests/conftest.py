@@ -93,3 +93,18 @@ def route_lake(tmp_path_factory) -> Path:
     for shard in lake.files("rollouts", "g"):
         labeler.label_shard(lake, "g", shard)
     return path
+
+
+@pytest.fixture(scope="session")
+def bios_lake(tmp_path_factory) -> Path:
+    """A read-only lake with run `b`: tiny-small on 24 bios prompts (known and unknown
+    people) × 4 samples, labelled by the hallucination labeler (KB ground truth)."""
+    from tokenmill.storage.lake import Lake
+    from tokenmill.tasks.labels.hallucination import HallucinationLabeler
+
+    path = tmp_path_factory.mktemp("bios") / "lake"
+    make_run(str(path), run_id="b", n_prompts=24, samples=4, max_tokens=60, world="bios", split="all")
+    lake, labeler = Lake(str(path)), HallucinationLabeler()
+    for shard in lake.files("rollouts", "b"):
+        labeler.label_shard(lake, "b", shard)
+    return path

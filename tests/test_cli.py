@@ -82,7 +82,7 @@ def test_unknown_world_lists_the_worlds(lake_dir):
 
 def test_every_command_has_help():
     for cmd in ([], ["demo"], ["run"], ["label"], ["sql"], ["check"], ["models"], ["models", "build"], ["models", "eval"],
-                ["router"], ["router", "train"]):
+                ["router"], ["router", "train"], ["probe"], ["probe", "train"]):
         r = tokenmill(*cmd, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
 
@@ -115,7 +115,7 @@ def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path):
     assert r.returncode == 0, r.stderr
     for needle in ("arithmetic", "code", "bios", "tiny-small", "tiny-large", "accuracy", "tokenmill sql",
                    "labels of run demo", "rewards", "tempo", "routing labels", "identical", "divergent",
-                   "routed generation", "large-only", "random"):
+                   "routed generation", "large-only", "random", "hallucination spans by label", "not_supported"):
         assert needle in r.stdout
     assert Lake(lake).read("rollouts", "demo").num_rows == 3 * 4 * 2 * 2
     assert Lake(lake).read("rollouts", "demo-route").num_rows == 128

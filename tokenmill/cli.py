@@ -159,8 +159,12 @@ def _demo_probes(lake: str, run_id: str) -> None:
 
     console.print(render_table(span_counts(Lake(lake), run_id), title="hallucination spans by label"))
     t0 = time.time()
-    with console.status("training hallucination probes…"):
-        out = probe_flow(ProbeConfig(lake=lake, run_id=run_id))
+    try:
+        with console.status("training hallucination probes…"):
+            out = probe_flow(ProbeConfig(lake=lake, run_id=run_id))
+    except TokenmillError as e:  # e.g. too few bios prompts to hold some out
+        console.print(f"no hallucination probe: {e}", highlight=False, markup=False)
+        return
     _print_probes(lake, run_id, out, time.time() - t0)
 
 

@@ -118,7 +118,7 @@ def span_counts(lake: Lake, run_id: str) -> pa.Table:
     """Hallucination spans per model and entity type, by label."""
     con = connect(lake)
     try:
-        return con.execute(SPAN_COUNTS_SQL, [run_id]).to_arrow_table()
+        return con.sql(SPAN_COUNTS_SQL, params=[run_id]).to_arrow_table()
     finally:
         con.close()
 
@@ -127,7 +127,7 @@ def probe_auc_table(lake: Lake, run_id: str, probe_ids: list[str]) -> pa.Table:
     """Held-out AUC of the probes next to the uncertainty baselines."""
     con = connect(lake)
     try:
-        return con.execute(PROBE_AUC_SQL, {"run": run_id, "ids": probe_ids}).to_arrow_table()
+        return con.sql(PROBE_AUC_SQL, params={"run": run_id, "ids": probe_ids}).to_arrow_table()
     finally:
         con.close()
 

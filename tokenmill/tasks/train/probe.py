@@ -98,7 +98,7 @@ def ensure_hidden_states(lake: Lake, run_id: str, model: str, layer: int, rollou
 def _query(lake: Lake, sql: str, params: dict) -> pa.Table:
     con = connect(lake)
     try:
-        return con.execute(sql, params).to_arrow_table()
+        return con.sql(sql, params=params).to_arrow_table()
     finally:
         con.close()
 
