@@ -70,6 +70,7 @@ class HallucinationLabeler(Labeler):
     def label(self, rollouts: pa.Table, tokens: pa.Table, prompts: dict) -> pa.Table:
         """`hallucination_spans` rows of `rollouts` (sorted by rollout_id) from their `tokens`
         (sorted by rollout_id, pos)."""
+        tokens = tokens.filter(pc.is_in(tokens.column("rollout_id"), value_set=rollouts.column("rollout_id").combine_chunks()))
         rids = rollouts.column("rollout_id").to_pylist()
         texts = rollouts.column("completion").to_pylist()
         models = rollouts.column("model").to_pylist()
