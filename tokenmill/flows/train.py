@@ -66,20 +66,16 @@ def train_probe_task(cfg: ProbeConfig, model: str) -> dict:
 
 def probe_models(cfg: ProbeConfig) -> list[str]:
     """The models to probe: given, or every model whose rollouts have labelled spans."""
-    from tokenmill.storage.catalog import connect
+    from tokenmill.storage.catalog import query
     from tokenmill.tasks.train.probe import hallucination_config
 
     lake = Lake(cfg.lake)
     cfg_id = hallucination_config(lake, cfg.run_id, cfg.config_id)
     if cfg.models:
         return cfg.models
-    con = connect(lake)
-    try:
-        return [m for (m,) in con.execute("""SELECT DISTINCT model FROM hallucination_spans WHERE run_id = ? AND config_id = ?
-                                             AND label IN ('supported', 'not_supported') ORDER BY 1""",
-                                          [cfg.run_id, cfg_id]).fetchall()]
-    finally:
-        con.close()
+    models = query(lake, """SELECT DISTINCT model FROM hallucination_spans WHERE run_id = ? AND config_id = ?
+                            AND label IN ('supported', 'not_supported') ORDER BY 1""", [cfg.run_id, cfg_id])
+    return models.column("model").to_pylist()
 
 
 @flow(name="train-probe", flow_run_name="probes {cfg.run_id}", log_prints=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from tokenmill.storage.catalog import connect
+from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import Lake
 
 # accuracy: share of rollouts verified correct; reward: mean reward; cut: share that hit max_tokens
@@ -21,11 +21,7 @@ GROUP BY ALL ORDER BY world, model
 
 
 def run_summary(lake: Lake, run_id: str) -> pa.Table:
-    con = connect(lake)
-    try:
-        return con.sql(SUMMARY_SQL, params=[run_id]).to_arrow_table()
-    finally:
-        con.close()
+    return query(lake, SUMMARY_SQL, [run_id])
 
 
 def render_table(table: pa.Table, title: str | None = None):
@@ -77,11 +73,7 @@ ORDER BY labeler, output
 def label_summary(lake: Lake, run_id: str) -> pa.Table:
     """Per labeler output: rows, rollouts, mean value (logprob for scores, share of tokens
     for routing classes, min token probability for hallucination spans), flagged share."""
-    con = connect(lake)
-    try:
-        return con.sql(LABEL_SUMMARY_SQL, params={"run": run_id}).to_arrow_table()
-    finally:
-        con.close()
+    return query(lake, LABEL_SUMMARY_SQL, {"run": run_id})
 
 
 def label_hints(lake_uri: str, run_id: str) -> list[str]:
@@ -116,18 +108,10 @@ ORDER BY model, level, CASE method WHEN 'probe' THEN 0 ELSE 1 END, method
 
 def span_counts(lake: Lake, run_id: str) -> pa.Table:
     """Hallucination spans per model and entity type, by label."""
-    con = connect(lake)
-    try:
-        return con.sql(SPAN_COUNTS_SQL, params=[run_id]).to_arrow_table()
-    finally:
-        con.close()
+    return query(lake, SPAN_COUNTS_SQL, [run_id])
 
 
 def probe_auc_table(lake: Lake, run_id: str, probe_ids: list[str]) -> pa.Table:
     """Held-out AUC of the probes next to the uncertainty baselines."""
-    con = connect(lake)
-    try:
-        return con.sql(PROBE_AUC_SQL, params={"run": run_id, "ids": probe_ids}).to_arrow_table()
-    finally:
-        con.close()
+    return query(lake, PROBE_AUC_SQL, {"run": run_id, "ids": probe_ids})
 

@@ -58,6 +58,15 @@ def connect(lake: Lake, threads: int | None = None, read_only: bool = False) -> 
     return con
 
 
+def query(lake: Lake, sql: str, params=None) -> pa.Table:
+    """One query over a fresh connection to the lake, as an Arrow table."""
+    con = connect(lake)
+    try:
+        return con.sql(sql, params=params).to_arrow_table()
+    finally:
+        con.close()
+
+
 def _create_view(con: duckdb.DuckDBPyConnection, lake: Lake, name: str) -> None:
     spec = S.table_spec(name)
     if not lake.files(name):

@@ -37,7 +37,7 @@ from tokenmill.engines.base import Scored, SamplingParams, split_rows, token_sta
 from tokenmill.config import CriticalConfig, TruthConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.schema import CRITICAL, CRITICAL_TRUTH
-from tokenmill.storage.catalog import connect
+from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks import score as score_stage
 from tokenmill.tasks.generate import cached_engine, token_keys
@@ -229,18 +229,13 @@ def critical_truth(lake: Lake, run_id: str, policy: str, cfg: TruthConfig | None
     from tokenmill.tasks.verify import verify_one
 
     cfg = cfg or TruthConfig()
-    con = connect(lake)
-    try:
-        picked = con.sql("""
-            SELECT r.rollout_id, r.prompt_id, r.prompt_token_ids, r.completion_token_ids, r.finish_reason,
-                   list(t.topk_ids ORDER BY t.pos) AS topk
-            FROM rollouts r JOIN tokens t USING (rollout_id, run_id)
-            WHERE r.run_id = ? AND r.model = ? AND r.verdict = 'incorrect'
-            GROUP BY r.rollout_id, r.prompt_id, r.prompt_token_ids, r.completion_token_ids, r.finish_reason
-            ORDER BY hash(r.rollout_id || ?::VARCHAR) LIMIT ?""",
-                     params=[run_id, policy, cfg.seed, cfg.rollouts]).to_arrow_table()
-    finally:
-        con.close()
+    picked = query(lake, """
+        SELECT r.rollout_id, r.prompt_id, r.prompt_token_ids, r.completion_token_ids, r.finish_reason,
+               list(t.topk_ids ORDER BY t.pos) AS topk
+        FROM rollouts r JOIN tokens t USING (rollout_id, run_id)
+        WHERE r.run_id = ? AND r.model = ? AND r.verdict = 'incorrect'
+        GROUP BY r.rollout_id, r.prompt_id, r.prompt_token_ids, r.completion_token_ids, r.finish_reason
+        ORDER BY hash(r.rollout_id || ?::VARCHAR) LIMIT ?""", [run_id, policy, cfg.seed, cfg.rollouts])
     if picked.num_rows == 0:
         return 0
     prompts = {p.prompt_id: p for p in prompts_from_table(lake.read("prompts", run_id))}
@@ -304,8 +299,4 @@ def precision_at_k(lake: Lake, run_id: str, k: int = 3, config: str | None = Non
     """precision@k of the lowest-p_CE tokens against `critical_truth`, with the highest-
     entropy tokens and a random pick (its expectation: each rollout's share of truly
     critical positions) as baselines."""
-    con = connect(lake)
-    try:
-        return con.sql(PRECISION_SQL, params={"run": run_id, "k": k, "cfg": config}).to_arrow_table()
-    finally:
-        con.close()
+    return query(lake, PRECISION_SQL, {"run": run_id, "k": k, "cfg": config})

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tokenmill import ids
 from tokenmill.errors import TokenmillError
 from tokenmill.schema import PROBE_EVAL
-from tokenmill.storage.catalog import connect
+from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.metrics import roc_auc, split_by_prompt
@@ -95,21 +95,13 @@ def ensure_hidden_states(lake: Lake, run_id: str, model: str, layer: int, rollou
         score_stage.score_shard(lake, run_id, shard, {"policy": score_stage.POLICY}, hidden_layer=layer, where=where)
 
 
-def _query(lake: Lake, sql: str, params: dict) -> pa.Table:
-    con = connect(lake)
-    try:
-        return con.sql(sql, params=params).to_arrow_table()
-    finally:
-        con.close()
-
-
 def load_probe_data(lake: Lake, run_id: str, cfg_id: str, model: str, layer: int) -> dict:
-    spans = _query(lake, SPANS_SQL, {"run": run_id, "cfg": cfg_id, "model": model})
+    spans = query(lake, SPANS_SQL, {"run": run_id, "cfg": cfg_id, "model": model})
     if spans.num_rows == 0:
         raise TokenmillError(f"probe: {model} has no supported/not-supported spans in run {run_id!r}",
                              fix="label a world with ground truth (bios) or bring span verdicts (--verdicts-file)")
     ensure_hidden_states(lake, run_id, model, layer, pc.unique(spans.column("rollout_id")))
-    toks = _query(lake, TOKENS_SQL, {"run": run_id, "cfg": cfg_id, "model": model, "layer": layer})
+    toks = query(lake, TOKENS_SQL, {"run": run_id, "cfg": cfg_id, "model": model, "layer": layer})
     n = toks.num_rows
     x = pc.list_flatten(toks.column("hidden")).to_numpy().astype(np.float32).reshape(n, -1)
     rids = toks.column("rollout_id").to_numpy(zero_copy_only=False)

@@ -29,7 +29,7 @@ from torch import nn
 
 from tokenmill import ids
 from tokenmill.errors import TokenmillError
-from tokenmill.storage.catalog import connect
+from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.metrics import split_by_prompt
@@ -82,11 +82,7 @@ def recall_threshold(p: np.ndarray, y: np.ndarray, recall: float = 0.95) -> tupl
 
 
 def load_training_data(lake: Lake, run_id: str, config: str | None = None) -> dict:
-    con = connect(lake)
-    try:
-        t = con.sql(TRAIN_SQL, params={"run": run_id, "cfg": config}).to_arrow_table()
-    finally:
-        con.close()
+    t = query(lake, TRAIN_SQL, {"run": run_id, "cfg": config})
     if t.num_rows == 0:
         raise TokenmillError(f"router: run {run_id!r} has no routing labels with features",
                              fix=f"run `tokenmill label --run {run_id} --labelers routing` first")
