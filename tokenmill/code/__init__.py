@@ -1,0 +1,1 @@
+"""Code: tree-sitter parsing into a universal AST schema, and sandboxed execution."""
