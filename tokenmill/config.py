@@ -136,6 +136,14 @@ class HallucinationConfig(BaseModel):
     judge: Literal["surface"] = Field("surface", description="CCP equivalence judge")
 
 
+class AstConfig(BaseModel):
+    """Where the code in completions is and which language it is."""
+
+    language: str | None = Field(None, description="language of code without a fence tag (default: python for the code world)")
+    whole_completion_worlds: list[str] = Field(default_factory=lambda: ["code"],
+                                               description="worlds whose unfenced completion is code as a whole")
+
+
 class LabelConfig(BaseModel):
     """What `tokenmill label` runs over one run's rollouts."""
 
@@ -154,6 +162,7 @@ class LabelConfig(BaseModel):
     critical: CriticalConfig = CriticalConfig()
     routing: RoutingConfig = RoutingConfig()
     hallucination: HallucinationConfig = HallucinationConfig()
+    ast: AstConfig = AstConfig()
 
 
 class RouterConfig(BaseModel):

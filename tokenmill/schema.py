@@ -341,6 +341,84 @@ PROBE_EVAL = register_table(
     )
 )
 
+AST_FILES = register_table(
+    TableSpec(
+        name="ast_files",
+        doc="Parsed code files (rollout code blocks or source trees): language, node, error and missing counts, names.",
+        key=("file_id",),
+        dedupe_on="file_id",
+        schema=pa.schema(
+            [
+                pa.field("file_id", pa.string(), nullable=False),
+                pa.field("rollout_id", pa.string()),  # code from a rollout (else null)
+                pa.field("block", pa.int32()),  # index of the code block in the completion
+                pa.field("char_start", pa.int32()),  # where the block's code starts in the completion
+                pa.field("path", pa.string()),  # a source-tree file (else null)
+                pa.field("language", pa.string()),  # normalised: python, java, …, c_sharp (null when skipped)
+                pa.field("bytes", pa.int64(), nullable=False),
+                pa.field("nodes", pa.int32(), nullable=False),
+                pa.field("errors", pa.int32(), nullable=False),  # ERROR nodes: counted, not assumed 0
+                pa.field("missing", pa.int32(), nullable=False),  # MISSING nodes the parser inserted
+                pa.field("source_hash", pa.string()),
+                pa.field("functions", pa.list_(pa.string()), nullable=False),
+                pa.field("classes", pa.list_(pa.string()), nullable=False),
+                pa.field("imports", pa.list_(pa.string()), nullable=False),
+                pa.field("skipped", pa.string()),  # why a file was not parsed (binary, unreadable, …)
+            ]
+        ),
+    )
+)
+
+AST_NODES = register_table(
+    TableSpec(
+        name="ast_nodes",
+        doc="Every node of every parsed file in the universal AST schema (MLCPD categories).",
+        key=("file_id", "node_id"),
+        dedupe_on="file_id",
+        schema=pa.schema(
+            [
+                pa.field("file_id", pa.string(), nullable=False),
+                pa.field("node_id", pa.int32(), nullable=False),  # pre-order index
+                pa.field("parent_id", pa.int32(), nullable=False),  # −1 at the root
+                pa.field("depth", pa.int32(), nullable=False),
+                pa.field("type", pa.string(), nullable=False),  # tree-sitter node type
+                pa.field("category", pa.string(), nullable=False),  # universal category
+                pa.field("is_named", pa.bool_(), nullable=False),
+                pa.field("is_error", pa.bool_(), nullable=False),
+                pa.field("is_missing", pa.bool_(), nullable=False),
+                pa.field("field_name", pa.string()),
+                pa.field("start_byte", pa.int64(), nullable=False),
+                pa.field("end_byte", pa.int64(), nullable=False),
+                pa.field("start_row", pa.int32(), nullable=False),
+                pa.field("start_col", pa.int32(), nullable=False),  # byte column, as tree-sitter counts
+                pa.field("end_row", pa.int32(), nullable=False),
+                pa.field("end_col", pa.int32(), nullable=False),
+            ]
+        ),
+    )
+)
+
+AST_TOKENS = register_table(
+    TableSpec(
+        name="ast_tokens",
+        doc="Each generated token inside code: the innermost named AST node it starts in.",
+        key=("rollout_id", "pos", "config_id"),
+        dedupe_on=("rollout_id", "config_id"),
+        schema=pa.schema(
+            [
+                pa.field("rollout_id", pa.string(), nullable=False),
+                pa.field("pos", pa.int32(), nullable=False),
+                pa.field("file_id", pa.string(), nullable=False),
+                pa.field("node_id", pa.int32(), nullable=False),  # −1: no named node covers the token
+                pa.field("type", pa.string()),
+                pa.field("category", pa.string()),
+                pa.field("depth", pa.int32()),
+                *_provenance,
+            ]
+        ),
+    )
+)
+
 ROUTER_FEATURES = register_table(
     TableSpec(
         name="router_features",

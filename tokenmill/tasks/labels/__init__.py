@@ -35,8 +35,14 @@ def _hallucination(cfg) -> Labeler:
     return HallucinationLabeler(cfg.hallucination)
 
 
+def _ast(cfg) -> Labeler:
+    from tokenmill.tasks.labels.ast import AstLabeler
+
+    return AstLabeler(cfg.ast)
+
+
 LABELERS: dict[str, Callable[..., Labeler]] = {"rewards": _rewards, "critical": _critical, "routing": _routing,
-                                               "hallucination": _hallucination}
+                                               "hallucination": _hallucination, "ast": _ast}
 
 
 def build_labeler(name: str, cfg) -> Labeler:
