@@ -9,21 +9,18 @@ A chain step may state its constant as a sum or product ("adds 3 times 7 to x" �
 `x = x + 21`): writing the right code then takes the arithmetic the models learned.
 
 Verifier: the completion (or its first fenced block) must parse (`ast.parse`); then the
-world's unit tests run against it in a separate Python process with a wall-clock
-timeout. reward = passed / total tests; `correct` iff all pass; code that does not
-parse is `invalid`. (Process hardening — resource limits, no network — is a later
-stage's job; this is the plain subprocess the worlds need.)
+world's unit tests run against it in the sandbox (`tokenmill/code/sandbox.py`: separate
+interpreter, empty directory, CPU/memory/process limits, no network, no files outside
+its directory). reward = passed / total tests; `correct` iff all pass; code that does
+not parse is `invalid`; hostile code ends as a failed verdict with the reason.
 """
 
 from __future__ import annotations
 
 import ast
-import json
+import math
 import random
 import re
-import subprocess
-import sys
-import tempfile
 
 from tokenmill.sources.base import Prompt
 from tokenmill.sources.worlds.base import Instance, Verdict, World
@@ -128,40 +125,9 @@ class CodeWorld(World):
         return Verdict(reward, verdict, {"parsed": True, "passed": passed, "total": total, "error": error})
 
 
-_RUNNER = """
-import json, sys
-src, tests = json.loads(sys.stdin.read())
-ns = {}
-try:
-    exec(compile(src, "<completion>", "exec"), ns)
-except BaseException as e:
-    print(json.dumps([0, f"{type(e).__name__}: {e}"[:300]])); sys.exit(0)
-passed, err = 0, None
-for t in tests:
-    try:
-        exec(t, ns); passed += 1
-    except BaseException as e:
-        err = err or f"{type(e).__name__}: {e}"[:300]
-print(json.dumps([passed, err]))
-"""
-
-
 def run_tests(code: str, tests: list[str], timeout_s: float) -> tuple[int, str | None]:
-    """Run `tests` against `code` in a fresh interpreter; (tests passed, first error)."""
-    with tempfile.TemporaryDirectory(prefix="tokenmill-code-") as cwd:
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-I", "-c", _RUNNER],
-                input=json.dumps([code, tests]),
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                cwd=cwd,
-            )
-        except subprocess.TimeoutExpired:
-            return 0, f"timeout after {timeout_s}s"
-    try:
-        passed, err = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return 0, (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-    return int(passed), err
+    """Run `tests` against `code` in the sandbox (`code/sandbox.py`); (tests passed, first error)."""
+    from tokenmill.code.sandbox import Limits
+    from tokenmill.code.sandbox import run_tests as sandboxed
+
+    return sandboxed(code, tests, Limits(wall_s=timeout_s, cpu_s=max(1, math.ceil(timeout_s))))
