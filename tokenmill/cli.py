@@ -29,6 +29,8 @@ router_app = typer.Typer(help="Train and evaluate R2R routers (small model + lar
 app.add_typer(router_app, name="router")
 probe_app = typer.Typer(help="Train and evaluate hallucination probes on labelled runs.", no_args_is_help=True)
 app.add_typer(probe_app, name="probe")
+ast_app = typer.Typer(help="Parse source code into the universal AST tables.", no_args_is_help=True)
+app.add_typer(ast_app, name="ast")
 console = Console()
 err = Console(stderr=True)
 
@@ -143,11 +145,20 @@ def demo(
 
         t0 = time.time()
         _run_label(LabelConfig(lake=lake, run_id=run_id, engine=engine, models={"ref": "tiny-small"},
-                               labelers=["rewards", "critical", "hallucination"]))
+                               labelers=["rewards", "critical", "hallucination", "ast"]))
         _print_label_summary(lake, run_id, time.time() - t0)
+        _print_ast_shares(lake, run_id)
         _demo_probes(lake, run_id)
         if route_prompts:
             _demo_routing(lake, f"{run_id}-route", engine, route_prompts)
+
+
+def _print_ast_shares(lake: str, run_id: str) -> None:
+    from tokenmill.report.summary import ast_category_shares, ast_file_summary, render_table
+    from tokenmill.storage.lake import Lake
+
+    console.print(render_table(ast_file_summary(Lake(lake), run_id), title="code in rollouts, parsed (universal AST)"))
+    console.print(render_table(ast_category_shares(Lake(lake), run_id), title="generated code tokens by AST category"))
 
 
 def _demo_probes(lake: str, run_id: str) -> None:
@@ -195,7 +206,7 @@ def _demo_routing(lake: str, run_id: str, engine: str, prompts: int) -> None:
 def label(
     run_id: str = typer.Option(..., "--run", help="The run whose rollouts to label."),
     lake: str = LakeOpt,
-    labelers: str = typer.Option("rewards,critical", help="Comma-separated: rewards, critical, routing, hallucination."),
+    labelers: str = typer.Option("rewards,critical", help="Comma-separated: rewards, critical, routing, hallucination, ast."),
     model: list[str] = typer.Option(["ref=tiny-small"], help="ROLE=MODEL for scoring, e.g. ref=tiny-small; repeatable. "
                                     "The role `policy` is each rollout's own model."),
     kinds: str = typer.Option(",".join(REWARD_KINDS_DEFAULT), help="Reward kinds: dpo, grpo, tempo, d3s, entropy, rlpr."),
@@ -214,6 +225,8 @@ def label(
                                         "repeatable; default: kb for bios rollouts, the others elsewhere."),
     annotator: str = typer.Option("kb", help="hallucination: ground truth from the bios knowledge base (kb) or none."),
     verdicts_file: Optional[Path] = typer.Option(None, help="hallucination: JSONL span verdicts (rollout_id, span, label, index)."),
+    code_language: Optional[str] = typer.Option(None, help="ast: language of code without a fence tag (default: python "
+                                                "for the code world)."),
     score_role: list[str] = typer.Option([], help="Also score under this role (e.g. large); repeatable."),
     hidden_layer: Optional[int] = typer.Option(None, help="Store this layer's hidden states (float16) for --score-role roles."),
     engine: str = typer.Option("hf", help="Scoring engine: hf or vllm (critical always uses hf: it needs full logits)."),
@@ -221,9 +234,9 @@ def label(
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
     """Score what is missing, then label a run's rollouts (token_rewards, critical, routing,
-    hallucination_spans, scores)."""
+    hallucination_spans, ast_*, scores)."""
     _quiet_prefect(verbose)
-    from tokenmill.config import CriticalConfig, HallucinationConfig, LabelConfig, RewardsConfig, RoutingConfig
+    from tokenmill.config import AstConfig, CriticalConfig, HallucinationConfig, LabelConfig, RewardsConfig, RoutingConfig
 
     cfg = LabelConfig(
         lake=lake, run_id=run_id, labelers=[x.strip() for x in labelers.split(",") if x.strip()],
@@ -236,6 +249,7 @@ def label(
                               judge_template=judge_template.read_text() if judge_template else None),
         hallucination=HallucinationConfig(extractors=extractor or None, annotator=annotator,
                                           verdicts_file=str(verdicts_file) if verdicts_file else None),
+        ast=AstConfig(language=code_language),
     )
     t0 = time.time()
     _run_label(cfg)
@@ -430,6 +444,33 @@ def probe_train(
         out = probe_flow(ProbeConfig(lake=lake, run_id=run_id, models=model or None, layer=layer, config_id=config_id,
                                      steps=steps, seed=seed))
     _print_probes(lake, run_id, out, time.time() - t0)
+
+
+@ast_app.command("parse")
+def ast_parse(
+    paths: list[Path] = typer.Argument(..., help="Source files or directories (language by extension)."),
+    lake: str = LakeOpt,
+    run_id: Optional[str] = typer.Option(None, help="Run id for the parsed corpus; default: a new timestamped id."),
+):
+    """Parse source trees with tree-sitter into `ast_files` and `ast_nodes` (MLCPD's
+    universal schema); unreadable or binary files are recorded as skipped."""
+    from rich.progress import Progress
+
+    from tokenmill.code.source_tree import parse_tree, source_files
+    from tokenmill.config import new_run_id
+    from tokenmill.report.summary import ast_file_summary, render_table
+    from tokenmill.storage.lake import Lake, check_run_id
+
+    run_id = run_id or new_run_id("ast")
+    check_run_id(run_id)
+    files = sum(1 for _ in source_files([str(p) for p in paths]))
+    t0 = time.time()
+    with Progress(console=console, transient=True) as prog:
+        bar = prog.add_task("parse", total=files)
+        written = parse_tree(Lake(lake), run_id, [str(p) for p in paths], progress=lambda n: prog.advance(bar, n))
+    console.print(render_table(ast_file_summary(Lake(lake), run_id),
+                               title=f"parsed {files} files into run {run_id} — {time.time() - t0:.1f} s, "
+                                     f"{written['ast_nodes']:,} new nodes"))
 
 
 def _print_probes(lake: str, run_id: str, out: dict, wall: float) -> None:

@@ -64,6 +64,9 @@ UNION ALL
 SELECT 'hallucination', coalesce(label, 'unlabelled'), count(*), count(DISTINCT rollout_id), round(avg(min_prob), 4), NULL
 FROM hallucination_spans WHERE run_id = $run GROUP BY ALL
 UNION ALL
+SELECT 'ast', category, count(*), count(DISTINCT rollout_id), round(avg(depth), 2), NULL
+FROM ast_tokens WHERE run_id = $run GROUP BY ALL
+UNION ALL
 SELECT 'score', model, count(*), count(DISTINCT rollout_id), round(avg(logprob), 4), NULL
 FROM scores WHERE run_id = $run GROUP BY model
 ORDER BY labeler, output
@@ -114,4 +117,27 @@ def span_counts(lake: Lake, run_id: str) -> pa.Table:
 def probe_auc_table(lake: Lake, run_id: str, probe_ids: list[str]) -> pa.Table:
     """Held-out AUC of the probes next to the uncertainty baselines."""
     return query(lake, PROBE_AUC_SQL, {"run": run_id, "ids": probe_ids})
+
+
+AST_FILE_SUMMARY_SQL = """
+SELECT coalesce(language, 'skipped') AS language, count(*) AS files, sum(bytes)::BIGINT AS bytes,
+       sum(nodes)::BIGINT AS nodes, sum(errors)::BIGINT AS errors, sum(missing)::BIGINT AS missing,
+       count(*) FILTER (WHERE errors + missing > 0) AS files_with_errors, any_value(skipped) AS a_skip_reason
+FROM ast_files WHERE run_id = ? GROUP BY ALL ORDER BY files DESC
+"""
+
+AST_CATEGORY_SQL = """
+SELECT category, count(*) AS tokens, round(count(*) / sum(count(*)) OVER (), 4) AS share
+FROM ast_tokens WHERE run_id = ? GROUP BY category ORDER BY tokens DESC
+"""
+
+
+def ast_file_summary(lake: Lake, run_id: str) -> pa.Table:
+    """Parsed files per language: bytes, nodes, real error and missing counts, skips."""
+    return query(lake, AST_FILE_SUMMARY_SQL, [run_id])
+
+
+def ast_category_shares(lake: Lake, run_id: str) -> pa.Table:
+    """Share of generated code tokens per universal AST category."""
+    return query(lake, AST_CATEGORY_SQL, [run_id])
 
