@@ -64,8 +64,8 @@ UNION ALL
 SELECT 'hallucination', coalesce(label, 'unlabelled'), count(*), count(DISTINCT rollout_id), round(avg(min_prob), 4), NULL
 FROM hallucination_spans WHERE run_id = $run GROUP BY ALL
 UNION ALL
-SELECT 'ast', category, count(*), count(DISTINCT rollout_id), round(avg(depth), 2), NULL
-FROM ast_tokens WHERE run_id = $run GROUP BY ALL
+SELECT 'ast', 'code tokens', count(*), count(DISTINCT rollout_id), round(avg(depth), 2), NULL
+FROM ast_tokens WHERE run_id = $run HAVING count(*) > 0
 UNION ALL
 SELECT 'score', model, count(*), count(DISTINCT rollout_id), round(avg(logprob), 4), NULL
 FROM scores WHERE run_id = $run GROUP BY model
@@ -75,7 +75,8 @@ ORDER BY labeler, output
 
 def label_summary(lake: Lake, run_id: str) -> pa.Table:
     """Per labeler output: rows, rollouts, mean value (logprob for scores, share of tokens
-    for routing classes, min token probability for hallucination spans), flagged share."""
+    for routing classes, min token probability for hallucination spans, node depth for
+    code tokens), flagged share."""
     return query(lake, LABEL_SUMMARY_SQL, {"run": run_id})
 
 

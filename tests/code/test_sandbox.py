@@ -1,0 +1,97 @@
+"""Hostile generated code ends as a failed verdict with its reason — never harm."""
+
+import socket
+import threading
+
+import pytest
+
+from tokenmill.code.sandbox import Limits, network_isolation, run_tests
+from tokenmill.sources.worlds import get_world
+
+TESTS = ["assert f(1) == 2", "assert f(2) == 3"]
+FAST = Limits(wall_s=4, cpu_s=2, memory_mb=256)
+
+
+def test_honest_code_passes_its_tests():
+    assert run_tests("def f(x):\n    return x + 1\n", TESTS, FAST) == (2, None)
+    passed, err = run_tests("def f(x):\n    return x\n", TESTS, FAST)
+    assert passed == 0 and err.startswith("AssertionError")
+
+
+def test_infinite_loop_is_stopped_by_the_cpu_limit():
+    assert run_tests("while True:\n    pass\n", TESTS, FAST) == (0, "cpu time limit: killed after 2 s of CPU")
+
+
+def test_sleeping_code_is_stopped_by_the_wall_clock():
+    passed, err = run_tests("import time\ntime.sleep(60)\n", TESTS, Limits(wall_s=1.5, cpu_s=2))
+    assert passed == 0 and err.startswith("timeout")
+
+
+def test_fork_bomb_starts_no_process():
+    passed, err = run_tests("import os\nwhile True:\n    os.fork()\n", TESTS, FAST)
+    assert passed == 0 and "os.fork is not allowed" in err
+    passed, err = run_tests("import subprocess\nsubprocess.run(['sh', '-c', ':(){ :|:& };:'])\n", TESTS, FAST)
+    assert passed == 0 and "not allowed" in err
+
+
+def test_memory_hog_hits_the_memory_limit():
+    passed, err = run_tests("x = []\nwhile True:\n    x.append(bytearray(10**7))\n", TESTS, FAST)
+    assert passed == 0 and err.startswith("memory limit")
+
+
+def test_writing_outside_its_directory_is_refused(tmp_path):
+    target = tmp_path / "evil.txt"
+    passed, err = run_tests(f"open({str(target)!r}, 'w').write('x')\n", TESTS, FAST)
+    assert passed == 0 and "no access" in err and not target.exists()
+    passed, err = run_tests(f"import os\nos.remove({str(tmp_path)!r})\n", TESTS, FAST)
+    assert passed == 0 and "no access" in err and tmp_path.exists()
+    # inside its own directory it may write
+    assert run_tests("open('scratch.txt', 'w').write('ok')\ndef f(x):\n    return x + 1\n", TESTS, FAST) == (2, None)
+
+
+def test_opening_a_socket_reaches_nothing():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(3)
+    port = server.getsockname()[1]
+    accepted = []
+    t = threading.Thread(target=lambda: accepted.append(_accept(server)))
+    t.start()
+    passed, err = run_tests(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\n", TESTS, FAST)
+    t.join()
+    server.close()
+    assert passed == 0 and "not allowed" in err and accepted == [None]
+
+
+def _accept(server):
+    try:
+        conn, _ = server.accept()
+        conn.close()
+        return "connected"
+    except OSError:
+        return None
+
+
+def test_reading_the_lake_is_refused(arith_lake):
+    parquet = next(arith_lake.rglob("*.parquet"))
+    passed, err = run_tests(f"print(open({str(parquet)!r}, 'rb').read(4))\n", TESTS, FAST)
+    assert passed == 0 and "no access" in err
+    passed, err = run_tests(f"import os\nprint(os.listdir({str(arith_lake)!r}))\n", TESTS, FAST)
+    assert passed == 0 and "no access" in err
+
+
+def test_network_namespace_where_the_kernel_allows_it():
+    prefix = network_isolation()
+    assert prefix == [] or prefix[0] == "unshare"
+
+
+def test_code_world_verdicts_carry_the_sandbox_reason():
+    world = get_world("code")
+    prompt = world.prompts(1)[0]
+    name = prompt.meta["tests"][0].split("(")[0].replace("assert ", "").strip()
+    v = world.verify(prompt, f"def {name}(x):\n    while True:\n        pass\n")
+    assert v.verdict == "incorrect" and v.reward == 0
+    assert "limit" in v.detail["error"] or "timeout" in v.detail["error"]
+    v = world.verify(prompt, "import os\nos.fork()\n")
+    assert v.verdict == "incorrect" and "os.fork is not allowed" in v.detail["error"]
