@@ -135,3 +135,23 @@ def test_code_blocks_take_the_fence_tag_or_the_default_and_skip_unknown_language
     assert code_blocks("def f(): pass", "python", whole=True) == [(0, "def f(): pass", "python", None)]
     assert code_blocks("def f(): pass", "python", whole=False) == []
     assert code_blocks("```\nx\n```", None, whole=False)[0][3].startswith("no language")
+
+
+@pytest.mark.parametrize("language", sorted(GRAMMARS))
+def test_vectorised_positions_and_flags_equal_tree_sitters_own(language):
+    from tokenmill.code.universal_ast import grammar
+
+    src = (SNIPPETS[language] + "\n'é😀' (\n").encode()  # non-ASCII and a syntax error in every language
+    p = parse(src, language)
+    ref = []
+
+    def rec(node):
+        ref.append((node.type if not node.is_error else "ERROR", node.start_point.row, node.start_point.column,
+                    node.end_point.row, node.end_point.column, node.is_named, node.is_error, node.is_missing))
+        for child in node.children:
+            rec(child)
+
+    rec(grammar(language).parser.parse(src).root_node)
+    got = list(zip(*(p.nodes[k].tolist() for k in ("type", "start_row", "start_col", "end_row", "end_col", "is_named",
+                                                    "is_error", "is_missing"))))
+    assert got == ref

@@ -97,6 +97,7 @@ class Grammar:
     parser: object
     kinds: tuple  # kind id → type name
     categories: np.ndarray  # kind id → category id (anonymous kinds → other)
+    named: np.ndarray  # kind id → is a named node kind
     fields: tuple  # field id → field name (0 → None)
 
 
@@ -115,8 +116,9 @@ def grammar(language: str) -> Grammar:
     kinds = tuple(tl.node_kind_for_id(i) or "" for i in range(tl.node_kind_count)) + ("ERROR",)
     cats = np.array([CATEGORY_ID[category_of(k, tl.node_kind_is_named(i))] for i, k in enumerate(kinds[:-1])]
                     + [CATEGORY_ID["other"]], np.int8)
+    named = np.array([tl.node_kind_is_named(i) for i in range(len(kinds) - 1)] + [True], bool)  # ERROR is named
     fields = (None,) + tuple(tl.field_name_for_id(i) for i in range(1, tl.field_count + 1))
-    return Grammar(lang, ts.Parser(tl), kinds, cats, fields)
+    return Grammar(lang, ts.Parser(tl), kinds, cats, named, fields)
 
 
 @dataclass
@@ -136,8 +138,9 @@ def parse(source: bytes, language: str) -> ParsedFile:
     """Parse `source` and convert its tree to the universal schema."""
     g = grammar(language)
     tree = g.parser.parse(source)
+    check_missing = tree.root_node.has_error  # valid code has no ERROR/MISSING node: skip the per-node check
     cur = tree.walk()
-    kind, named, err, miss, fid, sb, eb, sr, sc, er, ec, parent, depth = ([] for _ in range(13))
+    kind, fid, sb, eb, parent, depth, missing = [], [], [], [], [], [], []
     stack = [-1]
     names: dict[str, list[str]] = {"function": [], "class": [], "import": []}
     cats = g.categories
@@ -149,18 +152,15 @@ def parse(source: bytes, language: str) -> ParsedFile:
             k = error_kind
         i = len(kind)
         kind.append(k)
-        named.append(node.is_named)
-        err.append(node.is_error)
-        miss.append(node.is_missing)
         fid.append(cur.field_id or 0)
         sb.append(node.start_byte)
         eb.append(node.end_byte)
-        sp, ep = node.start_point, node.end_point
-        sr.append(sp[0]), sc.append(sp[1]), er.append(ep[0]), ec.append(ep[1])
         parent.append(stack[-1])
         depth.append(len(stack) - 1)
+        if check_missing and node.is_missing:
+            missing.append(i)
         c = cats[k]
-        if c in _NAMED_CATEGORIES and node.is_named and (stack[-1] < 0 or cats[kind[stack[-1]]] != c):
+        if c in _NAMED_CATEGORIES and g.named[k] and (stack[-1] < 0 or cats[kind[stack[-1]]] != c):
             _record_name(node, CATEGORIES[c], names, source)  # outermost of its kind: not a declarator inside
         if cur.goto_first_child():
             stack.append(i)
@@ -173,19 +173,29 @@ def parse(source: bytes, language: str) -> ParsedFile:
             continue
         break
     kind_a = np.array(kind, np.int32)
+    start, end = np.array(sb, np.int64), np.array(eb, np.int64)
+    is_missing = np.zeros(len(kind_a), bool)
+    is_missing[missing] = True
+    (sr, sc), (er, ec) = _rows_cols(source, start), _rows_cols(source, end)
     nodes = {
         "node_id": np.arange(len(kind), dtype=np.int32), "parent_id": np.array(parent, np.int32),
         "depth": np.array(depth, np.int32), "type": np.array(g.kinds, dtype=object)[kind_a],
         "category": np.array(CATEGORIES, dtype=object)[cats[kind_a]],
-        "is_named": np.array(named, bool), "is_error": np.array(err, bool), "is_missing": np.array(miss, bool),
+        "is_named": g.named[kind_a], "is_error": kind_a == error_kind, "is_missing": is_missing,
         "field_name": np.array(g.fields, dtype=object)[np.array(fid, np.int32)],
-        "start_byte": np.array(sb, np.int64), "end_byte": np.array(eb, np.int64),
-        "start_row": np.array(sr, np.int32), "start_col": np.array(sc, np.int32),
-        "end_row": np.array(er, np.int32), "end_col": np.array(ec, np.int32),
+        "start_byte": start, "end_byte": end, "start_row": sr, "start_col": sc, "end_row": er, "end_col": ec,
     }
     return ParsedFile(g.language, hashlib.blake2b(source, digest_size=16).hexdigest(), len(source), nodes,
-                      int(nodes["is_error"].sum()), int(nodes["is_missing"].sum()),
+                      int(nodes["is_error"].sum()), int(is_missing.sum()),
                       names["function"], names["class"], names["import"])
+
+
+def _rows_cols(source: bytes, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, byte column) of byte offsets, as tree-sitter's points: rows count newlines before."""
+    newlines = np.flatnonzero(np.frombuffer(source, np.uint8) == 10)
+    row = np.searchsorted(newlines, offsets, side="left")
+    line_start = np.where(row > 0, newlines[np.maximum(row - 1, 0)] + 1 if len(newlines) else 0, 0)
+    return row.astype(np.int32), (offsets - line_start).astype(np.int32)
 
 
 def _record_name(node, category: str, names: dict, source: bytes) -> None:
