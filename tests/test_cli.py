@@ -82,7 +82,7 @@ def test_unknown_world_lists_the_worlds(lake_dir):
 
 def test_every_command_has_help():
     for cmd in ([], ["demo"], ["run"], ["label"], ["sql"], ["check"], ["models"], ["models", "build"], ["models", "eval"],
-                ["router"], ["router", "train"], ["probe"], ["probe", "train"]):
+                ["router"], ["router", "train"], ["probe"], ["probe", "train"], ["ast"], ["ast", "parse"]):
         r = tokenmill(*cmd, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
 
@@ -115,7 +115,8 @@ def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path):
     assert r.returncode == 0, r.stderr
     for needle in ("arithmetic", "code", "bios", "tiny-small", "tiny-large", "accuracy", "tokenmill sql",
                    "labels of run demo", "rewards", "tempo", "routing labels", "identical", "divergent",
-                   "routed generation", "large-only", "random", "hallucination spans by label", "not_supported"):
+                   "routed generation", "large-only", "random", "hallucination spans by label", "not_supported", "generated code tokens by AST category",
+                   "identifier"):
         assert needle in r.stdout
     assert Lake(lake).read("rollouts", "demo").num_rows == 3 * 4 * 2 * 2
     assert Lake(lake).read("rollouts", "demo-route").num_rows == 128
@@ -157,3 +158,16 @@ def test_unknown_engine_option_is_refused_before_any_write(lake_dir):
     assert_lake_untouched(lake_dir)
     assert_fails(tokenmill("run", "--world", "arithmetic", "--engine-option", "nokey", "--lake", str(lake_dir)),
                  "KEY=VALUE")
+
+
+def test_ast_parse_command_parses_a_tree_and_prints_a_table(tmp_path, lake_dir):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("def f():\n    return 1\n")
+    (src / "b.java").write_text("class B { }\n")
+    (src / "c.py").write_bytes(b"\x00binary")
+    r = tokenmill("ast", "parse", str(src), "--lake", str(lake_dir), "--run-id", "corpus")
+    assert r.returncode == 0, r.stderr
+    assert "python" in r.stdout and "java" in r.stdout and "skipped" in r.stdout
+    assert Lake(lake_dir).read("ast_files", "corpus").num_rows == 3
+    assert_fails(tokenmill("ast", "parse", str(tmp_path / "nope"), "--lake", str(lake_dir)), "no such file or directory")
