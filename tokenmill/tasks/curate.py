@@ -1,0 +1,154 @@
+"""Curation recipes: named, parameterised selections over the DuckDB catalog that emit
+token-weighted datasets (format and loaders: `tokenmill/datasets.py`).
+
+A recipe is a SQL query over the lake's views returning one row per example:
+
+  sequences  prompt_token_ids, completion_token_ids, weights (list<float>, one per
+             completion token), [targets (list<float>)], rollout_id, run_id, prompt, completion
+  pairs      prompt_token_ids, prompt, chosen/rejected _token_ids, _weights, _rollout_id, _text, run_id
+
+Built in:
+  cdpo-pairs     (prompt, chosen, rejected) from correct × incorrect rollouts of one prompt
+                 and model; rejected weights = cDPO's 1 − p_CE (`critical.weight`), chosen
+                 weights = `chosen_weight` (1)
+  weighted-sft   rollouts passing `where` (SQL over `rollouts`), each completion token
+                 weighted by `weight`, a SQL expression over the `token_labels` columns
+                 (critical_weight, p_ce, dpo, grpo, tempo, d3s, d3s_keep, entropy_flag,
+                 halluc, logprob, entropy), e.g. `CASE WHEN halluc = 1 THEN 0 ELSE 1 END`
+  router-set     R2R trajectories, targets = 1 at divergent tokens, else 0
+  probe-set      bios rollouts, targets = the hallucination_tokens label (1 / 0 / −100)
+  sql:<file>     a user's SQL file whose result has the sequence columns (`$run` is bound)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from tokenmill.errors import TokenmillError
+from tokenmill.storage.catalog import query
+from tokenmill.storage.lake import Lake
+
+SEQUENCE_COLUMNS = ("prompt_token_ids", "completion_token_ids", "weights")
+PAIR_COLUMNS = ("prompt_token_ids", "chosen_token_ids", "rejected_token_ids", "chosen_weights", "rejected_weights")
+
+# one row per generated token with every label tokenmill has for it (averaged over label configs)
+TOKEN_LABELS = """
+WITH tr AS (
+    SELECT rollout_id, pos,
+           avg(value) FILTER (WHERE kind = 'dpo') AS dpo, avg(value) FILTER (WHERE kind = 'grpo') AS grpo,
+           avg(value) FILTER (WHERE kind = 'tempo') AS tempo, avg(value) FILTER (WHERE kind = 'd3s') AS d3s,
+           bool_or(flag) FILTER (WHERE kind = 'd3s') AS d3s_keep, bool_or(flag) FILTER (WHERE kind = 'entropy') AS entropy_flag
+    FROM token_rewards WHERE run_id = $run GROUP BY ALL),
+cr AS (SELECT rollout_id, pos, avg(weight) AS critical_weight, avg(p_ce) AS p_ce FROM critical WHERE run_id = $run GROUP BY ALL),
+ha AS (SELECT rollout_id, pos, max(label) AS halluc FROM hallucination_tokens WHERE run_id = $run GROUP BY ALL)
+SELECT t.rollout_id, t.pos, t.logprob, t.entropy, tr.dpo, tr.grpo, tr.tempo, tr.d3s, tr.d3s_keep, tr.entropy_flag,
+       cr.critical_weight, cr.p_ce, ha.halluc
+FROM tokens t LEFT JOIN tr USING (rollout_id, pos) LEFT JOIN cr USING (rollout_id, pos) LEFT JOIN ha USING (rollout_id, pos)
+WHERE t.run_id = $run
+"""
+
+CDPO_PAIRS = """
+WITH crit AS (SELECT rollout_id, list(weight ORDER BY pos) AS w FROM critical
+              WHERE run_id = $run AND ($config IS NULL OR config_id = $config) GROUP BY rollout_id),
+pairs AS (
+    SELECT g.prompt_id, g.model, g.prompt_token_ids, g.rollout_id AS chosen_rollout_id,
+           g.completion_token_ids AS chosen_token_ids, g.completion AS chosen_text,
+           b.rollout_id AS rejected_rollout_id, b.completion_token_ids AS rejected_token_ids,
+           b.completion AS rejected_text, c.w AS rejected_weights,
+           row_number() OVER (PARTITION BY g.prompt_id, g.model ORDER BY hash(g.rollout_id || b.rollout_id)) AS k
+    FROM rollouts g JOIN rollouts b ON b.run_id = g.run_id AND b.prompt_id = g.prompt_id AND b.model = g.model
+    JOIN crit c ON c.rollout_id = b.rollout_id
+    WHERE g.run_id = $run AND g.verdict = 'correct' AND b.verdict = 'incorrect')
+SELECT p.prompt, pairs.*, list_transform(chosen_token_ids, lambda x: $chosen_weight::FLOAT) AS chosen_weights, $run AS run_id
+FROM pairs JOIN prompts p ON p.run_id = $run AND p.prompt_id = pairs.prompt_id
+WHERE k <= $max_pairs ORDER BY chosen_rollout_id, rejected_rollout_id
+"""
+
+WEIGHTED_SFT = """
+WITH tl AS ({token_labels}),
+w AS (SELECT rollout_id, list(({weight})::FLOAT ORDER BY pos) AS weights FROM tl GROUP BY rollout_id)
+SELECT r.rollout_id, $run AS run_id, r.prompt_token_ids, r.completion_token_ids, w.weights, p.prompt, r.completion
+FROM (SELECT * FROM rollouts WHERE run_id = $run AND ({where})) r
+JOIN w USING (rollout_id) JOIN prompts p ON p.run_id = r.run_id AND p.prompt_id = r.prompt_id
+ORDER BY r.rollout_id
+"""
+
+ROUTER_SET = """
+WITH y AS (SELECT rollout_id, list((label = 2)::FLOAT ORDER BY pos) AS targets FROM routing
+           WHERE run_id = $run AND ($config IS NULL OR config_id = $config) GROUP BY rollout_id)
+SELECT r.rollout_id, $run AS run_id, r.prompt_token_ids, r.completion_token_ids,
+       list_transform(r.completion_token_ids, lambda x: 1.0::FLOAT) AS weights, y.targets, p.prompt, r.completion
+FROM rollouts r JOIN y USING (rollout_id) JOIN prompts p ON p.run_id = r.run_id AND p.prompt_id = r.prompt_id
+WHERE r.run_id = $run ORDER BY r.rollout_id
+"""
+
+PROBE_SET = """
+WITH y AS (SELECT rollout_id, list(label::FLOAT ORDER BY pos) AS targets FROM hallucination_tokens
+           WHERE run_id = $run AND ($config IS NULL OR config_id = $config) GROUP BY rollout_id)
+SELECT r.rollout_id, $run AS run_id, r.prompt_token_ids, r.completion_token_ids,
+       list_transform(y.targets, lambda x: CASE WHEN x = -100 THEN 0.0 ELSE 1.0 END::FLOAT) AS weights, y.targets,
+       p.prompt, r.completion
+FROM rollouts r JOIN y USING (rollout_id) JOIN prompts p ON p.run_id = r.run_id AND p.prompt_id = r.prompt_id
+WHERE r.run_id = $run ORDER BY r.rollout_id
+"""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    kind: str  # sequences | pairs
+    sql: str
+    defaults: dict
+
+    def params(self, given: dict) -> dict:
+        unknown = set(given) - set(self.defaults)
+        if unknown:
+            raise TokenmillError(f"recipe {self.name}: unknown parameter(s) {', '.join(sorted(unknown))}",
+                                 fix=f"parameters: {', '.join(self.defaults) or 'none'}")
+        return {**self.defaults, **given}
+
+
+RECIPES = {
+    "cdpo-pairs": Recipe("cdpo-pairs", "pairs", CDPO_PAIRS, {"config": None, "chosen_weight": 1.0, "max_pairs": 4}),
+    "weighted-sft": Recipe("weighted-sft", "sequences", WEIGHTED_SFT, {"weight": "1.0", "where": "verdict = 'correct'"}),
+    "router-set": Recipe("router-set", "sequences", ROUTER_SET, {"config": None}),
+    "probe-set": Recipe("probe-set", "sequences", PROBE_SET, {"config": None}),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name.startswith("sql:"):
+        path = Path(name[4:])
+        if not path.exists():
+            raise TokenmillError(f"recipe file {path} does not exist", fix="give sql:PATH to a SELECT over the lake's tables")
+        return Recipe(name, "sequences", path.read_text(), {})
+    if name not in RECIPES:
+        raise TokenmillError(f"unknown recipe {name!r}", fix=f"choose from {', '.join(RECIPES)} or sql:PATH")
+    return RECIPES[name]
+
+
+def run_recipe(lake: Lake, name: str, run_ids: list[str], params: dict | None = None) -> tuple[Recipe, dict, pa.Table]:
+    """(recipe, resolved parameters, its rows over all `run_ids`), columns checked."""
+    recipe = get_recipe(name)
+    p = recipe.params(params or {})
+    sql = recipe.sql
+    if recipe.name == "weighted-sft":  # expressions are SQL by design: they are the recipe's language
+        sql = sql.format(token_labels=TOKEN_LABELS, weight=p["weight"], where=p["where"])
+    binds = {k: v for k, v in p.items() if f"${k}" in sql}
+    parts = []
+    for run in run_ids:
+        try:
+            parts.append(query(lake, sql, {**binds, "run": run} if "$run" in sql else binds))
+        except Exception as e:  # a user's SQL or expression: say where it went wrong
+            raise TokenmillError(f"recipe {recipe.name} on run {run!r}: {str(e).splitlines()[0]}",
+                                 fix="check the recipe's SQL / --param expressions against `tokenmill sql 'SHOW TABLES'`") from None
+    table = pa.concat_tables(parts, promote_options="permissive") if parts else pa.table({})
+    required = PAIR_COLUMNS if recipe.kind == "pairs" else SEQUENCE_COLUMNS
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise TokenmillError(f"recipe {recipe.name}: the result lacks column(s) {', '.join(missing)}",
+                             fix=f"a {recipe.kind} recipe returns {', '.join(required)}")
+    return recipe, p, table
