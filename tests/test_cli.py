@@ -82,7 +82,7 @@ def test_unknown_world_lists_the_worlds(lake_dir):
 
 def test_every_command_has_help():
     for cmd in ([], ["demo"], ["run"], ["label"], ["sql"], ["check"], ["models"], ["models", "build"], ["models", "eval"],
-                ["router"], ["router", "train"], ["probe"], ["probe", "train"], ["ast"], ["ast", "parse"]):
+                ["router"], ["router", "train"], ["probe"], ["probe", "train"], ["ast"], ["ast", "parse"], ["curate"]):
         r = tokenmill(*cmd, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
 
@@ -171,3 +171,14 @@ def test_ast_parse_command_parses_a_tree_and_prints_a_table(tmp_path, lake_dir):
     assert "python" in r.stdout and "java" in r.stdout and "skipped" in r.stdout
     assert Lake(lake_dir).read("ast_files", "corpus").num_rows == 3
     assert_fails(tokenmill("ast", "parse", str(tmp_path / "nope"), "--lake", str(lake_dir)), "no such file or directory")
+
+
+def test_curate_command_writes_a_dataset_and_refuses_bad_params(copy_lake):
+    r = tokenmill("curate", "--recipe", "weighted-sft", "--run", "r1", "--lake", str(copy_lake),
+                  "--param", "weight=1.0", "--param", "where=verdict = 'correct'")
+    assert r.returncode == 0, r.stderr
+    assert "dataset" in r.stdout and "rows" in r.stdout
+    assert any(p.name == "manifest.json" for p in (copy_lake / "_datasets").rglob("manifest.json"))
+    assert_fails(tokenmill("curate", "--recipe", "weighted-sft", "--run", "r1", "--lake", str(copy_lake),
+                           "--param", "nope=1"), "unknown parameter")
+    assert_fails(tokenmill("curate", "--recipe", "magic", "--run", "r1", "--lake", str(copy_lake)), "unknown recipe")

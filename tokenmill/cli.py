@@ -394,6 +394,44 @@ def models_eval(
     console.print(render_table(evaluate(model, prompts, engine), title="greedy accuracy (temperature 0)"))
 
 
+@app.command()
+def curate(
+    recipe: str = typer.Option(..., help="cdpo-pairs, weighted-sft, router-set, probe-set, or sql:PATH."),
+    run_id: list[str] = typer.Option(..., "--run", help="Source run(s); repeatable."),
+    lake: str = LakeOpt,
+    param: list[str] = typer.Option([], help="KEY=VALUE recipe parameter, e.g. weight='coalesce(critical_weight, 1)'; "
+                                    "repeatable."),
+):
+    """Select and weight tokens from labelled runs into a dataset (Parquet shards + manifest
+    under the lake's _datasets/), ready for the training tasks, 🤗 datasets or TRL."""
+    from tokenmill import datasets as D
+    from tokenmill.storage.lake import Lake
+    from tokenmill.tasks.curate import run_recipe
+
+    params = {}
+    for pair in param:
+        if "=" not in pair:
+            raise TokenmillError(f"--param {pair!r} is not KEY=VALUE", fix="e.g. --param max_pairs=2")
+        key, value = pair.split("=", 1)
+        params[key.strip()] = _coerce(value.strip())
+    t0 = time.time()
+    lk = Lake(lake)
+    r, p, rows = run_recipe(lk, recipe, list(run_id), params)
+    m = D.write(lk, D.build(r.kind, rows), recipe=r.name, kind=r.kind, params=p, runs=list(run_id))
+    console.print(f"dataset [bold]{m['dataset_id']}[/] ({r.kind}, recipe {r.name}): {m['rows']:,} rows, "
+                  f"{m['tokens']:,} tokens — {time.time() - t0:.1f} s")
+    console.print(f"  {lk.root}/{m['path']}  (manifest.json, {len(m['shards'])} shard(s))", highlight=False)
+
+
+def _coerce(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return None if value.lower() in ("none", "null") else value
+
+
 @router_app.command("train")
 def router_train(
     run_id: str = typer.Option(..., "--run", help="A run labelled with `tokenmill label --labelers routing`."),

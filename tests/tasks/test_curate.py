@@ -1,0 +1,128 @@
+"""Curation recipes and the dataset format, on a small lake built here (labels written by hand)."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tokenmill import datasets as D
+from tokenmill.errors import TokenmillError
+from tokenmill.schema import CRITICAL, TOKEN_REWARDS
+from tokenmill.storage.lake import Lake
+from tokenmill.tasks.curate import run_recipe
+from tokenmill.tasks.labels.base import provenance
+
+
+@pytest.fixture
+def labelled(copy_lake):
+    """The arith lake with hand-written `critical` rows (weight = pos / 10) on incorrect
+    rollouts and a `grpo` token reward of 0.5 everywhere."""
+    lake = Lake(str(copy_lake))
+    tokens = lake.read("tokens", "r1", columns=["rollout_id", "pos", "token_id"])
+    rollouts = lake.read("rollouts", "r1", columns=["rollout_id", "verdict"])
+    bad = {r["rollout_id"] for r in rollouts.to_pylist() if r["verdict"] == "incorrect"}
+    t = tokens.filter(pa.compute.is_in(tokens.column("rollout_id"), value_set=pa.array(sorted(bad))))
+    n = t.num_rows
+    pos = t.column("pos").to_numpy()
+    lake.commit("critical", "r1", pa.table({
+        "rollout_id": t.column("rollout_id"), "pos": t.column("pos"), "token_id": t.column("token_id"),
+        "p_ce": pa.array(1 - pos / 10, pa.float32()), "weight": pa.array(pos / 10, pa.float32()),
+        "rank": pa.array(np.ones(n), pa.int32()), "is_critical": pa.array(np.zeros(n, bool)),
+        "pos_model": ["p"] * n, "neg_model": ["n"] * n, "beta": pa.array(np.ones(n), pa.float32()),
+        **provenance(n, "critical", "1", {}, {}),
+    }, schema=CRITICAL.schema))
+    m = tokens.num_rows
+    lake.commit("token_rewards", "r1", pa.table({
+        "rollout_id": tokens.column("rollout_id"), "pos": tokens.column("pos"), "kind": ["grpo"] * m,
+        "value": pa.array(np.full(m, 0.5), pa.float32()), "flag": pa.nulls(m, pa.bool_()),
+        **provenance(m, "rewards", "1", {}, {}, "grpo"),
+    }, schema=TOKEN_REWARDS.schema))
+    return lake
+
+
+def test_cdpo_pairs_weight_the_rejected_side_by_one_minus_p_ce(labelled):
+    recipe, params, rows = run_recipe(labelled, "cdpo-pairs", ["r1"], {"max_pairs": 2, "chosen_weight": 0.5})
+    t = D.build(recipe.kind, rows)
+    assert t.num_rows > 0
+    verdicts = dict(zip(*(labelled.read("rollouts", "r1").column(c).to_pylist() for c in ("rollout_id", "verdict"))))
+    per_prompt = {}
+    for r in t.to_pylist():
+        assert verdicts[r["chosen_rollout_id"]] == "correct" and verdicts[r["rejected_rollout_id"]] == "incorrect"
+        n_prompt = len(r["rejected_input_ids"]) - sum(r["rejected_loss_mask"])
+        rej = np.array(r["rejected_weights"])
+        assert (rej[:n_prompt] == 0).all()
+        assert np.allclose(rej[n_prompt:], np.arange(len(rej) - n_prompt) / 10)  # weight = 1 − p_CE = pos / 10
+        ch = np.array(r["chosen_weights"])
+        assert np.allclose(ch[np.array(r["chosen_loss_mask"]) == 1], 0.5)
+        assert r["prompt"] and r["chosen"] and r["rejected"]  # TRL's columns
+        per_prompt[r["prompt"]] = per_prompt.get(r["prompt"], 0) + 1
+    assert max(per_prompt.values()) <= 2
+
+
+def test_weighted_sft_takes_any_label_expression(labelled):
+    _, _, rows = run_recipe(labelled, "weighted-sft", ["r1"],
+                            {"weight": "coalesce(critical_weight, 0) + grpo", "where": "verdict = 'incorrect'"})
+    t = D.build("sequences", rows)
+    for r in t.to_pylist():
+        mask = np.array(r["loss_mask"], bool)
+        w = np.array(r["weights"])
+        assert (w[~mask] == 0).all() and np.allclose(w[mask], np.arange(mask.sum()) / 10 + 0.5)
+        assert len(r["input_ids"]) == len(r["weights"]) == len(r["loss_mask"])
+    with pytest.raises(TokenmillError, match="recipe weighted-sft on run 'r1'"):
+        run_recipe(labelled, "weighted-sft", ["r1"], {"weight": "no_such_label"})
+
+
+def test_a_user_sql_recipe_must_return_the_required_columns(labelled, tmp_path):
+    good = tmp_path / "good.sql"
+    good.write_text("SELECT rollout_id, prompt_token_ids, completion_token_ids, "
+                    "list_transform(completion_token_ids, lambda x: 2.0) AS weights FROM rollouts WHERE run_id = $run")
+    recipe, _, rows = run_recipe(labelled, f"sql:{good}", ["r1"])
+    assert rows.num_rows == labelled.read("rollouts", "r1").num_rows
+    bad = tmp_path / "bad.sql"
+    bad.write_text("SELECT rollout_id, prompt_token_ids FROM rollouts")
+    with pytest.raises(TokenmillError, match="lacks column.*completion_token_ids, weights"):
+        run_recipe(labelled, f"sql:{bad}", ["r1"])
+    short = tmp_path / "short.sql"
+    short.write_text("SELECT rollout_id, prompt_token_ids, completion_token_ids, [1.0] AS weights FROM rollouts WHERE run_id = $run")
+    _, _, rows = run_recipe(labelled, f"sql:{short}", ["r1"])
+    with pytest.raises(TokenmillError, match="weights has 1 values for"):
+        D.build("sequences", rows)
+
+
+def test_manifest_records_lineage_and_identical_curation_writes_nothing(labelled):
+    recipe, params, rows = run_recipe(labelled, "weighted-sft", ["r1"])
+    t = D.build(recipe.kind, rows)
+    m = D.write(labelled, t, recipe=recipe.name, kind=recipe.kind, params=params, runs=["r1"])
+    assert m["recipe"] == "weighted-sft" and m["runs"] == ["r1"] and m["params"] == params
+    assert m["rows"] == t.num_rows and m["tokens"] == sum(len(x) for x in t.column("input_ids").to_pylist())
+    assert m["content_hash"] == D.content_hash(t)
+    path = D.local_path(labelled, m["dataset_id"])
+    assert json.loads((path / "manifest.json").read_text()) == m
+    again = D.write(labelled, t, recipe=recipe.name, kind=recipe.kind, params=params, runs=["r1"])
+    assert again == m
+    hf = D.hf_dataset(path)
+    assert hf.num_rows == t.num_rows and hf[0]["input_ids"] == t.column("input_ids")[0].as_py()
+
+
+def test_packing_never_trains_a_token_on_another_examples_context(tmp_path):
+    import pyarrow.parquet as pq
+    import torch
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 40, size=60)
+    t = pa.table({"input_ids": [list(rng.integers(1, 100, n)) for n in lengths],
+                  "weights": [list(np.ones(n, np.float32)) for n in lengths]})
+    pq.write_table(t, tmp_path / "part-00000.parquet")
+    blocks = list(D.PackedDataset(tmp_path, seq_len=64, shuffle=True, seed=3))
+    seen = 0
+    for b in blocks:
+        seg, w, pos = b["segment_ids"], b["weights"], b["position_ids"]
+        assert b["input_ids"].shape == (64,)
+        trained = torch.nonzero(w > 0).squeeze(1)
+        assert (trained > 0).all() and (seg[trained - 1] == seg[trained]).all()  # context is its own example
+        assert (pos[seg >= 0] == torch.cat([torch.arange(int((seg == s).sum())) for s in seg.unique() if s >= 0])).all()
+        seen += int((seg >= 0).sum())
+        mask = D.block_causal_mask(seg[None])[0, 0]
+        assert not mask[seg[:, None] != seg[None, :]].any()
+    assert seen == int(np.minimum(lengths, 64).sum())  # every token placed once
