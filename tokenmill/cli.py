@@ -423,6 +423,32 @@ def curate(
     console.print(f"  {lk.root}/{m['path']}  (manifest.json, {len(m['shards'])} shard(s))", highlight=False)
 
 
+@app.command()
+def train(
+    dataset: str = typer.Option(..., help="A dataset id from `tokenmill curate`."),
+    model: str = typer.Option("tiny-small", help="Base model: bundled name, local path or hub id."),
+    objective: str = typer.Option("sft", help="sft (sequences) or dpo (pairs)."),
+    plain: bool = typer.Option(False, help="Ignore the token weights (plain SFT / DPO), for comparison."),
+    lake: str = LakeOpt,
+    steps: int = typer.Option(100),
+    lr: float = typer.Option(5e-5),
+    batch: int = typer.Option(8),
+    grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
+    beta: float = typer.Option(0.1, help="dpo: β."),
+    seed: int = typer.Option(0),
+):
+    """Token-weighted SFT or (cDPO-weighted) DPO of a model on a curated dataset; the model
+    is stored in the lake with lineage, its metrics in `train_metrics`."""
+    from tokenmill.storage.lake import Lake
+    from tokenmill.tasks.train.weighted import train_weighted
+
+    with console.status(f"training {model} ({objective}) on {dataset}…"):
+        out = train_weighted(Lake(lake), dataset, model, objective, plain=plain, steps=steps, lr=lr, batch=batch,
+                             grad_accum=grad_accum, beta=beta, seed=seed)
+    what = "reused" if out["reused"] else f"final loss {out['final_loss']:.4f}, {out['tokens']:,} loss tokens, {out['seconds']} s"
+    console.print(f"model [bold]{out['artifact_id']}[/] ({what}): {out['local_path']}", highlight=False)
+
+
 def _coerce(value: str):
     for cast in (int, float):
         try:

@@ -419,6 +419,28 @@ AST_TOKENS = register_table(
     )
 )
 
+TRAIN_METRICS = register_table(
+    TableSpec(
+        name="train_metrics",
+        doc="Metrics logged by the token-weighted trainers, one row per logged step.",
+        key=("artifact_id", "step"),
+        dedupe_on="artifact_id",
+        schema=pa.schema(
+            [
+                pa.field("artifact_id", pa.string(), nullable=False),  # the model being trained
+                pa.field("dataset_id", pa.string(), nullable=False),
+                pa.field("objective", pa.string(), nullable=False),  # sft | dpo
+                pa.field("step", pa.int32(), nullable=False),
+                pa.field("loss", pa.float32(), nullable=False),
+                pa.field("lr", pa.float32(), nullable=False),
+                pa.field("tokens", pa.int64(), nullable=False),  # loss tokens seen so far
+                pa.field("seconds", pa.float32(), nullable=False),
+                pa.field("margin", pa.float32()),  # dpo: mean weighted reward margin
+            ]
+        ),
+    )
+)
+
 ROUTER_FEATURES = register_table(
     TableSpec(
         name="router_features",

@@ -1,0 +1,37 @@
+import pyarrow.compute as pc
+import pytest
+
+from tokenmill import datasets as D
+from tokenmill.errors import TokenmillError
+from tokenmill.tasks.curate import run_recipe
+from tokenmill.tasks.train.weighted import train_weighted
+
+
+def _dataset(lake, recipe, params=None):
+    r, p, rows = run_recipe(lake, recipe, ["r1"], params or {})
+    return D.write(lake, D.build(r.kind, rows), recipe=r.name, kind=r.kind, params=p, runs=["r1"])["dataset_id"]
+
+
+def test_weighted_dpo_trains_stores_the_model_and_logs_metrics(labelled):
+    ds = _dataset(labelled, "cdpo-pairs")
+    out = train_weighted(labelled, ds, "tiny-small", "dpo", steps=12, lr=1e-4, batch=4, grad_accum=2, log_every=4)
+    m = labelled.read("train_metrics", "r1").sort_by("step").to_pylist()
+    assert [r["step"] for r in m] == [4, 8, 12] and all(r["objective"] == "dpo" for r in m)
+    assert m[-1]["margin"] > m[0]["margin"]  # the policy moves towards chosen over (weighted) rejected
+    art = labelled.read("model_artifacts", "r1", filter=pc.field("artifact_id") == out["artifact_id"]).to_pylist()[0]
+    assert art["role"] == "dpo" and ds in art["lineage"] and "cdpo-pairs" in art["lineage"]
+    from tokenmill.engines.hf import load_hf
+
+    load_hf(out["local_path"])  # a loadable model
+    again = train_weighted(labelled, ds, "tiny-small", "dpo", steps=12, lr=1e-4, batch=4, grad_accum=2, log_every=4)
+    assert again["reused"] and again["artifact_id"] == out["artifact_id"]
+    assert labelled.read("train_metrics", "r1").num_rows == 3
+
+
+def test_weighted_sft_trains_and_plain_sft_is_another_model(labelled):
+    ds = _dataset(labelled, "weighted-sft", {"weight": "coalesce(critical_weight, 1.0)", "where": "true"})
+    a = train_weighted(labelled, ds, "tiny-small", "sft", steps=3, batch=4, log_every=1)
+    b = train_weighted(labelled, ds, "tiny-small", "sft", plain=True, steps=3, batch=4, log_every=1)
+    assert a["artifact_id"] != b["artifact_id"] and a["tokens"] > 0
+    with pytest.raises(TokenmillError, match="dpo needs a pairs dataset"):
+        train_weighted(labelled, ds, "tiny-small", "dpo", steps=1)
