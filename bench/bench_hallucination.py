@@ -86,7 +86,7 @@ def main() -> None:
     from rich.table import Table
 
     from tokenmill.config import RolloutConfig, SamplingConfig, SourceConfig
-    from tokenmill.engines.hf import load_tokenizer
+    from tokenmill.engines import load_tokenizer
     from tokenmill.flows.rollouts import rollouts_flow
     from tokenmill.sources.base import prompts_from_table
     from tokenmill.storage.lake import Lake

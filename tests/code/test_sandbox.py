@@ -3,7 +3,6 @@
 import socket
 import threading
 
-import pytest
 
 from tokenmill.code.sandbox import Limits, network_isolation, run_tests
 from tokenmill.sources.worlds import get_world

@@ -1,5 +1,4 @@
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from tokenmill.code.tables import code_blocks, files_table, nodes_table, token_nodes, utf8_offsets

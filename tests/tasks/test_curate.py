@@ -8,7 +8,6 @@ import pytest
 
 from tokenmill import datasets as D
 from tokenmill.errors import TokenmillError
-from tokenmill.storage.lake import Lake
 from tokenmill.tasks.curate import run_recipe
 
 

@@ -11,6 +11,13 @@ from tokenmill.errors import EngineError
 ENGINES = ("hf", "vllm")
 
 
+def load_tokenizer(model: str):
+    """A model's tokenizer alone (no weights), cached: what labelers need for token text."""
+    from tokenmill.engines.hf import load_tokenizer as load
+
+    return load(model)
+
+
 def vllm_missing() -> EngineError:
     return EngineError(
         "the vllm engine needs vLLM, which is not installed",
@@ -67,4 +74,4 @@ def get_engine(kind: str, model: str, **options) -> Engine:
     return VLLMEngine(model, **options)
 
 
-__all__ = ["Engine", "Generation", "SamplingParams", "Scored", "get_engine", "check_engine", "ENGINES"]
+__all__ = ["Engine", "Generation", "SamplingParams", "Scored", "get_engine", "check_engine", "load_tokenizer", "ENGINES"]

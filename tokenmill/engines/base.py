@@ -113,3 +113,20 @@ def prompt_token_ids(tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]]
 def split_rows(values: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray]:
     """Split a flat per-token array back into one array per sequence."""
     return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
+def pad_rows(rows, value, dtype=None, left: bool = False):
+    """([rows, width] tensor, [rows, width] attention mask) of variable-length rows, padded
+    with `value` on the right (or the left: generation continues at the right edge)."""
+    import torch
+
+    dtype = dtype or torch.long
+    width = max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), width), value, dtype=dtype)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):  # per row, not per token
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
+        out[i, cols] = torch.as_tensor(list(r), dtype=dtype)
+        mask[i, cols] = 1
+    return out, mask
+

@@ -13,11 +13,10 @@ import os
 from functools import lru_cache
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from tokenmill.engines.base import (Generation, NextTokenFeatures, SamplingParams, Scored, prompt_token_ids, split_rows,
-                                    token_stats)
+from tokenmill.engines.base import (Generation, NextTokenFeatures, SamplingParams, Scored, pad_rows, prompt_token_ids,
+                                    split_rows, token_stats)
 from tokenmill.errors import EngineError
 from tokenmill.models.registry import resolve_model
 
@@ -31,7 +30,7 @@ def _device(device: str | None) -> torch.device:
 
 def load_hf(model: str, device: str | None = None, dtype: str | None = None):
     """(model, tokenizer, ModelRef) for a bundled name, local path or hub id."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     ref = resolve_model(model)
     if os.environ.get("TRANSFORMERS_VERBOSITY") == "error":  # the CLI's quiet mode
@@ -40,14 +39,12 @@ def load_hf(model: str, device: str | None = None, dtype: str | None = None):
         hf_logging.disable_progress_bar()
     dev = _device(device)
     torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    tok = load_tokenizer(model)
     try:
-        tok = AutoTokenizer.from_pretrained(ref.path)
         net = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype).to(dev).eval()
     except OSError as e:
         raise EngineError(f"cannot load model {model!r}: {e}".splitlines()[0], where=ref.path,
                           fix="check the path or hub id (no model hub is reachable offline)") from e
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
     return net, tok, ref
 
 
@@ -95,7 +92,7 @@ class HFEngine:
 
     def _generate_batch(self, prompt_ids: list[list[int]], prompt_index: list[int], params: SamplingParams, seed: int):
         tok, eos = self.tokenizer, self.tokenizer.eos_token_id
-        ids, attn = _padded(prompt_ids, tok.pad_token_id, left=True)  # generation continues at the right edge
+        ids, attn = pad_rows(prompt_ids, tok.pad_token_id, left=True)  # generation continues at the right edge
         width = ids.shape[1]
         torch.manual_seed(seed)
         greedy = params.temperature <= 0
@@ -148,11 +145,11 @@ class HFEngine:
         the final normalised state the LM head reads, the top-k raw logits (descending) and
         their ids — teacher-forced, batched like `score`."""
         out: list[NextTokenFeatures | None] = [None] * len(prompt_ids)
-        head = self.model.get_output_embeddings()
         for batch in self._buckets(prompt_ids, completion_ids):
             h, _, c_len, _ = self._completion_states(batch, prompt_ids, completion_ids, None)
+            head = self.model.get_output_embeddings()
             k = min(top_k, head.out_features)
-            tops = [head(h[i : i + LOGITS_CHUNK]).float().topk(k, -1) for i in range(0, max(h.shape[0], 1), LOGITS_CHUNK)]
+            tops = _over_head_chunks(h, lambda logits, rows: logits.float().topk(k, -1), head)
             lens = c_len.tolist()
             cols = [split_rows(t.cpu().numpy(), lens) for t in
                     (h.float(), torch.cat([t.values for t in tops]), torch.cat([t.indices for t in tops]).int())]
@@ -174,9 +171,7 @@ class HFEngine:
     def _score_batch(self, batch, prompt_ids, completion_ids, top_k, hidden_layer, out):
         h, targets, c_len, hidden = self._completion_states(batch, prompt_ids, completion_ids, hidden_layer)
         head = self.model.get_output_embeddings()
-        # the LM head over row chunks bounds the [tokens, vocab] logits to LOGITS_CHUNK rows
-        parts = [token_stats(head(h[i : i + LOGITS_CHUNK]), targets[i : i + LOGITS_CHUNK], top_k)
-                 for i in range(0, max(h.shape[0], 1), LOGITS_CHUNK)]  # one call even when empty
+        parts = _over_head_chunks(h, lambda logits, rows: token_stats(logits, targets[rows], top_k), head)
         lp, ent, top_ids, top_lp = (torch.cat([pt[i] for pt in parts]) for i in range(4))
         lens = c_len.tolist()
         hidden = split_rows(hidden.float().cpu().numpy(), lens) if hidden is not None else None
@@ -211,15 +206,15 @@ class HFEngine:
         if len(uniq) == len(batch) or int(c_len.max()) == 0:
             return self._joint_states(batch, prompt_ids, completion_ids, hidden_layer)
         dev = self.device
-        base = self._decoder()
-        p_ids, p_attn = _padded(list(uniq), self.tokenizer.pad_token_id, left=True)
+        base = self.decoder()
+        p_ids, p_attn = pad_rows(list(uniq), self.tokenizer.pad_token_id, left=True)
         p_pos = (p_attn.cumsum(1) - 1).clamp(min=0)  # left padding: real tokens start at 0
         res_p = base(input_ids=p_ids.to(dev), attention_mask=p_attn.to(dev), position_ids=p_pos.to(dev),
                      use_cache=True)
         rows = torch.tensor(which, device=dev)
         cache = res_p.past_key_values
         cache.batch_select_indices(rows)  # the prompt's keys/values, once per rollout
-        c_ids, c_attn = _padded([completion_ids[i] for i in batch], self.tokenizer.pad_token_id, left=False)
+        c_ids, c_attn = pad_rows([completion_ids[i] for i in batch], self.tokenizer.pad_token_id)
         c_ids, c_attn = c_ids.to(dev), c_attn.to(dev)
         c_pos = p_attn.sum(1).to(dev)[rows, None] + torch.arange(c_ids.shape[1], device=dev)
         res_c = base(input_ids=c_ids, attention_mask=torch.cat([p_attn.to(dev)[rows], c_attn], 1),
@@ -234,10 +229,10 @@ class HFEngine:
 
     def _joint_states(self, batch, prompt_ids, completion_ids, hidden_layer):
         """`_completion_states` over prompt + completion in one right-padded pass."""
-        ids, attn = _padded([list(prompt_ids[i]) + list(completion_ids[i]) for i in batch],
-                            self.tokenizer.pad_token_id, left=False)
+        ids, attn = pad_rows([list(prompt_ids[i]) + list(completion_ids[i]) for i in batch],
+                             self.tokenizer.pad_token_id)
         ids, attn = ids.to(self.device), attn.to(self.device)
-        res = self._decoder()(input_ids=ids, attention_mask=attn, output_hidden_states=hidden_layer is not None)
+        res = self.decoder()(input_ids=ids, attention_mask=attn, output_hidden_states=hidden_layer is not None)
         p_len = torch.tensor([len(prompt_ids[i]) for i in batch], device=ids.device)
         c_len = torch.tensor([len(completion_ids[i]) for i in batch], device=ids.device)
         rows = torch.repeat_interleave(torch.arange(len(batch), device=ids.device), c_len)
@@ -247,23 +242,12 @@ class HFEngine:
         hidden = res.hidden_states[hidden_layer][rows, tok_pos] if hidden_layer is not None else None
         return h, ids[rows, tok_pos], c_len, hidden
 
-    def _decoder(self):
+    def decoder(self):
+        """The model without its LM head (returns hidden states)."""
         return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
 
     def close(self) -> None:
         self.model = None
-
-
-def _padded(seqs, pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """[rows, width] ids and attention mask, padded on the left or the right."""
-    width = max(len(q) for q in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    for r, q in enumerate(seqs):
-        cols = slice(width - len(q), width) if left else slice(0, len(q))
-        ids[r, cols] = torch.tensor(q, dtype=torch.long)
-        attn[r, cols] = 1
-    return ids, attn
 
 
 def _shared_prefix_buckets(prompt_ids, completion_ids, budget: int) -> list[list[int]]:
@@ -290,3 +274,9 @@ def _shared_prefix_buckets(prompt_ids, completion_ids, budget: int) -> list[list
     if batch:
         batches.append(batch)
     return batches
+
+
+def _over_head_chunks(h, fn, head):
+    """[fn(head(h[rows]), rows)] over row chunks of `h`: the LM head never materialises more
+    than LOGITS_CHUNK × vocab logits (one call even when `h` is empty)."""
+    return [fn(head(h[i : i + LOGITS_CHUNK]), slice(i, i + LOGITS_CHUNK)) for i in range(0, max(h.shape[0], 1), LOGITS_CHUNK)]

@@ -21,7 +21,8 @@ import pyarrow as pa
 import torch
 
 from tokenmill import ids
-from tokenmill.engines.hf import HFEngine, _padded
+from tokenmill.engines.base import pad_rows
+from tokenmill.engines.hf import HFEngine
 from tokenmill.schema import ROUTING_EVAL
 from tokenmill.storage.lake import Lake
 
@@ -72,10 +73,10 @@ def routed_generate(small: HFEngine, large: HFEngine, prompt_ids: list[list[int]
 def _routed_batch(small: HFEngine, large: HFEngine, prompts, decide: Decide, max_tokens: int, top_k: int) -> list[Routed]:
     tok = small.tokenizer
     dev = small.device
-    ids, attn = _padded(prompts, tok.pad_token_id, left=True)
+    ids, attn = pad_rows(prompts, tok.pad_token_id, left=True)
     ids, attn = ids.to(dev), attn.to(dev)
     pos = (attn.cumsum(1) - 1).clamp(min=0)
-    s_dec, s_head, s_emb = small._decoder(), small.model.get_output_embeddings(), small.model.get_input_embeddings()
+    s_dec, s_head, s_emb = small.decoder(), small.model.get_output_embeddings(), small.model.get_input_embeddings()
     s = s_dec(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
     ll = large.model(input_ids=ids.to(large.device), attention_mask=attn.to(large.device), position_ids=pos.to(large.device),
                      use_cache=True, logits_to_keep=1)

@@ -60,6 +60,11 @@ def test_probe_flow_trains_scores_hidden_states_and_evaluates_on_held_out_prompt
     assert all(0 <= r["auc"] <= 1 for r in ev)
     # min_prob is a real signal here: hallucinated facts are the uncertain ones
     assert next(r for r in ev if r["method"] == "1 - min_prob")["auc"] > 0.7
+    from tokenmill.tasks.train.probe import load_probe
+
+    weights, meta = load_probe(lake, probe["path"])  # saved with its layer and threshold
+    assert meta["layer"] == 1 and meta["threshold"] == probe["threshold"]
+    assert weights["weight"].shape == weights["mean"].shape == (64,)
     again = probe_flow(cfg)
     assert again["probes"]["tiny-small"]["artifact_id"] == probe["artifact_id"]
     assert lake.read("model_artifacts", "b", filter=pc.field("role") == "probe").num_rows == 1

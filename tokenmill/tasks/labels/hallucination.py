@@ -25,7 +25,7 @@ from tokenmill import ids
 from tokenmill.config import HallucinationConfig
 from tokenmill.schema import HALLUCINATION_SPANS
 from tokenmill.storage.lake import Lake
-from tokenmill.engines.hf import load_tokenizer
+from tokenmill.engines import load_tokenizer
 from tokenmill.tasks.labels.annotators import ANNOTATORS, FileAnnotator
 from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance
 from tokenmill.tasks.labels.spans import GENERIC, extract, get_extractor, spans_to_tokens

@@ -22,7 +22,6 @@ import math
 import os
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from torch import nn
@@ -174,7 +173,3 @@ def load_router(lake: Lake, rel: str) -> tuple[Router, dict]:
     model = Router(d["d_state"], d["d_emb"], d["k"], d["width"], d["hidden"], d["blocks"], d["dropout"])
     model.load_state_dict(torch.load(os.path.join(local, "router.pt"), weights_only=True))
     return model.eval(), meta
-
-
-def routers(lake: Lake, run_id: str) -> pa.Table:
-    return lake.read("model_artifacts", run_id, filter=pc.field("role") == "router")

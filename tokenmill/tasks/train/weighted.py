@@ -23,6 +23,7 @@ import torch
 
 from tokenmill import datasets as D
 from tokenmill import ids
+from tokenmill.engines.base import pad_rows
 from tokenmill.engines.hf import load_hf
 from tokenmill.errors import TokenmillError
 from tokenmill.schema import TRAIN_METRICS
@@ -37,14 +38,6 @@ def _read(lake: Lake, dataset_id: str) -> tuple[dict, pa.Table]:
     path = D.local_path(lake, dataset_id)
     manifest = D.read_manifest(lake, dataset_id)
     return manifest, pa.concat_tables([pq.read_table(path / s) for s in manifest["shards"]])
-
-
-def _pad(rows: list[list], value, dtype) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    out = torch.full((len(rows), width), value, dtype=dtype)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=dtype)
-    return out
 
 
 def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str = "sft", plain: bool = False,
@@ -113,23 +106,21 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
 
 
 def _sft_step(model, cols, idx, plain, pad_id, dev):
-    ids_ = _pad([cols["input_ids"][i] for i in idx], pad_id, torch.long).to(dev)
+    ids_, attn = (t.to(dev) for t in pad_rows([cols["input_ids"][i] for i in idx], pad_id))
     key = "loss_mask" if plain else "weights"
-    w = _pad([cols[key][i] for i in idx], 0, torch.float32).to(dev)
-    attn = _pad([[1] * len(cols["input_ids"][i]) for i in idx], 0, torch.long).to(dev)
+    w = pad_rows([cols[key][i] for i in idx], 0.0, torch.float32)[0].to(dev)
     logits = model(input_ids=ids_, attention_mask=attn).logits
     return weighted_sft_loss(logits, ids_, w), int((w[:, 1:] > 0).sum())
 
 
 def _side_logps(model, cols, side, idx, pad_id, dev):
-    ids_ = _pad([cols[f"{side}_input_ids"][i] for i in idx], pad_id, torch.long).to(dev)
-    attn = _pad([[1] * len(cols[f"{side}_input_ids"][i]) for i in idx], 0, torch.long).to(dev)
+    ids_, attn = (t.to(dev) for t in pad_rows([cols[f"{side}_input_ids"][i] for i in idx], pad_id))
     return token_logprobs(model(input_ids=ids_, attention_mask=attn).logits, ids_)
 
 
 def _dpo_step(model, ref, cols, idx, plain, beta, pad_id, dev):
     key = "loss_mask" if plain else "weights"
-    w = {s: _pad([cols[f"{s}_{key}"][i] for i in idx], 0, torch.float32).to(dev) for s in ("chosen", "rejected")}
+    w = {s: pad_rows([cols[f"{s}_{key}"][i] for i in idx], 0.0, torch.float32)[0].to(dev) for s in ("chosen", "rejected")}
     pol = {s: _side_logps(model, cols, s, idx, pad_id, dev) for s in ("chosen", "rejected")}
     with torch.no_grad():
         rlp = {s: _side_logps(ref, cols, s, idx, pad_id, dev) for s in ("chosen", "rejected")}
