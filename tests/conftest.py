@@ -142,3 +142,28 @@ def labelled(copy_lake):
         **provenance(m, "rewards", "1", {}, {}, "grpo"),
     }, schema=TOKEN_REWARDS.schema))
     return lake
+
+
+@pytest.fixture
+def add_dpo_rewards():
+    """A function writing hand-made `dpo` token rewards r̂ = scale · pos on every token of run
+    r1; it returns their config id."""
+    return _dpo_rewards
+
+
+def _dpo_rewards(lake, scale):
+    """Hand-written `dpo` token rewards: r̂ = scale · pos on every token of run r1."""
+    import numpy as np
+    import pyarrow as pa
+
+    from tokenmill.schema import TOKEN_REWARDS
+    from tokenmill.tasks.labels.base import config_id, provenance
+
+    t = lake.read("tokens", "r1", columns=["rollout_id", "pos"])
+    n = t.num_rows
+    lake.commit("token_rewards", "r1", pa.table({
+        "rollout_id": t.column("rollout_id"), "pos": t.column("pos"), "kind": ["dpo"] * n,
+        "value": pa.array(scale * t.column("pos").to_numpy(), pa.float32()), "flag": pa.nulls(n, pa.bool_()),
+        **provenance(n, "rewards", "2", {}, {}, "dpo"),
+    }, schema=TOKEN_REWARDS.schema))
+    return config_id("rewards", "2", {}, {}, "dpo")

@@ -82,7 +82,8 @@ def test_unknown_world_lists_the_worlds(lake_dir):
 
 def test_every_command_has_help():
     for cmd in ([], ["demo"], ["run"], ["label"], ["sql"], ["check"], ["models"], ["models", "build"], ["models", "eval"],
-                ["router"], ["router", "train"], ["probe"], ["probe", "train"], ["ast"], ["ast", "parse"], ["curate"], ["train"]):
+                ["router"], ["router", "train"], ["probe"], ["probe", "train"], ["ast"], ["ast", "parse"], ["curate"], ["train"],
+                ["pipeline"], ["study"], ["study", "efficacy"]):
         r = tokenmill(*cmd, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
 

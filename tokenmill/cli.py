@@ -31,6 +31,8 @@ probe_app = typer.Typer(help="Train and evaluate hallucination probes on labelle
 app.add_typer(probe_app, name="probe")
 ast_app = typer.Typer(help="Parse source code into the universal AST tables.", no_args_is_help=True)
 app.add_typer(ast_app, name="ast")
+study_app = typer.Typer(help="Studies over seeds: do token-level labels pay off?", no_args_is_help=True)
+app.add_typer(study_app, name="study")
 console = Console()
 err = Console(stderr=True)
 
@@ -396,7 +398,7 @@ def models_eval(
 
 @app.command()
 def curate(
-    recipe: str = typer.Option(..., help="cdpo-pairs, weighted-sft, router-set, probe-set, or sql:PATH."),
+    recipe: str = typer.Option(..., help="cdpo-pairs, dpo-pairs, weighted-sft, router-set, probe-set, or sql:PATH."),
     run_id: list[str] = typer.Option(..., "--run", help="Source run(s); repeatable."),
     lake: str = LakeOpt,
     param: list[str] = typer.Option([], help="KEY=VALUE recipe parameter, e.g. weight='coalesce(critical_weight, 1)'; "
@@ -404,9 +406,8 @@ def curate(
 ):
     """Select and weight tokens from labelled runs into a dataset (Parquet shards + manifest
     under the lake's _datasets/), ready for the training tasks, 🤗 datasets or TRL."""
-    from tokenmill import datasets as D
-    from tokenmill.storage.lake import Lake
-    from tokenmill.tasks.curate import run_recipe
+    from tokenmill.config import CurateConfig
+    from tokenmill.flows.curate import curate_dataset
 
     params = {}
     for pair in param:
@@ -414,13 +415,10 @@ def curate(
             raise TokenmillError(f"--param {pair!r} is not KEY=VALUE", fix="e.g. --param max_pairs=2")
         key, value = pair.split("=", 1)
         params[key.strip()] = _coerce(value.strip())
-    t0 = time.time()
-    lk = Lake(lake)
-    r, p, rows = run_recipe(lk, recipe, list(run_id), params)
-    m = D.write(lk, D.build(r.kind, rows), recipe=r.name, kind=r.kind, params=p, runs=list(run_id))
-    console.print(f"dataset [bold]{m['dataset_id']}[/] ({r.kind}, recipe {r.name}): {m['rows']:,} rows, "
-                  f"{m['tokens']:,} tokens — {time.time() - t0:.1f} s")
-    console.print(f"  {lk.root}/{m['path']}  (manifest.json, {len(m['shards'])} shard(s))", highlight=False)
+    m = curate_dataset(CurateConfig(lake=lake, runs=list(run_id), recipe=recipe, params=params))
+    console.print(f"dataset [bold]{m['dataset_id']}[/] ({m['kind']}, recipe {m['recipe']}): {m['rows']:,} rows, "
+                  f"{m['tokens']:,} tokens — {m['seconds']:.1f} s")
+    console.print(f"  {lake}/{m['path']}  (manifest.json, {len(m['shards'])} shard(s))", highlight=False)
 
 
 @app.command()
@@ -428,7 +426,9 @@ def train(
     dataset: str = typer.Option(..., help="A dataset id from `tokenmill curate`."),
     model: str = typer.Option("tiny-small", help="Base model: bundled name, local path or hub id."),
     objective: str = typer.Option("sft", help="sft (sequences) or dpo (pairs)."),
-    plain: bool = typer.Option(False, help="Ignore the token weights (plain SFT / DPO), for comparison."),
+    weighting: str = typer.Option("dataset", help="dataset (the curated token weights, e.g. cDPO's), plain (ignore "
+                                  "them: plain SFT / DPO) or tgdpo (dpo: TGDPO's weights from the pairs' token rewards)."),
+    alpha: float = typer.Option(0.5, help="tgdpo: α in β_t = β·(1 ± α·r̂_t)."),
     lake: str = LakeOpt,
     steps: int = typer.Option(100),
     lr: float = typer.Option(5e-5),
@@ -437,16 +437,82 @@ def train(
     beta: float = typer.Option(0.1, help="dpo: β."),
     seed: int = typer.Option(0),
 ):
-    """Token-weighted SFT or (cDPO-weighted) DPO of a model on a curated dataset; the model
-    is stored in the lake with lineage, its metrics in `train_metrics`."""
+    """Token-weighted SFT, or DPO (plain, cDPO-weighted or TGDPO) of a model on a curated
+    dataset; the model is stored in the lake with lineage, its metrics in `train_metrics`."""
     from tokenmill.storage.lake import Lake
     from tokenmill.tasks.train.weighted import train_weighted
 
     with console.status(f"training {model} ({objective}) on {dataset}…"):
-        out = train_weighted(Lake(lake), dataset, model, objective, plain=plain, steps=steps, lr=lr, batch=batch,
-                             grad_accum=grad_accum, beta=beta, seed=seed)
+        out = train_weighted(Lake(lake), dataset, model, objective, weighting=weighting, steps=steps, lr=lr,
+                             batch=batch, grad_accum=grad_accum, beta=beta, alpha=alpha, seed=seed)
     what = "reused" if out["reused"] else f"final loss {out['final_loss']:.4f}, {out['tokens']:,} loss tokens, {out['seconds']} s"
     console.print(f"model [bold]{out['artifact_id']}[/] ({what}): {out['local_path']}", highlight=False)
+
+
+@app.command()
+def pipeline(
+    lake: str = LakeOpt,
+    run_id: Optional[str] = typer.Option(None, "--run", help="Run id (default: a new one); re-running it adds only what is missing."),
+    model: str = typer.Option("tiny-small", help="The policy: it rolls out, and every arm starts from it."),
+    world: str = typer.Option("arithmetic", help="World: train split for rollouts, test split for evaluation."),
+    prompts: int = typer.Option(256, help="Training prompts."),
+    samples: int = typer.Option(8, help="Samples per prompt."),
+    arm: list[str] = typer.Option(["dpo", "cdpo"], help="Arms to train and compare; repeatable: dpo, cdpo, tgdpo, sft, sft-critical, sft-reward."),
+    steps: int = typer.Option(100, help="Training steps per arm."),
+    lr: float = typer.Option(2e-5, help="Learning rate of every arm."),
+    batch: int = typer.Option(16, help="Batch size of every arm."),
+    eval_prompts: int = typer.Option(500, help="Held-out prompts for the evaluation."),
+    engine: str = typer.Option("hf", help="hf or vllm."),
+    verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
+):
+    """rollouts → score → label → curate → train → evaluate, as one Prefect flow of
+    subflows; prints held-out accuracy of the base model and of every arm."""
+    _quiet_prefect(verbose)
+    from tokenmill.config import EvalConfig, PipelineConfig, SamplingConfig, named_arms
+    from tokenmill.flows.pipeline import check_pipeline
+
+    from tokenmill.config import CriticalConfig
+
+    cfg = PipelineConfig(lake=lake, model=model, world=world, prompts=prompts, engine=engine,
+                         critical=CriticalConfig(include_correct="sft-critical" in arm),
+                         sampling=SamplingConfig(n=samples, temperature=1.0, max_tokens=64),
+                         arms=named_arms(list(arm), steps=steps, lr=lr, batch=batch), eval=EvalConfig(world=world, prompts=eval_prompts),
+                         **({"run_id": run_id} if run_id else {}))
+    check_pipeline(cfg)  # bad input fails before Prefect starts
+    from tokenmill.flows.pipeline import pipeline_flow
+    from tokenmill.report import progress
+    from tokenmill.report.summary import render_table
+
+    console.print(f"[bold]tokenmill pipeline[/] {cfg.run_id}: {model} on {world}, arms {', '.join(a.name for a in cfg.arms)}")
+    with progress.rich_bars():
+        out = pipeline_flow(cfg)
+    rows = [{"arm": e["arm"] or "base", "model": e["model"], "train rows": (out["arms"].get(e["arm"]) or {}).get("dataset_rows"),
+             "accuracy": round(e["accuracy"], 4), "prompts": e["prompts"]} for e in out["eval"]]
+    import pyarrow as pa
+
+    console.print(render_table(pa.Table.from_pylist(rows),
+                               title=f"held-out {world} accuracy (greedy) — {out['seconds']:.0f} s wall time"))
+
+
+@study_app.command("efficacy")
+def study_efficacy(
+    lake: str = typer.Option("./tokenmill-study", "--lake", help="Lake for the study's runs."),
+    seeds: int = typer.Option(3, help="Seeds (each: its own rollouts, labels and training)."),
+    prompts: int = typer.Option(512, help="Training prompts per seed."),
+    samples: int = typer.Option(8, help="Samples per prompt."),
+    eval_prompts: int = typer.Option(2000, help="Held-out test prompts."),
+    verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
+):
+    """Plain DPO vs cDPO-weighted DPO and plain SFT vs reward-weighted SFT on the arithmetic
+    world with tiny-small, over seeds: held-out accuracy mean ± std (the README's table)."""
+    _quiet_prefect(verbose)
+    from tokenmill.report.summary import render_table
+    from tokenmill.studies.efficacy import run_study, study_configs, summarise
+
+    t0 = time.time()
+    results = run_study(study_configs(lake, list(range(seeds)), prompts=prompts, samples=samples, eval_prompts=eval_prompts))
+    console.print(render_table(results, title="held-out accuracy per seed"))
+    console.print(render_table(summarise(results), title=f"efficacy over {seeds} seeds — {time.time() - t0:.0f} s"))
 
 
 def _coerce(value: str):

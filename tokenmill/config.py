@@ -202,3 +202,129 @@ class ProbeConfig(BaseModel):
     val_frac: float = Field(0.25, gt=0, lt=1, description="share of prompts held out for evaluation")
     seed: int = 0
 
+
+
+class CurateConfig(BaseModel):
+    """What the `curate` flow runs: one recipe over one or more runs → a dataset."""
+
+    lake: str = DEFAULT_LAKE
+    runs: list[str] = Field(min_length=1)
+    recipe: str = Field(description="cdpo-pairs, dpo-pairs, weighted-sft, router-set, probe-set or sql:PATH")
+    params: dict[str, Any] = Field(default_factory=dict, description="recipe parameters (see `tokenmill curate --help`)")
+
+
+class TrainSettings(BaseModel):
+    """How a token-weighted trainer runs (`tasks/train/weighted.py`)."""
+
+    objective: Literal["sft", "dpo"] = "sft"
+    weighting: Literal["dataset", "plain", "tgdpo"] = Field(
+        "dataset", description="dataset: the curated weights; plain: loss masks only; tgdpo: TGDPO from token rewards")
+    steps: int = Field(100, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    batch: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    beta: float = Field(0.1, gt=0, description="dpo: β")
+    alpha: float = Field(0.5, ge=0, description="tgdpo: α")
+    seed: int = 0
+
+
+class TrainConfig(TrainSettings):
+    """What the `train` flow runs: a base model trained on a curated dataset."""
+
+    lake: str = DEFAULT_LAKE
+    dataset_id: str
+    model: str = "tiny-small"
+    run_id: str | None = Field(None, description="run whose partition gets the artifact and metrics (default: the dataset's first)")
+
+
+class EvalConfig(BaseModel):
+    """Greedy held-out accuracy of models on one world (`evaluate` flow → table `model_eval`)."""
+
+    world: str = "arithmetic"
+    split: str = "test"
+    prompts: int = Field(200, ge=1)
+    max_tokens: int = Field(96, ge=1)
+    seed: int = 1234
+
+
+class Arm(BaseModel):
+    """One arm of a pipeline: curate with a recipe, train with settings."""
+
+    name: str
+    recipe: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    train: TrainSettings = TrainSettings()
+    guide: str | None = Field(None, description="TGDPO: an earlier arm whose trained model is π_dpo; the run is labelled "
+                                                "with its `dpo` token rewards (β = 1) and the recipe reads them")
+
+
+ARM_NAMES = ("dpo", "cdpo", "tgdpo", "sft", "sft-critical", "sft-reward")
+
+
+def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = None, **common) -> list[Arm]:
+    """The built-in arms, in a fixed order, with training settings (`common`, then the
+    objective's own). tgdpo brings its guide, dpo, along.
+
+      dpo         plain DPO on (correct, incorrect) pairs of a prompt   (dpo-pairs)
+      cdpo        DPO with cDPO's 1 − p_CE on rejected tokens            (cdpo-pairs)
+      tgdpo       DPO with TGDPO's weights from dpo's token rewards      (dpo-pairs, guide dpo)
+      sft         plain SFT on correct rollouts                          (weighted-sft)
+      sft-critical  SFT on correct rollouts, token weight p_CE: tokens the contrast
+                  models flag as error-prone count less (needs critical.include_correct)
+      sft-reward  SFT on all rollouts weighted max(A_grpo, 0)            (weighted-sft)
+    """
+    from tokenmill.errors import TokenmillError
+
+    unknown = [n for n in names if n not in ARM_NAMES]
+    if unknown:
+        raise TokenmillError(f"unknown arm(s) {', '.join(unknown)}", fix=f"choose from {', '.join(ARM_NAMES)}")
+    d = TrainSettings(**{**common, "objective": "dpo", **(dpo or {})})
+    s = TrainSettings(**{**common, "objective": "sft", **(sft or {})})
+    known = {
+        "dpo": Arm(name="dpo", recipe="dpo-pairs", train=d.model_copy(update={"weighting": "plain"})),
+        "cdpo": Arm(name="cdpo", recipe="cdpo-pairs", train=d.model_copy(update={"weighting": "dataset"})),
+        "tgdpo": Arm(name="tgdpo", recipe="dpo-pairs", guide="dpo", train=d.model_copy(update={"weighting": "tgdpo"})),
+        "sft": Arm(name="sft", recipe="weighted-sft", params={"where": "verdict = 'correct'"},
+                   train=s.model_copy(update={"weighting": "plain"})),
+        "sft-critical": Arm(name="sft-critical", recipe="weighted-sft",
+                            params={"where": "verdict = 'correct'", "weight": "coalesce(p_ce, 1.0)"},
+                            train=s.model_copy(update={"weighting": "dataset"})),
+        "sft-reward": Arm(name="sft-reward", recipe="weighted-sft",
+                          params={"where": "true", "weight": "greatest(coalesce(grpo, 0), 0)"},
+                          train=s.model_copy(update={"weighting": "dataset"})),
+    }
+    wanted = set(names) | ({"dpo"} if "tgdpo" in names else set())
+    return [known[n] for n in ARM_NAMES if n in wanted]
+
+
+class PipelineConfig(BaseModel):
+    """rollouts → score → label → curate → train → evaluate, for each arm on one run."""
+
+    lake: str = DEFAULT_LAKE
+    run_id: str = Field(default_factory=lambda: new_run_id("pipeline"))
+    model: str = Field("tiny-small", description="the policy: rolls out, and is the base of every arm")
+    world: str = "arithmetic"
+    prompts: int = Field(256, ge=1, description="training prompts (the world's train split)")
+    sampling: SamplingConfig = SamplingConfig(n=8)
+    engine: str = "hf"
+    labelers: list[str] = ["rewards", "critical"]
+    label_models: dict[str, str] = Field(default_factory=dict, description="scoring roles (default: ref = the policy)")
+    critical: CriticalConfig = CriticalConfig()
+    arms: list[Arm] = Field(default_factory=lambda: named_arms(["dpo", "cdpo"]))
+    eval: EvalConfig = EvalConfig()
+
+    def rollouts(self) -> RolloutConfig:
+        return RolloutConfig(lake=self.lake, run_id=self.run_id, models=[self.model], engine=self.engine,
+                             sources=[SourceConfig(world=self.world, n=self.prompts, split="train", seed=self.sampling.seed)],
+                             sampling=self.sampling)
+
+    def label(self) -> LabelConfig:
+        return LabelConfig(lake=self.lake, run_id=self.run_id, labelers=self.labelers, engine=self.engine,
+                           models=self.label_models or {"ref": self.model}, critical=self.critical)
+
+    def curate(self, arm: Arm) -> CurateConfig:
+        return CurateConfig(lake=self.lake, runs=[self.run_id], recipe=arm.recipe, params=arm.params)
+
+    def train(self, arm: Arm, dataset_id: str) -> TrainConfig:
+        return TrainConfig(lake=self.lake, dataset_id=dataset_id, model=self.model, run_id=self.run_id,
+                           **arm.train.model_dump())

@@ -10,7 +10,9 @@ sequences  input_ids (list<int32>) = prompt ⊕ completion, loss_mask (list<int8
            weight on each completion token), optional targets (−100 on the prompt),
            rollout_id and run_id back to the lake, prompt / completion text
 pairs      chosen_ / rejected_ input_ids, loss_mask, weights; chosen_ / rejected_rollout_id;
-           and TRL's text columns `prompt`, `chosen`, `rejected`
+           chosen_ / rejected_token_rewards (the `dpo` token rewards, 0 on the prompt; null
+           where a side is unlabelled: TGDPO's guidance); and TRL's text columns `prompt`,
+           `chosen`, `rejected`
 
 Loaders: `hf_dataset` (`datasets.load_dataset("parquet", …)`) and `PackedDataset`, a torch
 IterableDataset that packs sequences into fixed-length blocks with per-example position
@@ -55,19 +57,28 @@ SELECT list_concat(prompt_token_ids, chosen_token_ids)::INT[] AS chosen_input_id
        list_concat(prompt_token_ids, rejected_token_ids)::INT[] AS rejected_input_ids,
        list_concat(list_transform(prompt_token_ids, lambda x: 0), list_transform(rejected_token_ids, lambda x: 1))::TINYINT[] AS rejected_loss_mask,
        list_concat(list_transform(prompt_token_ids, lambda x: 0.0), rejected_weights)::FLOAT[] AS rejected_weights,
-       chosen_rollout_id, rejected_rollout_id, run_id, prompt, chosen_text AS chosen, rejected_text AS rejected
+       {rewards}chosen_rollout_id, rejected_rollout_id, run_id, prompt, chosen_text AS chosen, rejected_text AS rejected
 FROM t
+"""
+PAIR_REWARDS_SQL = """
+CASE WHEN chosen_rewards IS NULL OR rejected_rewards IS NULL THEN NULL
+     ELSE list_concat(list_transform(prompt_token_ids, lambda x: 0.0), chosen_rewards) END::FLOAT[] AS chosen_token_rewards,
+CASE WHEN chosen_rewards IS NULL OR rejected_rewards IS NULL THEN NULL
+     ELSE list_concat(list_transform(prompt_token_ids, lambda x: 0.0), rejected_rewards) END::FLOAT[] AS rejected_token_rewards,
 """
 
 
 def _check_weights(t: pa.Table, kind: str) -> None:
     """Every weights list has one value per completion token: else one error naming the row."""
-    pairs = [("completion_token_ids", "weights")] if kind == "sequences" else \
-        [("chosen_token_ids", "chosen_weights"), ("rejected_token_ids", "rejected_weights")]
+    pairs = [("completion_token_ids", "weights", False)] if kind == "sequences" else \
+        [("chosen_token_ids", "chosen_weights", False), ("rejected_token_ids", "rejected_weights", False)]
+    pairs += [(toks, w, True) for toks, w in [("chosen_token_ids", "chosen_rewards"), ("rejected_token_ids", "rejected_rewards")]
+              if w in t.column_names]  # token rewards may be absent (null), never the wrong length
     con = duckdb.connect()
     con.register("t", t)
-    for toks, w in pairs:
-        bad = con.sql(f"SELECT row_number() OVER () AS i, * FROM t QUALIFY len({toks}) != coalesce(len({w}), -1) LIMIT 1"
+    for toks, w, nullable in pairs:
+        default = f"len({toks})" if nullable else "-1"
+        bad = con.sql(f"SELECT row_number() OVER () AS i, * FROM t QUALIFY len({toks}) != coalesce(len({w}), {default}) LIMIT 1"
                       ).to_arrow_table()
         if bad.num_rows:
             row = bad.to_pylist()[0]
@@ -83,7 +94,8 @@ def build(kind: str, rows: pa.Table) -> pa.Table:
     con = duckdb.connect()
     con.register("t", rows)
     if kind == "pairs":
-        return con.sql(PAIRS_SQL).to_arrow_table()
+        rewards = PAIR_REWARDS_SQL if "chosen_rewards" in rows.column_names else ""
+        return con.sql(PAIRS_SQL.format(rewards=rewards)).to_arrow_table()
     has_t = "targets" in rows.column_names
     sql = SEQUENCES_SQL.format(
         targets="list_concat(list_transform(prompt_token_ids, lambda x: -100.0), targets)::FLOAT[] AS targets," if has_t else "",

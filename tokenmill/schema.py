@@ -512,6 +512,28 @@ MODEL_ARTIFACTS = register_table(
 
 
 # Derived views the catalog creates over the tables (name → SQL).
+MODEL_EVAL = register_table(
+    TableSpec(
+        name="model_eval",
+        doc="Greedy held-out accuracy of a model (a base model or a trained artifact) on one world and split.",
+        key=("eval_id",),
+        dedupe_on="eval_id",
+        schema=pa.schema(
+            [
+                pa.field("eval_id", pa.string(), nullable=False),  # hash of model, world, split, prompts, settings
+                pa.field("model", pa.string(), nullable=False),  # base model name or artifact id
+                pa.field("arm", pa.string()),  # the pipeline arm that trained it; null for a base model
+                pa.field("world", pa.string(), nullable=False),
+                pa.field("split", pa.string(), nullable=False),
+                pa.field("prompts", pa.int32(), nullable=False),
+                pa.field("accuracy", pa.float32(), nullable=False),
+                pa.field("mean_reward", pa.float32(), nullable=False),
+                pa.field("seconds", pa.float32(), nullable=False),
+            ]
+        ),
+    )
+)
+
 VIEWS: dict[str, str] = {
     # the probes' training format: each token of a labelled rollout → 1 inside a not-supported
     # span, 0 inside a supported one (not-supported wins on overlap), −100 elsewhere

@@ -30,6 +30,25 @@ def test_cdpo_pairs_weight_the_rejected_side_by_one_minus_p_ce(labelled):
     assert max(per_prompt.values()) <= 2
 
 
+def test_dpo_pairs_weigh_every_token_and_carry_dpo_token_rewards(labelled, add_dpo_rewards):
+    _, _, rows = run_recipe(labelled, "cdpo-pairs", ["r1"], {"config": "no-such-config"})
+    assert rows.num_rows == 0  # cDPO pairs need critical labels on the rejected side
+    recipe, _, rows = run_recipe(labelled, "dpo-pairs", ["r1"], {"max_pairs": 2})
+    t = D.build(recipe.kind, rows)
+    assert t.num_rows > 0 and t.column("chosen_token_rewards").null_count == t.num_rows
+    for r in t.to_pylist():
+        for side in ("chosen", "rejected"):
+            assert r[f"{side}_weights"] == [float(m) for m in r[f"{side}_loss_mask"]]
+    cid = add_dpo_rewards(labelled, 0.01)
+    assert D.build(recipe.kind, run_recipe(labelled, "dpo-pairs", ["r1"], {"max_pairs": 2})[2]).equals(t)
+    t = D.build(recipe.kind, run_recipe(labelled, "dpo-pairs", ["r1"], {"max_pairs": 2, "reward_config": cid})[2])
+    for r in t.to_pylist():
+        for side in ("chosen", "rejected"):
+            mask = np.array(r[f"{side}_loss_mask"], bool)
+            rew = np.array(r[f"{side}_token_rewards"])
+            assert (rew[~mask] == 0).all() and np.allclose(rew[mask], 0.01 * np.arange(mask.sum()))
+
+
 def test_weighted_sft_takes_any_label_expression(labelled):
     _, _, rows = run_recipe(labelled, "weighted-sft", ["r1"],
                             {"weight": "coalesce(critical_weight, 0) + grpo", "where": "verdict = 'incorrect'"})
@@ -96,3 +115,20 @@ def test_packing_never_trains_a_token_on_another_examples_context(tmp_path):
         mask = D.block_causal_mask(seg[None])[0, 0]
         assert not mask[seg[:, None] != seg[None, :]].any()
     assert seen == int(np.minimum(lengths, 64).sum())  # every token placed once
+
+
+def test_trl_dpo_trainer_trains_on_the_pairs(labelled, tmp_path):
+    """The pairs' `prompt` / `chosen` / `rejected` columns are TRL's: its DPOTrainer reads them as they are."""
+    from trl import DPOConfig, DPOTrainer
+
+    from tokenmill.engines.hf import load_hf
+
+    r, p, rows = run_recipe(labelled, "cdpo-pairs", ["r1"], {"max_pairs": 1})
+    m = D.write(labelled, D.build(r.kind, rows), recipe=r.name, kind=r.kind, params=p, runs=["r1"])
+    ds = D.hf_dataset(D.local_path(labelled, m["dataset_id"])).select_columns(["prompt", "chosen", "rejected"])
+    model, tok, _ = load_hf("tiny-small", dtype="float32")
+    args = DPOConfig(output_dir=str(tmp_path / "trl"), max_steps=2, per_device_train_batch_size=2, report_to=[],
+                     use_cpu=True, save_strategy="no", disable_tqdm=True, logging_steps=1)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+    out = trainer.train()
+    assert out.global_step == 2 and np.isfinite(out.training_loss)

@@ -8,7 +8,11 @@ model + large model on the router's tokens) on held-out prompts.
 `train-probe`: a hallucination probe per model of a run labelled by `hallucination`.
   train-probe ×M  hidden states scored where missing → probe artifact + `probe_eval` (held-out AUCs)
 
-Later training tasks (weighted SFT, DPO) join this module as their own flows.
+`train`: token-weighted SFT / DPO (cDPO, TGDPO) of a base model on a curated dataset.
+  train-weighted  one task: dataset → model artifact (lineage) + `train_metrics`; reused if present
+
+`evaluate`: greedy held-out accuracy of models on a world → `model_eval`.
+  evaluate ×M  one task per model; an evaluation already in the lake is not repeated
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from tokenmill.config import ProbeConfig, RouterConfig
+from tokenmill.config import EvalConfig, ProbeConfig, RouterConfig, TrainConfig
 from tokenmill.flows.rollouts import _retry_unless_user_error
 from tokenmill.storage.lake import Lake, check_run_id
 
@@ -89,3 +93,39 @@ def probe_flow(cfg: ProbeConfig) -> dict:
                               p["layer"], p["auc"]["span:probe"], p["auc"]["span:1 - min_prob"])
     return {"probes": probes, "seconds": round(time.time() - t0, 1)}
 
+
+
+@task(name="train-weighted", cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,
+      task_run_name="{cfg.objective}/{cfg.weighting} {cfg.model} on {cfg.dataset_id}")
+def train_weighted_task(cfg: TrainConfig) -> dict:
+    from tokenmill.tasks.train.weighted import train_weighted
+
+    settings = cfg.model_dump(exclude={"lake", "dataset_id", "model"})
+    return train_weighted(Lake(cfg.lake), cfg.dataset_id, cfg.model, **settings)
+
+
+@flow(name="train", flow_run_name="train {cfg.objective} {cfg.dataset_id}", log_prints=True)
+def train_flow(cfg: TrainConfig) -> dict:
+    """Train a base model on a curated dataset; returns the model artifact's record."""
+    out = train_weighted_task(cfg)
+    get_run_logger().info("model %s (%s, %s)%s", out["artifact_id"], cfg.objective, cfg.weighting,
+                          " reused" if out["reused"] else f": final loss {out['final_loss']:.4f}")
+    return out
+
+
+@task(name="evaluate", cache_policy=NONE, retry_condition_fn=_retry_unless_user_error,
+      task_run_name="evaluate {model}")
+def evaluate_task(lake: str, run_id: str, model: str, path: str, cfg: EvalConfig, arm: str | None, engine: str) -> dict:
+    from tokenmill.tasks.evaluate import evaluate_model
+
+    return evaluate_model(Lake(lake), run_id, model, path, cfg, arm=arm, engine=engine)
+
+
+@flow(name="evaluate", flow_run_name="evaluate on {cfg.world}/{cfg.split}", log_prints=True)
+def evaluate_flow(lake: str, run_id: str, models: list[dict], cfg: EvalConfig, engine: str = "hf") -> list[dict]:
+    """Held-out accuracy of each {model, path, arm} → `model_eval` rows."""
+    rows = [evaluate_task(lake, run_id, m["model"], m["path"], cfg, m.get("arm"), engine) for m in models]
+    for r in rows:
+        get_run_logger().info("%s (%s): accuracy %.3f on %d %s/%s prompts", r["model"], r["arm"] or "base",
+                              r["accuracy"], r["prompts"], cfg.world, cfg.split)
+    return rows

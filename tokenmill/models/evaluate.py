@@ -11,32 +11,20 @@ import json
 
 import pyarrow as pa
 
-from tokenmill.engines import SamplingParams
-from tokenmill.sources.worlds import get_world
-from tokenmill.tasks.generate import cached_engine, generate
-from tokenmill.tasks.verify import verify
+from tokenmill.tasks.evaluate import accuracy
 
 SUITE = (("arithmetic", "test"), ("code", "test"), ("bios", "train"), ("bios", "test"))
 
 
 def evaluate(models: list[str], n: int = 100, engine: str = "hf", max_tokens: int = 96) -> pa.Table:
     rows = []
-    params = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, logprobs=1)
     for model in models:
-        eng = cached_engine(engine, model)
         for world_name, split in SUITE:
-            prompts = get_world(world_name).prompts(n, seed=1234, split=split)
-            rollouts, _ = generate(prompts, eng, params)
-            checked = verify(rollouts, {p.prompt_id: p for p in prompts})
-            verdicts = checked.column("verdict").to_pylist()
-            details = [json.loads(d) for d in checked.column("verify_detail").to_pylist()]
-            row = {
-                "model": model, "world": world_name, "split": split, "prompts": len(prompts),
-                "accuracy": round(sum(v == "correct" for v in verdicts) / len(verdicts), 3),
-                "mean_reward": round(sum(checked.column("reward").to_pylist()) / len(verdicts), 3),
-                "parses": None,
-            }
+            out = accuracy(model, world_name, split, n, engine, max_tokens)
+            row = {"model": model, "world": world_name, "split": split, "prompts": out["prompts"],
+                   "accuracy": round(out["accuracy"], 3), "mean_reward": round(out["mean_reward"], 3), "parses": None}
             if world_name == "code":
+                details = [json.loads(d) for d in out["checked"].column("verify_detail").to_pylist()]
                 row["parses"] = round(sum(bool(d.get("parsed")) for d in details) / len(details), 3)
             rows.append(row)
     return pa.Table.from_pylist(rows)

@@ -5,12 +5,15 @@ A recipe is a SQL query over the lake's views returning one row per example:
 
   sequences  prompt_token_ids, completion_token_ids, weights (list<float>, one per
              completion token), [targets (list<float>)], rollout_id, run_id, prompt, completion
-  pairs      prompt_token_ids, prompt, chosen/rejected _token_ids, _weights, _rollout_id, _text, run_id
+  pairs      prompt_token_ids, prompt, chosen/rejected _token_ids, _weights, _rollout_id, _text,
+             [_rewards], run_id
 
 Built in:
-  cdpo-pairs     (prompt, chosen, rejected) from correct × incorrect rollouts of one prompt
-                 and model; rejected weights = cDPO's 1 − p_CE (`critical.weight`), chosen
-                 weights = `chosen_weight` (1)
+  dpo-pairs      (prompt, chosen, rejected) from correct × incorrect rollouts of one prompt
+                 and model (at most `max_pairs` per prompt and model), weights 1; with
+                 `reward_config` = a rewards config id, both sides' `dpo` token rewards (TGDPO)
+  cdpo-pairs     the same, only rejected rollouts with `critical` labels; rejected weights =
+                 cDPO's 1 − p_CE (`critical.weight`), chosen weights = `chosen_weight` (1)
   weighted-sft   rollouts passing `where` (SQL over `rollouts`), each completion token
                  weighted by `weight`, a SQL expression over the `token_labels` columns
                  (critical_weight, p_ce, dpo, grpo, tempo, d3s, d3s_keep, entropy_flag,
@@ -22,7 +25,7 @@ Built in:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -50,18 +53,31 @@ FROM tokens t LEFT JOIN tr USING (rollout_id, pos) LEFT JOIN cr USING (rollout_i
 WHERE t.run_id = $run
 """
 
-CDPO_PAIRS = """
+# `dpo-pairs` and `cdpo-pairs` share this query; cDPO ($critical) keeps only rejected
+# rollouts with critical labels and weights them 1 − p_CE, plain pairs weight every token 1.
+# Token rewards of kind `dpo` of the labeller config `$reward_config` ride along for TGDPO
+# (null without one: a run may hold several dpo reward configs, and a dataset must not
+# change when another is added).
+PAIRS = """
 WITH crit AS (SELECT rollout_id, list(weight ORDER BY pos) AS w FROM critical
               WHERE run_id = $run AND ($config IS NULL OR config_id = $config) GROUP BY rollout_id),
+rew AS (SELECT rollout_id, list(value::FLOAT ORDER BY pos) AS r FROM (
+            SELECT rollout_id, pos, avg(value) AS value FROM token_rewards
+            WHERE run_id = $run AND kind = 'dpo' AND config_id = $reward_config
+            GROUP BY ALL) GROUP BY rollout_id),
 pairs AS (
     SELECT g.prompt_id, g.model, g.prompt_token_ids, g.rollout_id AS chosen_rollout_id,
            g.completion_token_ids AS chosen_token_ids, g.completion AS chosen_text,
            b.rollout_id AS rejected_rollout_id, b.completion_token_ids AS rejected_token_ids,
-           b.completion AS rejected_text, c.w AS rejected_weights,
+           b.completion AS rejected_text,
+           CASE WHEN $critical THEN c.w ELSE list_transform(b.completion_token_ids, lambda x: 1.0::FLOAT) END AS rejected_weights,
+           rg.r AS chosen_rewards, rb.r AS rejected_rewards,
            row_number() OVER (PARTITION BY g.prompt_id, g.model ORDER BY hash(g.rollout_id || b.rollout_id)) AS k
     FROM rollouts g JOIN rollouts b ON b.run_id = g.run_id AND b.prompt_id = g.prompt_id AND b.model = g.model
-    JOIN crit c ON c.rollout_id = b.rollout_id
-    WHERE g.run_id = $run AND g.verdict = 'correct' AND b.verdict = 'incorrect')
+    LEFT JOIN crit c ON c.rollout_id = b.rollout_id
+    LEFT JOIN rew rg ON rg.rollout_id = g.rollout_id LEFT JOIN rew rb ON rb.rollout_id = b.rollout_id
+    WHERE g.run_id = $run AND g.verdict = 'correct' AND b.verdict = 'incorrect'
+      AND (NOT $critical OR c.w IS NOT NULL))
 SELECT p.prompt, pairs.*, list_transform(chosen_token_ids, lambda x: $chosen_weight::FLOAT) AS chosen_weights, $run AS run_id
 FROM pairs JOIN prompts p ON p.run_id = $run AND p.prompt_id = pairs.prompt_id
 WHERE k <= $max_pairs ORDER BY chosen_rollout_id, rejected_rollout_id
@@ -102,6 +118,7 @@ class Recipe:
     kind: str  # sequences | pairs
     sql: str
     defaults: dict
+    fixed: dict = field(default_factory=dict)  # bound, not user-settable
 
     def params(self, given: dict) -> dict:
         unknown = set(given) - set(self.defaults)
@@ -110,9 +127,15 @@ class Recipe:
                                  fix=f"parameters: {', '.join(self.defaults) or 'none'}")
         return {**self.defaults, **given}
 
+    def binds(self, params: dict) -> dict:
+        return {k: v for k, v in {**params, **self.fixed}.items() if f"${k}" in self.sql}
+
 
 RECIPES = {
-    "cdpo-pairs": Recipe("cdpo-pairs", "pairs", CDPO_PAIRS, {"config": None, "chosen_weight": 1.0, "max_pairs": 4}),
+    "cdpo-pairs": Recipe("cdpo-pairs", "pairs", PAIRS, {"config": None, "chosen_weight": 1.0, "max_pairs": 4,
+                                                         "reward_config": None}, {"critical": True}),
+    "dpo-pairs": Recipe("dpo-pairs", "pairs", PAIRS, {"chosen_weight": 1.0, "max_pairs": 4, "reward_config": None},
+                        {"critical": False, "config": None}),
     "weighted-sft": Recipe("weighted-sft", "sequences", WEIGHTED_SFT, {"weight": "1.0", "where": "verdict = 'correct'"}),
     "router-set": Recipe("router-set", "sequences", ROUTER_SET, {"config": None}),
     "probe-set": Recipe("probe-set", "sequences", PROBE_SET, {"config": None}),
@@ -137,7 +160,7 @@ def run_recipe(lake: Lake, name: str, run_ids: list[str], params: dict | None = 
     sql = recipe.sql
     if recipe.name == "weighted-sft":  # expressions are SQL by design: they are the recipe's language
         sql = sql.format(token_labels=TOKEN_LABELS, weight=p["weight"], where=p["where"])
-    binds = {k: v for k, v in p.items() if f"${k}" in sql}
+    binds = recipe.binds(p)
     parts = []
     for run in run_ids:
         try:

@@ -31,7 +31,24 @@ def test_weighted_dpo_trains_stores_the_model_and_logs_metrics(labelled):
 def test_weighted_sft_trains_and_plain_sft_is_another_model(labelled):
     ds = _dataset(labelled, "weighted-sft", {"weight": "coalesce(critical_weight, 1.0)", "where": "true"})
     a = train_weighted(labelled, ds, "tiny-small", "sft", steps=3, batch=4, log_every=1)
-    b = train_weighted(labelled, ds, "tiny-small", "sft", plain=True, steps=3, batch=4, log_every=1)
+    b = train_weighted(labelled, ds, "tiny-small", "sft", weighting="plain", steps=3, batch=4, log_every=1)
     assert a["artifact_id"] != b["artifact_id"] and a["tokens"] > 0
     with pytest.raises(TokenmillError, match="dpo needs a pairs dataset"):
         train_weighted(labelled, ds, "tiny-small", "dpo", steps=1)
+    with pytest.raises(TokenmillError, match="sft has no weighting 'tgdpo'"):
+        train_weighted(labelled, ds, "tiny-small", "sft", weighting="tgdpo", steps=1)
+
+
+def test_tgdpo_needs_token_rewards_then_trains_on_them(labelled, add_dpo_rewards):
+    ds = _dataset(labelled, "dpo-pairs")
+    with pytest.raises(TokenmillError, match="tgdpo needs token rewards"):
+        train_weighted(labelled, ds, "tiny-small", "dpo", weighting="tgdpo", steps=1)
+    cid = add_dpo_rewards(labelled, 0.01)
+    ds = _dataset(labelled, "dpo-pairs", {"reward_config": cid})
+    out = train_weighted(labelled, ds, "tiny-small", "dpo", weighting="tgdpo", alpha=0.5, steps=2, batch=2, log_every=1)
+    plain = train_weighted(labelled, ds, "tiny-small", "dpo", weighting="plain", steps=2, batch=2, log_every=1)
+    assert out["artifact_id"] != plain["artifact_id"] and out["alpha"] == 0.5
+    m = {r["artifact_id"]: r["loss"] for r in labelled.read("train_metrics", "r1").filter(pc.field("step") == 2).to_pylist()}
+    # same seed and batches; step 1 moved the two policies by different per-token β (at step 1
+    # the policy is the reference, so both losses are log 2)
+    assert m[out["artifact_id"]] != pytest.approx(m[plain["artifact_id"]], abs=1e-7)

@@ -6,9 +6,11 @@ gradient accumulation and gradient clipping; fp32 on CPU, bf16 on GPU (the same 
 The result is a model artifact in the lake (`_artifacts/models/<id>/`, lineage: dataset,
 manifest hash, base model, settings) and its logged metrics in `train_metrics`.
 
-  sft   weights from the dataset (`weights`), or the plain loss mask with `plain=True`
-  dpo   pairs; the reference is the frozen base model; weights from the dataset
-        (cDPO: 1 − p_CE on rejected tokens) or the loss masks with `plain=True` (DPO)
+  sft   weighting `dataset`: the dataset's `weights`; `plain`: the loss mask (plain SFT)
+  dpo   pairs; the reference is the frozen base model. Weighting `dataset`: the dataset's
+        weights (cDPO: 1 − p_CE on rejected tokens); `plain`: the loss masks (DPO);
+        `tgdpo`: TGDPO's (1 + α r̂) on chosen and (1 − α r̂) on rejected tokens, r̂ the
+        pairs' `dpo` token rewards (`losses.tgdpo_weights`)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -29,7 +32,7 @@ from tokenmill.errors import TokenmillError
 from tokenmill.schema import TRAIN_METRICS
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
-from tokenmill.tasks.train.losses import token_logprobs, weighted_dpo_loss, weighted_sft_loss
+from tokenmill.tasks.train.losses import tgdpo_weights, token_logprobs, weighted_dpo_loss, weighted_sft_loss
 
 MODEL_DIR = "_artifacts/models"
 
@@ -40,21 +43,38 @@ def _read(lake: Lake, dataset_id: str) -> tuple[dict, pa.Table]:
     return manifest, pa.concat_tables([pq.read_table(path / s) for s in manifest["shards"]])
 
 
-def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str = "sft", plain: bool = False,
+WEIGHTINGS = {"sft": ("dataset", "plain"), "dpo": ("dataset", "plain", "tgdpo")}
+
+
+def check_weighting(table: pa.Table, manifest: dict, objective: str, weighting: str) -> None:
+    """One clear error for an objective / weighting the dataset cannot serve."""
+    if objective not in WEIGHTINGS:
+        raise TokenmillError(f"unknown objective {objective!r}", fix="use sft or dpo")
+    if weighting not in WEIGHTINGS[objective]:
+        raise TokenmillError(f"{objective} has no weighting {weighting!r}", fix=f"use one of {', '.join(WEIGHTINGS[objective])}")
+    want = "pairs" if objective == "dpo" else "sequences"
+    if manifest["kind"] != want:
+        raise TokenmillError(f"{objective} needs a {want} dataset; {manifest['dataset_id']} holds {manifest['kind']}",
+                             fix="curate with dpo-pairs / cdpo-pairs for dpo, a sequences recipe for sft")
+    if table.num_rows == 0:
+        raise TokenmillError(f"dataset {manifest['dataset_id']} is empty", fix="curate from runs with matching rollouts")
+    if weighting == "tgdpo" and ("chosen_token_rewards" not in table.column_names
+                                 or table.column("chosen_token_rewards").null_count == table.num_rows):
+        raise TokenmillError(f"tgdpo needs token rewards; dataset {manifest['dataset_id']} has none",
+                             fix="label the run with `--labelers rewards` (kind dpo, with a DPO model as the dpo role), "
+                                 "then curate dpo-pairs again")
+
+
+def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str = "sft", weighting: str = "dataset",
                    steps: int = 100, lr: float = 5e-5, batch: int = 8, grad_accum: int = 1, beta: float = 0.1,
-                   seed: int = 0, run_id: str | None = None, log_every: int = 10) -> dict:
+                   alpha: float = 0.5, seed: int = 0, run_id: str | None = None, log_every: int = 10) -> dict:
     """Train `base_model` on a dataset; returns the artifact record {artifact_id, path, …}."""
     manifest, table = _read(lake, dataset_id)
-    want = "pairs" if objective == "dpo" else "sequences"
-    if objective not in ("sft", "dpo"):
-        raise TokenmillError(f"unknown objective {objective!r}", fix="use sft or dpo")
-    if manifest["kind"] != want:
-        raise TokenmillError(f"{objective} needs a {want} dataset; {dataset_id} holds {manifest['kind']}",
-                             fix="curate with cdpo-pairs for dpo, a sequences recipe for sft")
-    if table.num_rows == 0:
-        raise TokenmillError(f"dataset {dataset_id} is empty", fix="curate from runs with matching rollouts")
-    params = {"objective": objective, "plain": plain, "steps": steps, "lr": lr, "batch": batch, "grad_accum": grad_accum,
-              "beta": beta, "seed": seed}
+    check_weighting(table, manifest, objective, weighting)
+    if weighting == "tgdpo":  # pairs without guidance on both sides cannot be weighted
+        table = table.filter(pc.is_valid(table.column("chosen_token_rewards")))
+    params = {"objective": objective, "weighting": weighting, "steps": steps, "lr": lr, "batch": batch,
+              "grad_accum": grad_accum, "beta": beta, "seed": seed, **({"alpha": alpha} if weighting == "tgdpo" else {})}
     aid = ids.content_id("weighted-train", base_model, dataset_id, ids.canonical_json(params))
     rel = f"{MODEL_DIR}/{aid}"
     run_id = run_id or manifest["runs"][0]
@@ -69,7 +89,8 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     dev = model.device
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    cols = {c: table.column(c).to_pylist() for c in table.column_names if c.endswith(("input_ids", "weights", "loss_mask"))}
+    cols = {c: table.column(c).to_pylist() for c in table.column_names
+            if c.endswith(("input_ids", "weights", "loss_mask", "token_rewards"))}
     metrics, seen, t0 = [], 0, time.time()
     for step in range(1, steps + 1):
         opt.zero_grad(set_to_none=True)
@@ -77,9 +98,9 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
         for _ in range(grad_accum):
             idx = [rng.randrange(table.num_rows) for _ in range(batch)]
             if objective == "sft":
-                loss, n = _sft_step(model, cols, idx, plain, tok.pad_token_id, dev)
+                loss, n = _sft_step(model, cols, idx, weighting, tok.pad_token_id, dev)
             else:
-                loss, n, margin = _dpo_step(model, ref, cols, idx, plain, beta, tok.pad_token_id, dev)
+                loss, n, margin = _dpo_step(model, ref, cols, idx, weighting, beta, alpha, tok.pad_token_id, dev)
                 margins.append(margin)
             (loss / grad_accum).backward()
             total += loss.item() / grad_accum
@@ -105,10 +126,13 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
             "tokens": seen, "seconds": round(time.time() - t0, 1)}
 
 
-def _sft_step(model, cols, idx, plain, pad_id, dev):
+def _rows(cols, key, idx, dev):
+    return pad_rows([cols[key][i] for i in idx], 0.0, torch.float32)[0].to(dev)
+
+
+def _sft_step(model, cols, idx, weighting, pad_id, dev):
     ids_, attn = (t.to(dev) for t in pad_rows([cols["input_ids"][i] for i in idx], pad_id))
-    key = "loss_mask" if plain else "weights"
-    w = pad_rows([cols[key][i] for i in idx], 0.0, torch.float32)[0].to(dev)
+    w = _rows(cols, "loss_mask" if weighting == "plain" else "weights", idx, dev)
     logits = model(input_ids=ids_, attention_mask=attn).logits
     return weighted_sft_loss(logits, ids_, w), int((w[:, 1:] > 0).sum())
 
@@ -118,12 +142,18 @@ def _side_logps(model, cols, side, idx, pad_id, dev):
     return token_logprobs(model(input_ids=ids_, attention_mask=attn).logits, ids_)
 
 
-def _dpo_step(model, ref, cols, idx, plain, beta, pad_id, dev):
-    key = "loss_mask" if plain else "weights"
-    w = {s: pad_rows([cols[f"{s}_{key}"][i] for i in idx], 0.0, torch.float32)[0].to(dev) for s in ("chosen", "rejected")}
+def _dpo_step(model, ref, cols, idx, weighting, beta, alpha, pad_id, dev):
+    sides = ("chosen", "rejected")
+    if weighting == "tgdpo":
+        w = dict(zip(sides, tgdpo_weights(*(_rows(cols, f"{s}_token_rewards", idx, dev) for s in sides),
+                                          *(_rows(cols, f"{s}_loss_mask", idx, dev) for s in sides), alpha)))
+    else:
+        key = "loss_mask" if weighting == "plain" else "weights"
+        w = {s: _rows(cols, f"{s}_{key}", idx, dev) for s in sides}
     pol = {s: _side_logps(model, cols, s, idx, pad_id, dev) for s in ("chosen", "rejected")}
     with torch.no_grad():
         rlp = {s: _side_logps(ref, cols, s, idx, pad_id, dev) for s in ("chosen", "rejected")}
     loss, margin = weighted_dpo_loss(pol["chosen"], rlp["chosen"], pol["rejected"], rlp["rejected"], w["chosen"],
                                      w["rejected"], beta)
-    return loss, int((w["chosen"] > 0).sum() + (w["rejected"] > 0).sum()), margin.mean().item()
+    n = sum(int(_rows(cols, f"{s}_loss_mask", idx, "cpu").sum()) for s in sides)
+    return loss, n, margin.mean().item()

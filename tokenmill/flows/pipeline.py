@@ -1,0 +1,99 @@
+"""The `pipeline` flow: rollouts → score → label → curate → train → evaluate, one run.
+
+Every stage is its own flow, run here as a subflow, so the Prefect UI shows the chain and
+each stage can also run alone:
+
+  rollouts   the policy on the world's train split (`flows/rollouts.py`)
+  label      score what is missing, then the labelers (`flows/label.py`)
+  evaluate   the base policy on the held-out split
+  per arm    curate (its recipe) → train (its settings) → evaluate the trained model
+             an arm with `guide` first labels the run with TGDPO's token rewards
+             r̂_t = log π_guide(y_t) − log π_ref(y_t), π_guide the guide arm's model
+
+Every stage is idempotent, so a re-run (after a crash, or with one more arm) only does
+the work that is missing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+
+from tokenmill.config import Arm, LabelConfig, PipelineConfig, RewardsConfig
+from tokenmill.errors import TokenmillError
+from tokenmill.flows.curate import curate_flow
+from tokenmill.flows.label import label_flow
+from tokenmill.flows.rollouts import rollouts_flow
+from tokenmill.flows.train import evaluate_flow, train_flow
+
+
+def check_pipeline(cfg: PipelineConfig) -> None:
+    """Every arm's recipe, parameters, objective and guide checked before any work."""
+    from tokenmill.sources.worlds import get_world
+    from tokenmill.storage.lake import check_run_id
+    from tokenmill.tasks.curate import get_recipe
+    from tokenmill.tasks.train.weighted import WEIGHTINGS
+
+    check_run_id(cfg.run_id)
+    get_world(cfg.world)
+    names = [a.name for a in cfg.arms]
+    if len(set(names)) != len(names):
+        raise TokenmillError(f"pipeline arms must have distinct names, got {names}", fix="rename the repeated arm")
+    for i, arm in enumerate(cfg.arms):
+        recipe = get_recipe(arm.recipe)
+        recipe.params(arm.params)
+        want = "pairs" if arm.train.objective == "dpo" else "sequences"
+        if recipe.kind != want:
+            raise TokenmillError(f"arm {arm.name}: {arm.train.objective} needs a {want} recipe, {arm.recipe} gives {recipe.kind}",
+                                 fix="use dpo-pairs / cdpo-pairs for dpo, weighted-sft for sft")
+        if arm.train.weighting not in WEIGHTINGS[arm.train.objective]:
+            raise TokenmillError(f"arm {arm.name}: {arm.train.objective} has no weighting {arm.train.weighting!r}",
+                                 fix=f"use one of {', '.join(WEIGHTINGS[arm.train.objective])}")
+        if arm.guide is not None and arm.guide not in names[:i]:
+            raise TokenmillError(f"arm {arm.name}: guide {arm.guide!r} is not an earlier arm",
+                                 fix=f"earlier arms: {', '.join(names[:i]) or 'none'}")
+        if arm.train.weighting == "tgdpo" and arm.guide is None:
+            raise TokenmillError(f"arm {arm.name}: tgdpo needs a guide arm (its DPO model gives the token rewards)",
+                                 fix="set guide to the name of an earlier dpo arm")
+        if "critical" not in cfg.labelers and arm.recipe == "cdpo-pairs":
+            raise TokenmillError(f"arm {arm.name}: cdpo-pairs needs the critical labeler", fix="add critical to labelers")
+
+
+def guide_rewards(cfg: PipelineConfig, guide_path: str) -> str:
+    """Label the run with `dpo` token rewards of the guide model; returns their config id."""
+    from tokenmill.tasks.labels.rewards import RewardsLabeler
+
+    rewards = RewardsConfig(kinds=["dpo"], beta=1.0, dpo_role="guide", ref_role="ref")
+    models = {"ref": cfg.model, "guide": guide_path}
+    label_flow(LabelConfig(lake=cfg.lake, run_id=cfg.run_id, labelers=["rewards"], engine=cfg.engine, models=models,
+                           rewards=rewards))
+    return RewardsLabeler(rewards, models).config_ids()["dpo"]
+
+
+def run_arm(cfg: PipelineConfig, arm: Arm, trained: dict[str, dict]) -> dict:
+    if arm.guide is not None:
+        arm = arm.model_copy(update={"params": {**arm.params,
+                                                "reward_config": guide_rewards(cfg, trained[arm.guide]["local_path"])}})
+    dataset = curate_flow(cfg.curate(arm))
+    model = train_flow(cfg.train(arm, dataset["dataset_id"]))
+    return {**model, "dataset_rows": dataset["rows"], "arm": arm.name}
+
+
+@flow(name="pipeline", flow_run_name="pipeline {cfg.run_id}", log_prints=True)
+def pipeline_flow(cfg: PipelineConfig) -> dict:
+    """Roll out, label, curate, train and evaluate every arm on one run; returns a summary."""
+    t0 = time.time()
+    check_pipeline(cfg)
+    log = get_run_logger()
+    rolled = rollouts_flow(cfg.rollouts())
+    log.info("rollouts: %d (%d tokens)", rolled["rollouts"], rolled["tokens"])
+    label_flow(cfg.label())
+    trained: dict[str, dict] = {}
+    for arm in cfg.arms:
+        trained[arm.name] = run_arm(cfg, arm, trained)
+    models = [{"model": cfg.model, "path": cfg.model, "arm": None}] + [
+        {"model": t["artifact_id"], "path": t["local_path"], "arm": name} for name, t in trained.items()]
+    evals = evaluate_flow(cfg.lake, cfg.run_id, models, cfg.eval, cfg.engine)
+    return {"run_id": cfg.run_id, "lake": cfg.lake, "rollouts": rolled["rollouts"], "arms": trained, "eval": evals,
+            "seconds": round(time.time() - t0, 1)}
