@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test install install-test bench clean-venv models
+.PHONY: demo test install install-test bench study clean-venv models
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,12 @@ test: $(TEST_STAMP)
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/bench_engines.py
 	$(BIN)/python bench/bench_lake.py
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_curate.py
+
+# the README's efficacy table: plain vs token-weighted DPO and SFT over 3 seeds (~5 min)
+study: $(STAMP)
+	$(BIN)/tokenmill study efficacy
 
 models: $(STAMP)
 	$(BIN)/tokenmill models build
