@@ -183,3 +183,10 @@ def test_curate_command_writes_a_dataset_and_refuses_bad_params(copy_lake):
     assert_fails(tokenmill("curate", "--recipe", "weighted-sft", "--run", "r1", "--lake", str(copy_lake),
                            "--param", "nope=1"), "unknown parameter")
     assert_fails(tokenmill("curate", "--recipe", "magic", "--run", "r1", "--lake", str(copy_lake)), "unknown recipe")
+
+
+def test_pipeline_command_refuses_bad_arms_before_touching_the_lake(tmp_path):
+    lake = tmp_path / "lake"
+    assert_fails(tokenmill("pipeline", "--lake", str(lake), "--arm", "ppo"), "unknown arm")
+    assert_fails(tokenmill("pipeline", "--lake", str(lake), "--run", "bad run!"), "run id")
+    assert not lake.exists()
