@@ -55,8 +55,8 @@ def run_study(configs: list[PipelineConfig]) -> pa.Table:
     from tokenmill.flows.pipeline import pipeline_flow
 
     rows = []
-    for seed, cfg in zip((c.sampling.seed for c in configs), configs):
-        out = pipeline_flow(cfg)
+    for cfg in configs:
+        seed, out = cfg.sampling.seed, pipeline_flow(cfg)
         data = {name: a["dataset_rows"] for name, a in out["arms"].items()}
         for r in out["eval"]:
             arm = r["arm"] or "base"
