@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 
 
@@ -79,20 +78,15 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
     from rich.console import Console
+    from rollout_lake import rollout_lake  # bench/ is on sys.path when a bench runs as a script
     from rich.table import Table
 
     from tokenmill import datasets as D
-    from tokenmill.config import RolloutConfig, SamplingConfig, SourceConfig
-    from tokenmill.flows.rollouts import rollouts_flow
     from tokenmill.storage.lake import Lake
     from tokenmill.tasks.curate import run_recipe
 
     console = Console(width=140)
-    root = tempfile.mkdtemp(prefix="bench-curate-")
-    with console.status(f"tiny-small rollouts: {args.prompts} prompts × {args.samples}…"):
-        rollouts_flow(RolloutConfig(lake=root, run_id="b", models=["tiny-small"],
-                                    sources=[SourceConfig(world="arithmetic", n=args.prompts, split="train")],
-                                    sampling=SamplingConfig(n=args.samples, temperature=1.0, max_tokens=64)))
+    root = rollout_lake(console, "curate", "tiny-small", "arithmetic", args.prompts, args.samples, 1.0, 64)
     lake = Lake(root)
     label(lake, "b")
     tokens = lake.read("tokens", "b", columns=["pos"]).num_rows

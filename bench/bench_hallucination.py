@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import tempfile
 import time
 
 
@@ -83,21 +82,16 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
     from rich.console import Console
+    from rollout_lake import rollout_lake  # bench/ is on sys.path when a bench runs as a script
     from rich.table import Table
 
-    from tokenmill.config import RolloutConfig, SamplingConfig, SourceConfig
     from tokenmill.engines import load_tokenizer
-    from tokenmill.flows.rollouts import rollouts_flow
     from tokenmill.sources.base import prompts_from_table
     from tokenmill.storage.lake import Lake
     from tokenmill.tasks.labels.hallucination import ROLLOUT_COLUMNS, TOKEN_COLUMNS, HallucinationLabeler
 
     console = Console(width=120)
-    lake_dir = tempfile.mkdtemp(prefix="bench-halluc-")
-    with console.status(f"tiny-small on {args.prompts} bios prompts × {args.n}…"):
-        rollouts_flow(RolloutConfig(lake=lake_dir, run_id="b", models=["tiny-small"],
-                                    sources=[SourceConfig(world="bios", n=args.prompts, split="all")],
-                                    sampling=SamplingConfig(n=args.n, temperature=1.0, max_tokens=64)))
+    lake_dir = rollout_lake(console, "halluc", "tiny-small", "bios", args.prompts, args.n, 1.0, 64, split="all")
     lake = Lake(lake_dir)
     rollouts = lake.read("rollouts", "b", columns=ROLLOUT_COLUMNS).sort_by("rollout_id")
     tokens = lake.read("tokens", "b", columns=TOKEN_COLUMNS).sort_by([("rollout_id", "ascending"), ("pos", "ascending")])

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 
 JUDGE_TEMPLATE = "Context: {context}\nA: {reference}\nB: {candidate}\nSame? Output:"
@@ -38,19 +37,15 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
 
     from rich.console import Console
+    from rollout_lake import rollout_lake  # bench/ is on sys.path when a bench runs as a script
     from rich.table import Table
 
-    from tokenmill.config import RolloutConfig, RoutingConfig, SamplingConfig, SourceConfig
-    from tokenmill.flows.rollouts import rollouts_flow
+    from tokenmill.config import RoutingConfig
     from tokenmill.storage.lake import Lake
     from tokenmill.tasks.labels.routing import ROLLOUT_COLUMNS, RoutingLabeler
 
     console = Console(width=140)
-    lake_dir = tempfile.mkdtemp(prefix="bench-routing-")
-    with console.status(f"greedy tiny-large trajectories on {args.prompts} prompts…"):
-        rollouts_flow(RolloutConfig(lake=lake_dir, run_id="b", models=["tiny-large"],
-                                    sources=[SourceConfig(world="arithmetic", n=args.prompts, split="train")],
-                                    sampling=SamplingConfig(n=1, temperature=0.0, max_tokens=96)))
+    lake_dir = rollout_lake(console, "routing", "tiny-large", "arithmetic", args.prompts, 1, 0.0, 96)
     lake = Lake(lake_dir)
     rollouts = lake.read("rollouts", "b", columns=ROLLOUT_COLUMNS).sort_by("rollout_id")
     cfg = RoutingConfig(verifier=args.verifier, judge_template=JUDGE_TEMPLATE if args.verifier == "judge" else None)

@@ -407,7 +407,7 @@ def curate(
     """Select and weight tokens from labelled runs into a dataset (Parquet shards + manifest
     under the lake's _datasets/), ready for the training tasks, 🤗 datasets or TRL."""
     from tokenmill.config import CurateConfig
-    from tokenmill.flows.curate import curate_dataset
+    from tokenmill.tasks.curate import curate as curate_dataset
 
     params = {}
     for pair in param:

@@ -50,7 +50,7 @@ def test_pipeline_refuses_bad_arms_before_any_work(tmp_path):
         return PipelineConfig(lake=str(tmp_path / "lake"), run_id="p", arms=list(arms))
 
     sft = TrainSettings(objective="sft")
-    with pytest.raises(TokenmillError, match="sft needs a sequences recipe, cdpo-pairs gives pairs"):
+    with pytest.raises(TokenmillError, match=r"arm a \(cdpo-pairs\): sft needs a sequences dataset, this one holds pairs"):
         check_pipeline(cfg(Arm(name="a", recipe="cdpo-pairs", train=sft)))
     with pytest.raises(TokenmillError, match="guide 'dpo' is not an earlier arm"):
         check_pipeline(cfg(Arm(name="t", recipe="dpo-pairs", guide="dpo",

@@ -33,7 +33,7 @@ def check_pipeline(cfg: PipelineConfig) -> None:
     from tokenmill.sources.worlds import get_world
     from tokenmill.storage.lake import check_run_id
     from tokenmill.tasks.curate import get_recipe
-    from tokenmill.tasks.train.weighted import WEIGHTINGS
+    from tokenmill.tasks.train.weighted import check_settings
 
     check_run_id(cfg.run_id)
     get_world(cfg.world)
@@ -43,13 +43,7 @@ def check_pipeline(cfg: PipelineConfig) -> None:
     for i, arm in enumerate(cfg.arms):
         recipe = get_recipe(arm.recipe)
         recipe.params(arm.params)
-        want = "pairs" if arm.train.objective == "dpo" else "sequences"
-        if recipe.kind != want:
-            raise TokenmillError(f"arm {arm.name}: {arm.train.objective} needs a {want} recipe, {arm.recipe} gives {recipe.kind}",
-                                 fix="use dpo-pairs / cdpo-pairs for dpo, weighted-sft for sft")
-        if arm.train.weighting not in WEIGHTINGS[arm.train.objective]:
-            raise TokenmillError(f"arm {arm.name}: {arm.train.objective} has no weighting {arm.train.weighting!r}",
-                                 fix=f"use one of {', '.join(WEIGHTINGS[arm.train.objective])}")
+        check_settings(arm.train.objective, arm.train.weighting, recipe.kind, where=f"arm {arm.name} ({arm.recipe})")
         if arm.guide is not None and arm.guide not in names[:i]:
             raise TokenmillError(f"arm {arm.name}: guide {arm.guide!r} is not an earlier arm",
                                  fix=f"earlier arms: {', '.join(names[:i]) or 'none'}")

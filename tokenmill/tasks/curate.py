@@ -25,11 +25,13 @@ Built in:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
+from tokenmill.config import CurateConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import Lake
@@ -175,3 +177,14 @@ def run_recipe(lake: Lake, name: str, run_ids: list[str], params: dict | None = 
         raise TokenmillError(f"recipe {recipe.name}: the result lacks column(s) {', '.join(missing)}",
                              fix=f"a {recipe.kind} recipe returns {', '.join(required)}")
     return recipe, p, table
+
+
+def curate(cfg: CurateConfig) -> dict:
+    """Run a recipe and store its dataset; returns the manifest (plus `seconds`)."""
+    from tokenmill import datasets as D
+
+    t0 = time.time()
+    lake = Lake(cfg.lake)
+    recipe, params, rows = run_recipe(lake, cfg.recipe, cfg.runs, cfg.params)
+    manifest = D.write(lake, D.build(recipe.kind, rows), recipe=recipe.name, kind=recipe.kind, params=params, runs=cfg.runs)
+    return {**manifest, "seconds": round(time.time() - t0, 2)}

@@ -46,16 +46,23 @@ def _read(lake: Lake, dataset_id: str) -> tuple[dict, pa.Table]:
 WEIGHTINGS = {"sft": ("dataset", "plain"), "dpo": ("dataset", "plain", "tgdpo")}
 
 
+def check_settings(objective: str, weighting: str, kind: str | None = None, where: str | None = None) -> None:
+    """One clear error for an objective / weighting that does not exist or does not fit a
+    dataset (or recipe) of `kind` (sequences | pairs)."""
+    if objective not in WEIGHTINGS:
+        raise TokenmillError(f"unknown objective {objective!r}", where=where, fix="use sft or dpo")
+    if weighting not in WEIGHTINGS[objective]:
+        raise TokenmillError(f"{objective} has no weighting {weighting!r}", where=where,
+                             fix=f"use one of {', '.join(WEIGHTINGS[objective])}")
+    want = "pairs" if objective == "dpo" else "sequences"
+    if kind is not None and kind != want:
+        raise TokenmillError(f"{objective} needs a {want} dataset, this one holds {kind}", where=where,
+                             fix="curate with dpo-pairs / cdpo-pairs for dpo, a sequences recipe for sft")
+
+
 def check_weighting(table: pa.Table, manifest: dict, objective: str, weighting: str) -> None:
     """One clear error for an objective / weighting the dataset cannot serve."""
-    if objective not in WEIGHTINGS:
-        raise TokenmillError(f"unknown objective {objective!r}", fix="use sft or dpo")
-    if weighting not in WEIGHTINGS[objective]:
-        raise TokenmillError(f"{objective} has no weighting {weighting!r}", fix=f"use one of {', '.join(WEIGHTINGS[objective])}")
-    want = "pairs" if objective == "dpo" else "sequences"
-    if manifest["kind"] != want:
-        raise TokenmillError(f"{objective} needs a {want} dataset; {manifest['dataset_id']} holds {manifest['kind']}",
-                             fix="curate with dpo-pairs / cdpo-pairs for dpo, a sequences recipe for sft")
+    check_settings(objective, weighting, manifest["kind"], where=f"dataset {manifest['dataset_id']}")
     if table.num_rows == 0:
         raise TokenmillError(f"dataset {manifest['dataset_id']} is empty", fix="curate from runs with matching rollouts")
     if weighting == "tgdpo" and ("chosen_token_rewards" not in table.column_names
