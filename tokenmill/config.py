@@ -7,9 +7,9 @@ describe a run the same way.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from tokenmill import ids
 
@@ -19,6 +19,41 @@ DEFAULT_LAKE = "./tokenmill-lake"
 def new_run_id(prefix: str = "run") -> str:
     now = datetime.now(timezone.utc)
     return f"{prefix}-{now:%Y%m%dT%H%M%S}-{ids.content_id(now.isoformat())[:6]}"
+
+
+RUN_ID_FIELDS = ("date", "datetime")
+
+
+def expand_run_id(run_id: str) -> str:
+    """`nightly-{date}` → `nightly-20261122` (UTC, when the config is built).
+
+    A scheduled deployment keeps one parameter set for every night; the template gives each
+    night its own run, and a retry on the same day the same run (so it only adds what is missing).
+    """
+    if "{" not in run_id:
+        return run_id
+    now = datetime.now(timezone.utc)
+    try:
+        return run_id.format(date=f"{now:%Y%m%d}", datetime=f"{now:%Y%m%dT%H%M%S}")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError(f"run_id template {run_id!r}: the only placeholders are "
+                         + ", ".join("{" + f + "}" for f in RUN_ID_FIELDS)) from None
+
+
+# a run id that may be a template (`nightly-{date}`), expanded when the config is built
+RunId = Annotated[str, AfterValidator(expand_run_id)]
+
+
+class RunnerConfig(BaseModel):
+    """Where a flow's tasks run: threads in the flow's own process, or a Ray cluster.
+
+    With Ray, shards run in parallel on the cluster's workers (each loads its own engine)
+    and tasks that load a model ask Ray for `gpus` GPUs each.
+    """
+
+    kind: Literal["threads", "ray"] = "threads"
+    address: str | None = Field(None, description="ray: the cluster (host:port, or ray://host:10001); none = a local Ray")
+    gpus: float = Field(0, ge=0, description="ray: GPUs requested by each task that loads a model")
 
 
 class SourceConfig(BaseModel):
@@ -56,7 +91,7 @@ class SamplingConfig(BaseModel):
 
 class RolloutConfig(BaseModel):
     lake: str = DEFAULT_LAKE
-    run_id: str = Field(default_factory=new_run_id)
+    run_id: RunId = Field(default_factory=new_run_id)
     sources: list[SourceConfig] = [SourceConfig(world="arithmetic")]
     models: list[str] = ["tiny-small", "tiny-large"]
     engine: str = "hf"
@@ -66,6 +101,7 @@ class RolloutConfig(BaseModel):
     )
     sampling: SamplingConfig = SamplingConfig()
     shard_size: int = Field(64, ge=1, description="prompts per generation shard (one Prefect task each)")
+    runner: RunnerConfig = RunnerConfig()
 
 
 # ------------------------------------------------------------------ labelling
@@ -148,7 +184,7 @@ class LabelConfig(BaseModel):
     """What `tokenmill label` runs over one run's rollouts."""
 
     lake: str = DEFAULT_LAKE
-    run_id: str
+    run_id: RunId
     labelers: list[str] = ["rewards", "critical"]
     models: dict[str, str] = Field(
         default_factory=lambda: {"ref": "tiny-small"},
@@ -163,6 +199,7 @@ class LabelConfig(BaseModel):
     routing: RoutingConfig = RoutingConfig()
     hallucination: HallucinationConfig = HallucinationConfig()
     ast: AstConfig = AstConfig()
+    runner: RunnerConfig = RunnerConfig()
 
 
 class RouterConfig(BaseModel):
@@ -235,6 +272,7 @@ class TrainConfig(TrainSettings):
     dataset_id: str
     model: str = "tiny-small"
     run_id: str | None = Field(None, description="run whose partition gets the artifact and metrics (default: the dataset's first)")
+    runner: RunnerConfig = RunnerConfig()
 
 
 class EvalConfig(BaseModel):
@@ -301,7 +339,7 @@ class PipelineConfig(BaseModel):
     """rollouts → score → label → curate → train → evaluate, for each arm on one run."""
 
     lake: str = DEFAULT_LAKE
-    run_id: str = Field(default_factory=lambda: new_run_id("pipeline"))
+    run_id: RunId = Field(default_factory=lambda: new_run_id("pipeline"))
     model: str = Field("tiny-small", description="the policy: rolls out, and is the base of every arm")
     world: str = "arithmetic"
     prompts: int = Field(256, ge=1, description="training prompts (the world's train split)")
@@ -310,21 +348,34 @@ class PipelineConfig(BaseModel):
     labelers: list[str] = ["rewards", "critical"]
     label_models: dict[str, str] = Field(default_factory=dict, description="scoring roles (default: ref = the policy)")
     critical: CriticalConfig = CriticalConfig()
-    arms: list[Arm] = Field(default_factory=lambda: named_arms(["dpo", "cdpo"]))
+    arms: list[Arm] = Field(default_factory=lambda: named_arms(["dpo", "cdpo"]),
+                            description="arms, or names of the standard ones (dpo, cdpo, tgdpo, sft, sft-critical, sft-reward)")
     eval: EvalConfig = EvalConfig()
+    runner: RunnerConfig = RunnerConfig()
+
+    @field_validator("arms", mode="before")
+    @classmethod
+    def _named_arms(cls, v):
+        # a deployment's YAML can say `arms: [dpo, cdpo]`; the standard arms fill in the rest
+        if isinstance(v, list) and v and all(isinstance(a, str) for a in v):
+            unknown = [a for a in v if a not in ARM_NAMES]
+            if unknown:
+                raise ValueError(f"unknown arm(s) {', '.join(unknown)}; standard arms: {', '.join(ARM_NAMES)}")
+            return named_arms(v)
+        return v
 
     def rollouts(self) -> RolloutConfig:
         return RolloutConfig(lake=self.lake, run_id=self.run_id, models=[self.model], engine=self.engine,
                              sources=[SourceConfig(world=self.world, n=self.prompts, split="train", seed=self.sampling.seed)],
-                             sampling=self.sampling)
+                             sampling=self.sampling, runner=self.runner)
 
     def label(self) -> LabelConfig:
         return LabelConfig(lake=self.lake, run_id=self.run_id, labelers=self.labelers, engine=self.engine,
-                           models=self.label_models or {"ref": self.model}, critical=self.critical)
+                           models=self.label_models or {"ref": self.model}, critical=self.critical, runner=self.runner)
 
     def curate(self, arm: Arm) -> CurateConfig:
         return CurateConfig(lake=self.lake, runs=[self.run_id], recipe=arm.recipe, params=arm.params)
 
     def train(self, arm: Arm, dataset_id: str) -> TrainConfig:
-        return TrainConfig(lake=self.lake, dataset_id=dataset_id, model=self.model, run_id=self.run_id,
+        return TrainConfig(lake=self.lake, dataset_id=dataset_id, model=self.model, run_id=self.run_id, runner=self.runner,
                            **arm.train.model_dump())

@@ -12,6 +12,7 @@ from prefect.cache_policies import NONE
 
 from tokenmill.config import CurateConfig
 from tokenmill.flows.rollouts import _retry_unless_user_error
+from tokenmill.report import artifacts
 from tokenmill.storage.lake import check_run_id
 
 
@@ -31,4 +32,5 @@ def curate_flow(cfg: CurateConfig) -> dict:
     m = curate_task(cfg)
     get_run_logger().info("dataset %s (%s, %s): %d rows, %d tokens", m["dataset_id"], m["kind"], m["recipe"], m["rows"],
                           m["tokens"])
+    artifacts.dataset_summary(cfg.lake, m)
     return m

@@ -19,7 +19,8 @@ from prefect.cache_policies import NONE
 from tokenmill.config import LabelConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.flows.rollouts import _retry_unless_user_error
-from tokenmill.report import progress
+from tokenmill.flows.runners import model_tasks, on_ray
+from tokenmill.report import artifacts, progress
 from tokenmill.storage.lake import Lake, check_run_id
 from tokenmill.tasks import score as score_stage
 from tokenmill.tasks.labels import build_labeler
@@ -49,13 +50,13 @@ def score_roles(cfg: LabelConfig) -> dict[str, str]:
     return roles
 
 
-@task(name="prepare-labeler", cache_policy=NONE, retry_condition_fn=_retry_unless_user_error, retries=1,
+@task(name="prepare-labeler", tags=["model"], cache_policy=NONE, retry_condition_fn=_retry_unless_user_error, retries=1,
       task_run_name="prepare {name}")
 def prepare_labeler(cfg: LabelConfig, name: str) -> dict:
     return build_labeler(name, cfg).prepare(Lake(cfg.lake), cfg.run_id)
 
 
-@task(name="score-shard", cache_policy=NONE, retries=2, retry_delay_seconds=2,
+@task(name="score-shard", tags=["model"], cache_policy=NONE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=_retry_unless_user_error, task_run_name="score {shard}")
 def score_shard(cfg: LabelConfig, shard: str, roles: dict[str, str]) -> dict:
     out = score_stage.score_shard(Lake(cfg.lake), cfg.run_id, shard, roles, cfg.engine, cfg.engine_options,
@@ -64,7 +65,7 @@ def score_shard(cfg: LabelConfig, shard: str, roles: dict[str, str]) -> dict:
     return out
 
 
-@task(name="label-shard", cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,
+@task(name="label-shard", tags=["model"], cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,
       task_run_name="{name} {shard}")
 def label_shard(cfg: LabelConfig, name: str, shard: str) -> dict:
     # a labeler that needs its `prepare` results finds them again (prepare is idempotent and
@@ -80,18 +81,30 @@ def label_flow(cfg: LabelConfig) -> dict:
     t0 = time.time()
     shards = check_label_run(cfg)
     get_run_logger().info("run %s: %d shards, labelers %s", cfg.run_id, len(shards), ", ".join(cfg.labelers))
-    prepared = {name: prepare_labeler(cfg, name) for name in cfg.labelers}
+    prepared = dict(zip(cfg.labelers, model_tasks(cfg.runner, [(prepare_labeler, (cfg, n), {}) for n in cfg.labelers])))
     roles = score_roles(cfg)
     if roles:
         progress.start("score", len(shards))
     for name in cfg.labelers:
         progress.start(f"label {name}", len(shards))
     written: dict[str, int] = {}
-    for shard in shards:  # sequential: one engine uses every core
+
+    def add(name: str, out: dict) -> None:
+        for table, n in out.items():
+            written[f"{name}:{table}"] = written.get(f"{name}:{table}", 0) + n
+
+    if on_ray():  # all shards scored across the cluster, then all (labeler, shard) pairs
         if roles:
-            score_shard(cfg, shard, roles)
-        for name in cfg.labelers:
-            for out, n in label_shard(cfg, name, shard).items():
-                written[f"{name}:{out}"] = written.get(f"{name}:{out}", 0) + n
+            model_tasks(cfg.runner, [(score_shard, (cfg, shard, roles), {}) for shard in shards])
+        jobs = [(name, shard) for shard in shards for name in cfg.labelers]
+        for (name, _), out in zip(jobs, model_tasks(cfg.runner, [(label_shard, (cfg, n, s), {}) for n, s in jobs])):
+            add(name, out)
+    else:  # one engine uses every core: a shard at a time
+        for shard in shards:
+            if roles:
+                score_shard(cfg, shard, roles)
+            for name in cfg.labelers:
+                add(name, label_shard(cfg, name, shard))
+    artifacts.label_summary(cfg.lake, cfg.run_id, cfg.labelers)
     return {"run_id": cfg.run_id, "lake": cfg.lake, "shards": len(shards), "rows": written, "prepared": prepared,
             "seconds": round(time.time() - t0, 1)}

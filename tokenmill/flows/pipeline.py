@@ -25,7 +25,9 @@ from tokenmill.errors import TokenmillError
 from tokenmill.flows.curate import curate_flow
 from tokenmill.flows.label import label_flow
 from tokenmill.flows.rollouts import rollouts_flow
+from tokenmill.flows.runners import with_runner
 from tokenmill.flows.train import evaluate_flow, train_flow
+from tokenmill.report import artifacts
 
 
 def check_pipeline(cfg: PipelineConfig) -> None:
@@ -60,8 +62,9 @@ def guide_rewards(cfg: PipelineConfig, guide_path: str) -> str:
 
     rewards = RewardsConfig(kinds=["dpo"], beta=1.0, dpo_role="guide", ref_role="ref")
     models = {"ref": cfg.model, "guide": guide_path}
-    label_flow(LabelConfig(lake=cfg.lake, run_id=cfg.run_id, labelers=["rewards"], engine=cfg.engine, models=models,
-                           rewards=rewards))
+    label = LabelConfig(lake=cfg.lake, run_id=cfg.run_id, labelers=["rewards"], engine=cfg.engine, models=models,
+                        rewards=rewards, runner=cfg.runner)
+    with_runner(label_flow, cfg.runner)(label)
     return RewardsLabeler(rewards, models).config_ids()["dpo"]
 
 
@@ -70,7 +73,7 @@ def run_arm(cfg: PipelineConfig, arm: Arm, trained: dict[str, dict]) -> dict:
         arm = arm.model_copy(update={"params": {**arm.params,
                                                 "reward_config": guide_rewards(cfg, trained[arm.guide]["local_path"])}})
     dataset = curate_flow(cfg.curate(arm))
-    model = train_flow(cfg.train(arm, dataset["dataset_id"]))
+    model = with_runner(train_flow, cfg.runner)(cfg.train(arm, dataset["dataset_id"]))
     return {**model, "dataset_rows": dataset["rows"], "arm": arm.name}
 
 
@@ -80,14 +83,16 @@ def pipeline_flow(cfg: PipelineConfig) -> dict:
     t0 = time.time()
     check_pipeline(cfg)
     log = get_run_logger()
-    rolled = rollouts_flow(cfg.rollouts())
+    rolled = with_runner(rollouts_flow, cfg.runner)(cfg.rollouts())
     log.info("rollouts: %d (%d tokens)", rolled["rollouts"], rolled["tokens"])
-    label_flow(cfg.label())
+    with_runner(label_flow, cfg.runner)(cfg.label())
     trained: dict[str, dict] = {}
     for arm in cfg.arms:
         trained[arm.name] = run_arm(cfg, arm, trained)
     models = [{"model": cfg.model, "path": cfg.model, "arm": None}] + [
         {"model": t["artifact_id"], "path": t["local_path"], "arm": name} for name, t in trained.items()]
-    evals = evaluate_flow(cfg.lake, cfg.run_id, models, cfg.eval, cfg.engine)
-    return {"run_id": cfg.run_id, "lake": cfg.lake, "rollouts": rolled["rollouts"], "arms": trained, "eval": evals,
-            "seconds": round(time.time() - t0, 1)}
+    evals = with_runner(evaluate_flow, cfg.runner)(cfg.lake, cfg.run_id, models, cfg.eval, cfg.engine, cfg.runner)
+    out = {"run_id": cfg.run_id, "lake": cfg.lake, "rollouts": rolled["rollouts"], "arms": trained, "eval": evals,
+           "seconds": round(time.time() - t0, 1)}
+    artifacts.pipeline_summary(out)
+    return out

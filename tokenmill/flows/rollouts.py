@@ -20,7 +20,8 @@ from tokenmill import ids
 from tokenmill.config import RolloutConfig
 from tokenmill.engines import SamplingParams
 from tokenmill.errors import TokenmillError
-from tokenmill.report import progress
+from tokenmill.flows.runners import model_tasks, on_ray
+from tokenmill.report import artifacts, progress
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks import generate as gen_stage
 from tokenmill.tasks import prompts as prompt_stage
@@ -39,7 +40,7 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
     return not isinstance(state.result(raise_on_failure=False), TokenmillError)
 
 
-@task(name="generate-shard", retries=2, retry_delay_seconds=2, cache_policy=NONE,
+@task(name="generate-shard", tags=["model"], retries=2, retry_delay_seconds=2, cache_policy=NONE,
       retry_condition_fn=_retry_unless_user_error,
       task_run_name="generate {model} {shard}")
 def generate_shard(lake: str, run_id: str, shard: str, engine: str, model: str, sampling: dict,
@@ -67,11 +68,17 @@ def rollouts_flow(cfg: RolloutConfig) -> dict:
     jobs = [(m, s) for m in cfg.models for s in shards]
     progress.start("generate", len(jobs))
     progress.start("verify + commit", len(jobs))
-    commits = []
-    for model, shard in jobs:  # generation is sequential: one engine uses every core
-        generated = generate_shard(cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling, cfg.engine_options)
-        commits.append(commit_shard.submit(cfg.lake, cfg.run_id, shard, generated))
+    if on_ray():  # every shard on the cluster at once, then the (cheap) commits
+        generated = model_tasks(cfg.runner, [(generate_shard, (cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling,
+                                                               cfg.engine_options), {}) for model, shard in jobs])
+        commits = [commit_shard.submit(cfg.lake, cfg.run_id, shard, g) for (_, shard), g in zip(jobs, generated)]
+    else:  # one engine uses every core: generate one shard at a time, commit alongside
+        commits = []
+        for model, shard in jobs:
+            g = generate_shard(cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling, cfg.engine_options)
+            commits.append(commit_shard.submit(cfg.lake, cfg.run_id, shard, g))
     counts = [c.result() for c in commits]
+    artifacts.rollouts_summary(cfg.lake, cfg.run_id)
     return {
         "run_id": cfg.run_id,
         "lake": cfg.lake,

@@ -22,8 +22,10 @@ import time
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from tokenmill.config import EvalConfig, ProbeConfig, RouterConfig, TrainConfig
+from tokenmill.config import EvalConfig, ProbeConfig, RouterConfig, RunnerConfig, TrainConfig
 from tokenmill.flows.rollouts import _retry_unless_user_error
+from tokenmill.flows.runners import model_tasks
+from tokenmill.report import artifacts
 from tokenmill.storage.lake import Lake, check_run_id
 
 
@@ -95,25 +97,26 @@ def probe_flow(cfg: ProbeConfig) -> dict:
 
 
 
-@task(name="train-weighted", cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,
+@task(name="train-weighted", tags=["model"], cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,
       task_run_name="{cfg.objective}/{cfg.weighting} {cfg.model} on {cfg.dataset_id}")
 def train_weighted_task(cfg: TrainConfig) -> dict:
     from tokenmill.tasks.train.weighted import train_weighted
 
-    settings = cfg.model_dump(exclude={"lake", "dataset_id", "model"})
+    settings = cfg.model_dump(exclude={"lake", "dataset_id", "model", "runner"})
     return train_weighted(Lake(cfg.lake), cfg.dataset_id, cfg.model, **settings)
 
 
 @flow(name="train", flow_run_name="train {cfg.objective} {cfg.dataset_id}", log_prints=True)
 def train_flow(cfg: TrainConfig) -> dict:
     """Train a base model on a curated dataset; returns the model artifact's record."""
-    out = train_weighted_task(cfg)
+    [out] = model_tasks(cfg.runner, [(train_weighted_task, (cfg,), {})])
     get_run_logger().info("model %s (%s, %s)%s", out["artifact_id"], cfg.objective, cfg.weighting,
                           " reused" if out["reused"] else f": final loss {out['final_loss']:.4f}")
+    artifacts.model_summary(cfg.lake, out, cfg.objective, cfg.weighting)
     return out
 
 
-@task(name="evaluate", cache_policy=NONE, retry_condition_fn=_retry_unless_user_error,
+@task(name="evaluate", tags=["model"], cache_policy=NONE, retry_condition_fn=_retry_unless_user_error,
       task_run_name="evaluate {model}")
 def evaluate_task(lake: str, run_id: str, model: str, path: str, cfg: EvalConfig, arm: str | None, engine: str) -> dict:
     from tokenmill.tasks.evaluate import evaluate_model
@@ -122,10 +125,13 @@ def evaluate_task(lake: str, run_id: str, model: str, path: str, cfg: EvalConfig
 
 
 @flow(name="evaluate", flow_run_name="evaluate on {cfg.world}/{cfg.split}", log_prints=True)
-def evaluate_flow(lake: str, run_id: str, models: list[dict], cfg: EvalConfig, engine: str = "hf") -> list[dict]:
+def evaluate_flow(lake: str, run_id: str, models: list[dict], cfg: EvalConfig, engine: str = "hf",
+                  runner: RunnerConfig = RunnerConfig()) -> list[dict]:
     """Held-out accuracy of each {model, path, arm} → `model_eval` rows."""
-    rows = [evaluate_task(lake, run_id, m["model"], m["path"], cfg, m.get("arm"), engine) for m in models]
+    rows = model_tasks(runner, [(evaluate_task, (lake, run_id, m["model"], m["path"], cfg, m.get("arm"), engine), {})
+                                for m in models])
     for r in rows:
         get_run_logger().info("%s (%s): accuracy %.3f on %d %s/%s prompts", r["model"], r["arm"] or "base",
                               r["accuracy"], r["prompts"], cfg.world, cfg.split)
+    artifacts.eval_summary(lake, run_id, rows)
     return rows

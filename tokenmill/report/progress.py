@@ -1,7 +1,10 @@
 """Progress reporting that tasks can call without knowing who is watching.
 
-The CLI installs a rich progress bar with `use_sink`; under a Prefect worker nothing is
-installed and `advance` only logs through Prefect's logger.
+The CLI installs a rich progress bar with `use_sink`. Inside a Prefect flow or task run,
+`start` also creates a progress artifact per stage and `advance` moves it, so the Prefect
+UI shows how far a long flow is (updates are throttled to whole percents). Progress
+reported in another process than the one that started the stage (a Ray worker) only
+reaches that process's sink.
 """
 
 from __future__ import annotations
@@ -13,12 +16,20 @@ from typing import Callable
 _sink: Callable[[str, int, int], None] | None = None
 _lock = threading.Lock()
 _totals: dict[str, list[int]] = {}
+_artifacts: dict[str, list] = {}  # stage -> [artifact id, last percent published]
 
 
 def start(stage: str, total: int) -> None:
     with _lock:
         _totals[stage] = [0, total]
+        _artifacts.pop(stage, None)
     _emit(stage)
+    from tokenmill.report import artifacts
+
+    aid = artifacts.progress_artifact(stage, total)
+    if aid is not None:
+        with _lock:
+            _artifacts[stage] = [aid, 0]
 
 
 def advance(stage: str, amount: int = 1) -> None:
@@ -26,12 +37,26 @@ def advance(stage: str, amount: int = 1) -> None:
         done_total = _totals.setdefault(stage, [0, 0])
         done_total[0] += amount
     _emit(stage)
+    _publish(stage)
 
 
 def _emit(stage: str) -> None:
     if _sink is not None:
         done, total = _totals[stage]
         _sink(stage, done, total)
+
+
+def _publish(stage: str) -> None:
+    with _lock:
+        art = _artifacts.get(stage)
+        done, total = _totals[stage]
+        pct = int(100 * done / total) if total else 100
+        if art is None or pct <= art[1]:
+            return
+        art[1] = pct
+    from tokenmill.report import artifacts
+
+    artifacts.update_progress(art[0], stage, done, total)
 
 
 @contextlib.contextmanager

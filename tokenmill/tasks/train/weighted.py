@@ -29,6 +29,7 @@ from tokenmill import ids
 from tokenmill.engines.base import pad_rows
 from tokenmill.engines.hf import load_hf
 from tokenmill.errors import TokenmillError
+from tokenmill.report import progress
 from tokenmill.schema import TRAIN_METRICS
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
@@ -99,6 +100,7 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     cols = {c: table.column(c).to_pylist() for c in table.column_names
             if c.endswith(("input_ids", "weights", "loss_mask", "token_rewards"))}
     metrics, seen, t0 = [], 0, time.time()
+    progress.start(f"train {objective}", steps)
     for step in range(1, steps + 1):
         opt.zero_grad(set_to_none=True)
         total, margins = 0.0, []
@@ -114,6 +116,7 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
             seen += n
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        progress.advance(f"train {objective}")
         if step % log_every == 0 or step == steps:
             metrics.append({"artifact_id": aid, "dataset_id": dataset_id, "objective": objective, "step": step,
                             "loss": total, "lr": lr, "tokens": seen, "seconds": time.time() - t0,

@@ -1,0 +1,60 @@
+"""What the flows show in the Prefect UI: tables, markdown summaries, progress, run names."""
+
+import json
+
+import pytest
+
+from tokenmill.config import LabelConfig, RewardsConfig, RolloutConfig, SamplingConfig, SourceConfig
+from tokenmill.report.artifacts import artifact_key, md_table
+
+
+def read_artifacts(keys: list[str]) -> dict:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+    latest = {}
+    for a in sorted(found, key=lambda a: a.created):
+        latest[a.key] = a
+    return latest
+
+
+def table_rows(artifact) -> list[dict]:
+    # the API hands table data back as JSON text
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+
+
+def test_rollouts_and_label_flows_publish_tables_summaries_and_finished_progress(prefect_harness, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    from tokenmill.flows.label import label_flow
+    from tokenmill.flows.rollouts import rollouts_flow
+
+    lake = str(tmp_path / "lake")
+    run = "ui-run"
+    rollouts_flow(RolloutConfig(lake=lake, run_id=run, models=["tiny-small"], shard_size=2,
+                                sources=[SourceConfig(world="arithmetic", n=4)], sampling=SamplingConfig(n=2, max_tokens=16)))
+    label_flow(LabelConfig(lake=lake, run_id=run, labelers=["rewards"], rewards=RewardsConfig(kinds=["grpo", "dpo"])))
+
+    arts = read_artifacts([artifact_key("rollouts", run), artifact_key("rollouts", run, "summary"),
+                           artifact_key("labels", run), artifact_key("labels", run, "summary"),
+                           "progress-generate", "progress-verify-commit", "progress-score", "progress-label-rewards"])
+    rows = table_rows(arts["rollouts-ui-run"])
+    assert [(r["world"], r["model"], r["rollouts"]) for r in rows] == [("arithmetic", "tiny-small", 8)]
+    labels = table_rows(arts["labels-ui-run"])
+    assert {(r["labeler"], r["output"]) for r in labels} >= {("rewards", "grpo"), ("rewards", "dpo"), ("score", "policy")}
+    summary = arts["rollouts-ui-run-summary"].data
+    assert "| world | model |" in summary and f"tokenmill sql --lake {lake}" in summary
+    assert "tokenmill sql" in arts["labels-ui-run-summary"].data
+    # two generation shards: the progress artifact ends at 100 %
+    for key in ("progress-generate", "progress-verify-commit", "progress-score", "progress-label-rewards"):
+        assert arts[key].type == "progress" and float(arts[key].data) == pytest.approx(100.0), key
+    with get_client(sync_client=True) as client:
+        names = {r.name for r in client.read_flow_runs()}
+    assert {"rollouts ui-run", "label ui-run"} <= names
+
+
+def test_artifact_keys_and_markdown_tables_are_safe_for_the_ui():
+    assert artifact_key("labels", "Run_2026.11:A") == "labels-run-2026-11-a"
+    assert md_table([{"a": "x|y", "b": 0.123456, "c": None}]) == "| a | b | c |\n|---|---|---|\n| x\\|y | 0.1235 |  |\n"

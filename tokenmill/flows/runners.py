@@ -1,0 +1,70 @@
+"""Where a flow's tasks run: threads in the flow's process, or a Ray cluster.
+
+A flow's task runner is fixed when the flow starts, and a subflow does not inherit its
+parent's, so the parent starts each subflow with `with_runner(flow, cfg.runner)`.
+
+Tasks that load a model (generate, score, label, train, evaluate) go through
+`model_tasks`: on threads they run one after another in the flow's process (one engine
+already uses every core); on Ray they are all submitted at once and the cluster spreads
+them, each asking for `runner.gpus` GPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator
+
+from tokenmill.config import RunnerConfig
+from tokenmill.errors import TokenmillError
+
+
+def task_runner(runner: RunnerConfig):
+    if runner.kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner()
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError as e:
+        raise TokenmillError(f"the ray task runner needs prefect-ray ({e})",
+                             fix="pip install 'tokenmill[ray]', or use --task-runner threads") from e
+    # the dashboard is a web server per cluster start: a local Ray for one flow has no use for it
+    init = {} if runner.address else {"include_dashboard": False}
+    return RayTaskRunner(address=runner.address, init_kwargs=init)
+
+
+def with_runner(flow, runner: RunnerConfig):
+    """`flow` with the task runner `runner` describes (call it like the flow)."""
+    return flow.with_options(task_runner=task_runner(runner))
+
+
+def on_ray() -> bool:
+    """Whether the running flow's tasks go to a Ray cluster."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return ctx is not None and type(ctx.task_runner).__name__ == "RayTaskRunner"
+
+
+@contextlib.contextmanager
+def _gpus(n: float) -> Iterator[None]:
+    if not n:
+        yield
+        return
+    from prefect_ray.context import remote_options
+
+    with remote_options(num_gpus=n):
+        yield
+
+
+def model_tasks(runner: RunnerConfig, calls: list[tuple[Callable, tuple, dict]]) -> list[Any]:
+    """Run `(task, args, kwargs)` calls that load models; their results in order.
+
+    A later call may take an earlier call's result only on threads; keep such chains inside
+    one task. Each returned result is the task's value (futures are resolved here).
+    """
+    if not on_ray():
+        return [t(*a, **kw) for t, a, kw in calls]
+    with _gpus(runner.gpus):
+        futures = [t.submit(*a, **kw) for t, a, kw in calls]
+    return [f.result() for f in futures]

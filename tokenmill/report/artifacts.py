@@ -1,0 +1,196 @@
+"""Prefect artifacts: what each flow shows in the Prefect UI.
+
+Every flow publishes, under a key made from the flow and its run id (so a re-run adds a
+new version of the same artifact):
+
+  rollouts   table `rollouts-<run>`: accuracy, reward, tokens per world × model
+  label      table `labels-<run>`: per labeler output, rows, rollouts, mean value, flagged share
+  curate     markdown `dataset-<id>`: recipe, rows, tokens, where the shards are
+  train      markdown `model-<id>`: objective, loss, tokens, lineage
+  evaluate   table `eval-<run>`: held-out accuracy per model
+  pipeline   markdown `pipeline-<run>`: accuracy per arm and the commands to dig in
+  progress   one progress artifact per long stage (`report/progress.py`)
+
+Each markdown summary ends with the `tokenmill sql` commands that open the same data.
+Outside a Prefect run (plain functions, tests) nothing is published. A failure to publish
+is logged and never fails the flow: the lake, not the UI, holds the results.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import sys
+from typing import Any, Callable
+
+import pyarrow as pa
+
+_log = logging.getLogger("tokenmill.report")
+
+
+def in_prefect_run() -> bool:
+    if "prefect" not in sys.modules:  # no run without Prefect; plain CLI commands never import it
+        return False
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect keys allow lowercase letters, digits and dashes only."""
+    key = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+    return re.sub(r"-{2,}", "-", key)[:200] or "tokenmill"
+
+
+def _publish(what: str, fn: Callable[[], Any]) -> Any:
+    if not in_prefect_run():
+        return None
+    try:
+        return fn()
+    except Exception as e:  # the UI is a view; a failed publish must not lose the run's work
+        try:
+            from prefect import get_run_logger
+
+            get_run_logger().warning("could not publish the %s artifact: %s", what, e)
+        except Exception:
+            _log.warning("could not publish the %s artifact: %s", what, e)
+        return None
+
+
+def _json_rows(table: pa.Table) -> list[dict]:
+    # the API stores JSON: NaN/inf would be rejected, so they become null
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+            for row in table.to_pylist()]
+
+
+def publish_table(key: str, table: pa.Table | list[dict], description: str) -> Any:
+    from prefect.artifacts import create_table_artifact
+
+    rows = _json_rows(table) if isinstance(table, pa.Table) else table
+    return _publish(key, lambda: create_table_artifact(table=rows, key=key, description=description))
+
+
+def publish_markdown(key: str, text: str, description: str) -> Any:
+    from prefect.artifacts import create_markdown_artifact
+
+    return _publish(key, lambda: create_markdown_artifact(markdown=text, key=key, description=description))
+
+
+def progress_artifact(stage: str, total: int):
+    from prefect.artifacts import create_progress_artifact
+
+    return _publish(f"progress {stage}", lambda: create_progress_artifact(
+        progress=0.0, key=artifact_key("progress", stage), description=f"{stage}: 0/{total}"))
+
+
+def update_progress(artifact_id, stage: str, done: int, total: int) -> None:
+    from prefect.artifacts import update_progress_artifact
+
+    pct = 100.0 * done / total if total else 100.0
+    _publish(f"progress {stage}", lambda: update_progress_artifact(artifact_id=artifact_id, progress=min(pct, 100.0),
+                                                                   description=f"{stage}: {done}/{total}"))
+
+
+# -------------------------------------------------------------------- markdown helpers
+
+
+def md_table(rows: list[dict]) -> str:
+    if not rows:
+        return "_no rows_\n"
+    cols = list(rows[0])
+
+    def cell(v) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def md_commands(commands: list[str]) -> str:
+    return "\n**Dig in:**\n\n```bash\n" + "\n".join(commands) + "\n```\n"
+
+
+def sql_command(lake: str, sql: str) -> str:
+    return f'tokenmill sql --lake {lake} "{sql}"'
+
+
+# -------------------------------------------------------------------- per flow
+
+
+def rollouts_summary(lake: str, run_id: str) -> None:
+    if not in_prefect_run():
+        return
+    from tokenmill.report.summary import explore_hints, run_summary
+    from tokenmill.storage.lake import Lake
+
+    table = run_summary(Lake(lake), run_id)
+    publish_table(artifact_key("rollouts", run_id), table, f"run {run_id}: accuracy, reward and tokens per world × model")
+    text = f"# Rollouts of run `{run_id}`\n\nLake: `{lake}`\n\n" + md_table(_json_rows(table)) + md_commands(explore_hints(lake, run_id))
+    publish_markdown(artifact_key("rollouts", run_id, "summary"), text, f"run {run_id}: rollouts summary")
+
+
+def label_summary(lake: str, run_id: str, labelers: list[str]) -> None:
+    if not in_prefect_run():
+        return
+    from tokenmill.report.summary import label_hints
+    from tokenmill.report.summary import label_summary as summary
+    from tokenmill.storage.lake import Lake
+
+    table = summary(Lake(lake), run_id)
+    publish_table(artifact_key("labels", run_id), table,
+                  f"run {run_id}: per labeler output — rows, rollouts, mean value, flagged share")
+    cmds = [sql_command(lake, f"SELECT kind, count(*), avg(value) FROM token_rewards WHERE run_id = '{run_id}' GROUP BY kind")]
+    if "critical" in labelers:
+        cmds += label_hints(lake, run_id)
+    text = (f"# Labels of run `{run_id}`\n\nLabelers: {', '.join(labelers)}. Lake: `{lake}`\n\n"
+            + md_table(_json_rows(table)) + md_commands(cmds))
+    publish_markdown(artifact_key("labels", run_id, "summary"), text, f"run {run_id}: labels summary")
+
+
+def dataset_summary(lake: str, manifest: dict) -> None:
+    if not in_prefect_run():
+        return
+    did = manifest["dataset_id"]
+    rows = [{k: manifest.get(k) for k in ("dataset_id", "recipe", "kind", "rows", "tokens")}]
+    text = (f"# Dataset `{did}`\n\nRuns: {', '.join(manifest.get('runs', []))}. Parameters: `{manifest.get('params', {})}`\n\n"
+            + md_table(rows) + md_commands([f"tokenmill train --lake {lake} --dataset {did} --objective "
+                                          + ("dpo" if manifest.get("kind") == "pairs" else "sft")]))
+    publish_markdown(artifact_key("dataset", did), text, f"dataset {did} ({manifest.get('recipe')})")
+
+
+def model_summary(lake: str, out: dict, objective: str, weighting: str) -> None:
+    if not in_prefect_run():
+        return
+    aid = out["artifact_id"]
+    rows = [{"model": aid, "objective": objective, "weighting": weighting, "final_loss": out.get("final_loss"),
+             "tokens": out.get("tokens"), "reused": out.get("reused")}]
+    cmds = [sql_command(lake, f"SELECT step, loss, margin, tokens FROM train_metrics WHERE artifact_id = '{aid}' ORDER BY step"),
+            sql_command(lake, f"SELECT artifact_id, role, base_model, lineage FROM model_artifacts WHERE artifact_id = '{aid}'")]
+    text = f"# Model `{aid}`\n\nStored at `{out.get('local_path', '')}`\n\n" + md_table(rows) + md_commands(cmds)
+    publish_markdown(artifact_key("model", aid), text, f"model {aid}: {objective}/{weighting}")
+
+
+def eval_summary(lake: str, run_id: str, rows: list[dict]) -> None:
+    keep = [{k: r.get(k) for k in ("arm", "model", "accuracy", "prompts")} for r in rows]
+    publish_table(artifact_key("eval", run_id), keep, f"run {run_id}: greedy held-out accuracy per model")
+
+
+def pipeline_summary(out: dict) -> None:
+    if not in_prefect_run():
+        return
+    lake, run_id = out["lake"], out["run_id"]
+    rows = [{"arm": e["arm"] or "base", "model": e["model"],
+             "train rows": (out["arms"].get(e["arm"]) or {}).get("dataset_rows"),
+             "accuracy": e["accuracy"], "prompts": e["prompts"]} for e in out["eval"]]
+    cmds = [sql_command(lake, f"SELECT arm, model, accuracy, prompts FROM model_eval WHERE run_id = '{run_id}'"),
+            sql_command(lake, f"SELECT objective, artifact_id, max(step), min(loss) FROM train_metrics "
+                              f"WHERE run_id = '{run_id}' GROUP BY ALL")]
+    text = (f"# Pipeline `{run_id}`\n\n{out['rollouts']} rollouts, {len(out['arms'])} arms, {out['seconds']:.0f} s. "
+            f"Lake: `{lake}`\n\n" + md_table(rows) + md_commands(cmds))
+    publish_markdown(artifact_key("pipeline", run_id), text, f"pipeline {run_id}: held-out accuracy per arm")
