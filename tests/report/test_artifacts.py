@@ -52,7 +52,12 @@ def test_rollouts_and_label_flows_publish_tables_summaries_and_finished_progress
         assert arts[key].type == "progress" and float(arts[key].data) == pytest.approx(100.0), key
     with get_client(sync_client=True) as client:
         names = {r.name for r in client.read_flow_runs()}
+        tasks = {r.name for r in client.read_task_runs()}
     assert {"rollouts ui-run", "label ui-run"} <= names
+    # shard paths shortened to their file stem: `score part-1a2b3c4d`, not a lake path
+    generate = sorted(t for t in tasks if t.startswith("generate tiny-small "))
+    assert len(generate) >= 2 and not any("/" in t for t in generate)
+    assert any(t.startswith("score part-") for t in tasks) and any(t.startswith("rewards part-") for t in tasks)
 
 
 def test_artifact_keys_and_markdown_tables_are_safe_for_the_ui():

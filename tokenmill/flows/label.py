@@ -19,6 +19,7 @@ from prefect.cache_policies import NONE
 from tokenmill.config import LabelConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.flows.rollouts import _retry_unless_user_error
+from tokenmill.flows.naming import run_name
 from tokenmill.flows.runners import model_tasks, on_ray
 from tokenmill.report import artifacts, progress
 from tokenmill.storage.lake import Lake, check_run_id
@@ -57,7 +58,7 @@ def prepare_labeler(cfg: LabelConfig, name: str) -> dict:
 
 
 @task(name="score-shard", tags=["model"], cache_policy=NONE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=_retry_unless_user_error, task_run_name="score {shard}")
+      retry_condition_fn=_retry_unless_user_error, task_run_name=run_name("score {shard}"))
 def score_shard(cfg: LabelConfig, shard: str, roles: dict[str, str]) -> dict:
     out = score_stage.score_shard(Lake(cfg.lake), cfg.run_id, shard, roles, cfg.engine, cfg.engine_options,
                                   hidden_layer=cfg.hidden_layer)
@@ -66,7 +67,7 @@ def score_shard(cfg: LabelConfig, shard: str, roles: dict[str, str]) -> dict:
 
 
 @task(name="label-shard", tags=["model"], cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,
-      task_run_name="{name} {shard}")
+      task_run_name=run_name("{name} {shard}"))
 def label_shard(cfg: LabelConfig, name: str, shard: str) -> dict:
     # a labeler that needs its `prepare` results finds them again (prepare is idempotent and
     # cheap once done), so this task runs on any machine that sees the lake

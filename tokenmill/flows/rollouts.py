@@ -20,6 +20,7 @@ from tokenmill import ids
 from tokenmill.config import RolloutConfig
 from tokenmill.engines import SamplingParams
 from tokenmill.errors import TokenmillError
+from tokenmill.flows.naming import run_name
 from tokenmill.flows.runners import model_tasks, on_ray
 from tokenmill.report import artifacts, progress
 from tokenmill.storage.lake import Lake
@@ -42,7 +43,7 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
 
 @task(name="generate-shard", tags=["model"], retries=2, retry_delay_seconds=2, cache_policy=NONE,
       retry_condition_fn=_retry_unless_user_error,
-      task_run_name="generate {model} {shard}")
+      task_run_name=run_name("generate {model} {shard}"))
 def generate_shard(lake: str, run_id: str, shard: str, engine: str, model: str, sampling: dict,
                    engine_options: dict) -> str:
     out = gen_stage.generate_shard(Lake(lake), run_id, shard, engine, model, SamplingParams(**sampling), engine_options)
@@ -51,7 +52,7 @@ def generate_shard(lake: str, run_id: str, shard: str, engine: str, model: str, 
 
 
 @task(name="commit-shard", retries=1, cache_policy=NONE, retry_condition_fn=_retry_unless_user_error,
-      task_run_name="verify+commit {generated}")
+      task_run_name=run_name("verify+commit {generated}"))
 def commit_shard(lake: str, run_id: str, shard: str, generated: str) -> dict:
     counts = verify_stage.verify_and_commit(Lake(lake), run_id, shard, generated)
     progress.advance("verify + commit")
