@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tokenmill.serve import stop_process
 from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
 
@@ -62,16 +63,7 @@ def served(tmp_path):
         yield {"proc": proc, "port": port, "env": {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"},
                "pids": pids, "out": out}
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_process(proc, 60, first=signal.SIGTERM)  # serve stops its worker and server itself
 
 
 def prefect(args: list[str], env: dict, timeout: float = 400) -> subprocess.CompletedProcess:

@@ -33,3 +33,15 @@ class LakeError(TokenmillError):
 
 class EngineError(TokenmillError):
     """An engine cannot be built or run (missing model, missing backend, mismatch)."""
+
+
+def unreadable_file(path: str, err: BaseException, lake: str | None = None) -> LakeError:
+    """The error for a lake file a stage could not read: corrupted, truncated, or removed
+    after it was listed. Names the file and how to find and fix every such file."""
+    lake_opt = f" --lake {lake}" if lake else ""
+    if isinstance(err, FileNotFoundError):
+        return LakeError("the file disappeared while it was being read (removed by another process?)", where=path,
+                         fix="re-run the command; if it keeps happening, check what else writes to or cleans the lake")
+    detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return LakeError(f"cannot read this lake file ({detail})", where=path,
+                     fix=f"run `tokenmill check{lake_opt}` to list unreadable files, then restore or remove them and re-run")

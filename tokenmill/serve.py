@@ -100,9 +100,9 @@ def start_process(name: str, cmd: list[str], env: dict, log_dir: Path, cwd: str 
     return Service(name, proc, log)
 
 
-def stop_process(proc: subprocess.Popen, grace: float = 15) -> None:
-    """SIGINT the process group, SIGKILL it if it is still there after `grace` seconds."""
-    for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 10)):
+def stop_process(proc: subprocess.Popen, grace: float = 15, first: int = signal.SIGINT) -> None:
+    """`first` (SIGINT) to the process group, SIGKILL if it is still there after `grace` seconds."""
+    for sig, wait in ((first, grace), (signal.SIGKILL, 10)):
         if proc.poll() is not None:
             break
         try:

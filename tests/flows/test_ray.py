@@ -13,12 +13,14 @@ from prefect import flow, task
 
 from tokenmill.config import LabelConfig, RewardsConfig, RolloutConfig, RunnerConfig, SamplingConfig, SourceConfig
 from tokenmill.flows.runners import model_tasks
+from tokenmill.serve import stop_process
 from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
 
 pytestmark = pytest.mark.slow
 
-# keep Ray on loopback: by default it advertises the machine's network address
+# keep Ray on loopback: by default it advertises the machine's network address (conftest sets
+# the same for this process, before anything imports ray)
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -28,25 +30,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
-    """SIGTERM the process group (ray start --block takes its daemons down), then SIGKILL."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     pytest.importorskip("prefect_ray")
-    os.environ.update(LOOPBACK)
     port = free_port()
     log = tmp_path_factory.mktemp("ray") / "ray.log"
     ray = str(Path(sys.executable).with_name("ray"))
@@ -61,7 +47,7 @@ def ray_cluster(tmp_path_factory):
             time.sleep(0.5)
         yield f"127.0.0.1:{port}"
     finally:
-        stop_group(proc)
+        stop_process(proc, 20, first=signal.SIGTERM)  # ray start --block takes its daemons down on SIGTERM
         import ray as ray_mod
 
         if ray_mod.is_initialized():
@@ -111,6 +97,15 @@ def test_model_tasks_run_in_ray_workers_on_ray_and_in_process_on_threads(prefect
     on_ray = with_runner(placement, RunnerConfig(kind="ray", address=ray_cluster))(RunnerConfig(kind="ray", address=ray_cluster))
     assert os.getpid() not in on_ray
     assert set(with_runner(placement, RunnerConfig())(RunnerConfig())) == {os.getpid()}
+
+
+def test_asking_for_gpus_a_cluster_lacks_is_refused_instead_of_waiting_forever(prefect_harness, ray_cluster):
+    from tokenmill.errors import TokenmillError
+    from tokenmill.flows.runners import with_runner
+
+    runner = RunnerConfig(kind="ray", address=ray_cluster, gpus=1)
+    with pytest.raises(TokenmillError, match=r"asks Ray for 1 GPU\(s\), the cluster has 0"):
+        with_runner(placement, runner)(runner)
 
 
 def test_a_ray_runner_without_prefect_ray_says_how_to_install_it(monkeypatch):

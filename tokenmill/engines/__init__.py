@@ -18,6 +18,38 @@ def load_tokenizer(model: str):
     return load(model)
 
 
+def tokenizer_difference(a, b) -> str | None:
+    """How two tokenizers differ (vocabulary or special token ids), or None when one token id
+    means the same text under both: what passing token ids from one model to another needs."""
+    if a is b:
+        return None
+    va, vb = a.get_vocab(), b.get_vocab()
+    if va != vb:
+        diff = sorted(set(va.items()) ^ set(vb.items()))[:3]
+        return f"vocabularies differ ({len(va)} vs {len(vb)} entries; e.g. {diff})"
+    for attr in ("eos_token_id", "bos_token_id", "pad_token_id"):
+        if getattr(a, attr) != getattr(b, attr):
+            return f"{attr} differs ({getattr(a, attr)} vs {getattr(b, attr)})"
+    return None
+
+
+def context_limit(model: str, options: dict | None = None) -> int | None:
+    """Most tokens (prompt + completion) `model` takes, from its config and a `max_model_len`
+    engine option, without loading weights; None when unknown."""
+    from tokenmill.models.registry import resolve_model
+
+    limits = [int(options["max_model_len"])] if (options or {}).get("max_model_len") else []
+    try:
+        from transformers import AutoConfig
+
+        limit = getattr(AutoConfig.from_pretrained(resolve_model(model).path), "max_position_embeddings", None)
+    except (OSError, ValueError):  # no config readable here: the engine says so when it loads
+        limit = None
+    if limit:
+        limits.append(int(limit))
+    return min(limits) if limits else None
+
+
 def vllm_missing() -> EngineError:
     return EngineError(
         "the vllm engine needs vLLM, which is not installed",
@@ -74,4 +106,5 @@ def get_engine(kind: str, model: str, **options) -> Engine:
     return VLLMEngine(model, **options)
 
 
-__all__ = ["Engine", "Generation", "SamplingParams", "Scored", "get_engine", "check_engine", "load_tokenizer", "ENGINES"]
+__all__ = ["Engine", "Generation", "SamplingParams", "Scored", "get_engine", "check_engine", "load_tokenizer", "ENGINES",
+           "context_limit", "tokenizer_difference"]

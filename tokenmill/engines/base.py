@@ -64,6 +64,7 @@ class Engine(Protocol):
     model_id: str
     logprobs_kind: str  # "raw" | "processed"
     tokenizer: object  # a transformers tokenizer
+    max_context: int | None  # most tokens of prompt + completion (None: unknown)
 
     def generate(self, prompts: Sequence[str] | Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
         """`params.n` samples for each prompt, in prompt order then sample order.
@@ -130,3 +131,20 @@ def pad_rows(rows, value, dtype=None, left: bool = False):
         mask[i, cols] = 1
     return out, mask
 
+
+NON_FINITE_FIX = ("its weights hold NaN/inf or its activations overflow: check the checkpoint, "
+                  "or load it in float32 (--engine-option dtype=float32)")
+
+
+def first_non_finite(lengths: Sequence[int], logprobs: np.ndarray, topk_logprobs: np.ndarray | None = None):
+    """(sequence, position, count) of the first token whose logprob is NaN/±inf or whose top-k
+    logprobs hold a NaN, over flat per-token arrays; None when every value is sound."""
+    bad = ~np.isfinite(np.asarray(logprobs))
+    if topk_logprobs is not None and topk_logprobs.size:
+        bad |= np.isnan(np.asarray(topk_logprobs).reshape(len(bad), -1)).any(1)
+    hits = np.flatnonzero(bad)
+    if not len(hits):
+        return None
+    ends = np.cumsum(np.asarray(lengths, dtype=np.int64))
+    seq = int(np.searchsorted(ends, hits[0], side="right"))
+    return seq, int(hits[0] - (ends[seq] - lengths[seq])), len(hits)

@@ -2,7 +2,9 @@
 
 Generation sorts prompts by length and runs them in batches (left padding); per-token
 statistics come from the raw `output_logits`, not the processed `scores` (those have
-temperature/top-p applied and EOS masked under `min_new_tokens`). Scoring runs the
+temperature/top-p applied and EOS masked under `min_new_tokens`). A completion stops where
+prompt + completion fills the model's context (`max_context`, finish_reason "length"), as
+vLLM's does at `max_model_len`. Scoring runs the
 decoder once per length-bucketed batch and applies the LM head only at completion
 positions, so no logits are computed for prompt tokens.
 """
@@ -15,8 +17,8 @@ from typing import Sequence
 
 import torch
 
-from tokenmill.engines.base import (Generation, NextTokenFeatures, SamplingParams, Scored, pad_rows, prompt_token_ids,
-                                    split_rows, token_stats)
+from tokenmill.engines.base import (NON_FINITE_FIX, Generation, NextTokenFeatures, SamplingParams, Scored, pad_rows,
+                                    prompt_token_ids, split_rows, token_stats)
 from tokenmill.errors import EngineError
 from tokenmill.models.registry import resolve_model
 
@@ -77,6 +79,7 @@ class HFEngine:
         # padded tokens per scoring batch: on CPU smaller batches stay in cache (measured
         # ~1.6x faster than 32k on 2 cores, bench/bench_score.py); GPUs want large ones
         self.token_budget = token_budget or (32768 if self.device.type == "cuda" else 8192)
+        self.max_context = getattr(self.model.config, "max_position_embeddings", None)  # prompt + completion
 
     # -- generation -------------------------------------------------------------------
     @torch.inference_mode()
@@ -94,24 +97,41 @@ class HFEngine:
         tok, eos = self.tokenizer, self.tokenizer.eos_token_id
         ids, attn = pad_rows(prompt_ids, tok.pad_token_id, left=True)  # generation continues at the right edge
         width = ids.shape[1]
+        # a completion ends where prompt + completion fills the context, like vLLM's max_model_len:
+        # each row is cut at its own room (finish_reason "length"); steps past it are discarded
+        # (a prefix that fills the context gets an empty completion; the generate stage refuses
+        # such prompts up front, naming them)
+        room = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
+        room = ((self.max_context - room) if self.max_context else torch.full_like(room, params.max_tokens)).clamp(min=0)
+        max_new = max(1, min(params.max_tokens, int(room.max())))
         torch.manual_seed(seed)
         greedy = params.temperature <= 0
-        out = self.model.generate(
-            input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
-            do_sample=not greedy, temperature=None if greedy else params.temperature,
-            top_p=None if greedy else params.top_p, top_k=None, max_new_tokens=params.max_tokens,
-            num_return_sequences=params.n, output_logits=True, return_dict_in_generate=True,
-            pad_token_id=tok.pad_token_id, eos_token_id=eos,
-        )
-        seqs = out.sequences[:, width:]  # [R, T]
+        try:
+            out = self.model.generate(
+                input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
+                do_sample=not greedy, temperature=None if greedy else params.temperature,
+                top_p=None if greedy else params.top_p, top_k=None, max_new_tokens=max_new,
+                # greedy samples are all alike (and transformers refuses n > 1 without sampling):
+                # decode once, repeat below
+                num_return_sequences=1 if greedy else params.n, output_logits=True, return_dict_in_generate=True,
+                pad_token_id=tok.pad_token_id, eos_token_id=eos,
+            )
+        except RuntimeError as e:
+            if "probability tensor contains" not in str(e):
+                raise
+            raise EngineError(f"model {self.model_id!r} gave NaN/inf probabilities while sampling", fix=NON_FINITE_FIX) from None
+        seqs, logits = out.sequences[:, width:], out.logits  # [R, T], T × [R, V]
+        if greedy and params.n > 1:
+            seqs, logits = seqs.repeat_interleave(params.n, 0), [lg.repeat_interleave(params.n, 0) for lg in logits]
         rows, steps = seqs.shape
-        is_eos = seqs == eos
+        cap = room.to(seqs.device).repeat_interleave(params.n).clamp(max=steps)  # [R]
+        is_eos = (seqs == eos) & (torch.arange(steps, device=seqs.device)[None, :] < cap[:, None])
         has_eos = is_eos.any(1)
-        lengths = torch.where(has_eos, is_eos.int().argmax(1) + 1, torch.full_like(has_eos, steps, dtype=torch.long))
+        lengths = torch.where(has_eos, is_eos.int().argmax(1) + 1, cap)
         valid = torch.arange(steps, device=seqs.device)[None, :] < lengths[:, None]
         # one step at a time (each vectorised over the batch and vocabulary): never a
         # [rows, steps, vocab] copy, which for a 150k vocabulary would not fit
-        per_step = [token_stats(out.logits[t], seqs[:, t], params.logprobs) for t in range(steps)]
+        per_step = [token_stats(logits[t], seqs[:, t], params.logprobs) for t in range(steps)]
         lp, ent, top_ids, top_lp = (torch.stack([st[i] for st in per_step], dim=1)[valid] for i in range(4))
         lens = lengths.tolist()
         cols = [split_rows(t.cpu().numpy(), lens) for t in (seqs[valid].int(), lp, ent, top_ids, top_lp)]

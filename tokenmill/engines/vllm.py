@@ -81,6 +81,10 @@ class VLLMEngine:
                               "(--engine-option kv_cache_memory_bytes=…) must fit in free memory") from e
         self.tokenizer = self.llm.get_tokenizer()
         self.model_id = ref.model_id
+        try:  # prompt + completion; vLLM stops a completion there itself (finish_reason "length")
+            self.max_context = int(self.llm.llm_engine.model_config.max_model_len)
+        except (AttributeError, TypeError, ValueError):
+            self.max_context = None
 
     def _check_k(self, k: int) -> int:
         if k > self.max_logprobs:

@@ -31,7 +31,8 @@ from tokenmill.tasks import verify as verify_stage
 
 @task(name="load-prompts", cache_policy=NONE)
 def load_prompts(cfg: RolloutConfig) -> list[str]:
-    shards = prompt_stage.load_and_shard(Lake(cfg.lake), cfg.run_id, cfg.sources, cfg.shard_size)
+    shards = prompt_stage.load_and_shard(Lake(cfg.lake), cfg.run_id, cfg.sources, cfg.shard_size,
+                                         models=cfg.models, engine_options=cfg.engine_options)
     get_run_logger().info("run %s: %d prompt shards", cfg.run_id, len(shards))
     return shards
 

@@ -57,6 +57,18 @@ def _gpus(n: float) -> Iterator[None]:
         yield
 
 
+def check_gpus(gpus: float) -> None:
+    """A task asking for more GPUs than the cluster has would wait forever: refuse it."""
+    if not gpus:
+        return
+    import ray
+
+    have = ray.cluster_resources().get("GPU", 0)
+    if gpus > have:
+        raise TokenmillError(f"each model task asks Ray for {gpus:g} GPU(s), the cluster has {have:g}",
+                             fix="start Ray on GPU nodes, or lower --gpus (0 runs on CPUs)")
+
+
 def model_tasks(runner: RunnerConfig, calls: list[tuple[Callable, tuple, dict]]) -> list[Any]:
     """Run `(task, args, kwargs)` calls that load models; their results in order.
 
@@ -65,6 +77,7 @@ def model_tasks(runner: RunnerConfig, calls: list[tuple[Callable, tuple, dict]])
     """
     if not on_ray():
         return [t(*a, **kw) for t, a, kw in calls]
+    check_gpus(runner.gpus)
     with _gpus(runner.gpus):
         futures = [t.submit(*a, **kw) for t, a, kw in calls]
     return [f.result() for f in futures]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import shlex
 import sys
 from typing import Any, Callable
 
@@ -117,7 +118,7 @@ def md_commands(commands: list[str]) -> str:
 
 
 def sql_command(lake: str, sql: str) -> str:
-    return f'tokenmill sql --lake {lake} "{sql}"'
+    return f'tokenmill sql --lake {shlex.quote(lake)} "{sql}"'
 
 
 # -------------------------------------------------------------------- per flow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pyarrow as pa
 
 from tokenmill.storage.catalog import query
@@ -39,8 +41,8 @@ def render_table(table: pa.Table, title: str | None = None):
 
 def explore_hints(lake_uri: str, run_id: str) -> list[str]:
     return [
-        f'tokenmill sql --lake {lake_uri} "SELECT world, model, avg(reward) FROM rollouts WHERE run_id = \'{run_id}\' GROUP BY ALL"',
-        f'tokenmill sql --lake {lake_uri} "SELECT r.completion, t.pos, t.token_id, t.logprob, t.entropy '
+        f'tokenmill sql --lake {shlex.quote(lake_uri)} "SELECT world, model, avg(reward) FROM rollouts WHERE run_id = \'{run_id}\' GROUP BY ALL"',
+        f'tokenmill sql --lake {shlex.quote(lake_uri)} "SELECT r.completion, t.pos, t.token_id, t.logprob, t.entropy '
         f'FROM tokens t JOIN rollouts r USING (rollout_id, run_id) WHERE r.verdict = \'incorrect\' LIMIT 20"',
         # plain DuckDB, no tokenmill: the lake is just Parquet files
         f"python -c \"import duckdb; duckdb.sql(\\\"SELECT run_id, count(*) FROM read_parquet('{lake_uri}/tokens/*/*.parquet', "
@@ -82,7 +84,7 @@ def label_summary(lake: Lake, run_id: str) -> pa.Table:
 
 def label_hints(lake_uri: str, run_id: str) -> list[str]:
     return [
-        f'tokenmill sql --lake {lake_uri} "{TOP_CRITICAL_SQL.format(run=run_id)}"',
+        f'tokenmill sql --lake {shlex.quote(lake_uri)} "{TOP_CRITICAL_SQL.format(run=run_id)}"',
     ]
 
 

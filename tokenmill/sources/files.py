@@ -207,6 +207,8 @@ def _kind(value: Any) -> str:
         return "a list"
     if isinstance(value, Mapping):
         return "an object"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "binary data (bytes)"
     return f"a {type(value).__name__}"
 
 
@@ -291,7 +293,7 @@ def _make_prompt(
         )
     reference = values.get("reference")
     split_value = values.get("split")
-    return Prompt(
+    prompt = Prompt(
         source=source,
         prompt=text,
         world=None,
@@ -299,6 +301,27 @@ def _make_prompt(
         reference=_as_text(reference) if reference is not None else None,
         meta=meta,
     )
+    _check_unicode(prompt.prompt, fields.prompt, where)
+    if prompt.reference is not None:
+        _check_unicode(prompt.reference, fields.reference, where)
+    if prompt.split is not None and split_value is not None:
+        _check_unicode(prompt.split, fields.split, where)
+    if len(meta) > 1:
+        _check_unicode(json.dumps(meta, ensure_ascii=False, default=str), "meta", where)
+    return prompt
+
+
+def _check_unicode(text: str, field: str, where: str) -> None:
+    """Refuse text Python holds but UTF-8 cannot encode: a lone surrogate, from a JSON escape
+    such as \\ud800 without its pair (ids, Arrow and Parquet all need UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise SourceError(
+            f"field '{field}' is not valid Unicode: a lone surrogate {text[e.start]!r} at character {e.start}",
+            where=where,
+            fix="write a character outside the BMP as a surrogate pair (\\ud83d\\ude00) or as itself, in UTF-8",
+        ) from None
 
 
 def _columns_needed(fields: FieldMap, columns: list[str], where: str) -> tuple[list[str], frozenset[str]]:
@@ -335,6 +358,16 @@ def _stem(path: Path) -> str:
     return path.stem or name or str(path)
 
 
+def _check_name(name: str, path: Path) -> None:
+    """The source name goes into every prompt id and the lake: it must be valid UTF-8 (a file
+    name with undecodable bytes reaches Python as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SourceError("the source name (from the file name) is not valid UTF-8", where=ascii(str(path)),
+                          fix="rename the file with a UTF-8 name") from None
+
+
 def _not_found(path: str, what: str) -> SourceError:
     return SourceError(f"{what} not found", where=path, fix=f"expected {what} at {os.path.abspath(path)}")
 
@@ -354,6 +387,7 @@ class _FileSource:
         self.fields = fields if fields is not None else FieldMap()
         self.name = name or _stem(self.path)
         self.limit = _check_limit(limit)
+        _check_name(self.name, self.path)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, name={self.name!r}, limit={self.limit!r})"
@@ -531,6 +565,7 @@ class HFDiskSource:
         self.split = split
         self.name = name or self.path.name or str(self.path)
         self.limit = _check_limit(limit)
+        _check_name(self.name, self.path)
 
     def __repr__(self) -> str:
         return f"HFDiskSource({str(self.path)!r}, split={self.split!r}, name={self.name!r}, limit={self.limit!r})"

@@ -29,6 +29,7 @@ from tokenmill.storage.lake import Lake, with_run_id
 FORMATS = ("table", "csv", "json", "parquet")
 _READ_ONLY_TYPES = {duckdb.StatementType.SELECT}  # DESCRIBE/SHOW/SUMMARIZE parse as SELECT
 _EXPLAIN_PREFIX = re.compile(r"^\s*explain\s*(\([^)]*\)\s*)?(analy[sz]e\s+)?", re.IGNORECASE)
+_INSTALL = re.compile(r"^\s*(force\s+)?install\b", re.IGNORECASE)
 MAX_CELL = 48
 
 
@@ -59,12 +60,54 @@ def connect(lake: Lake, threads: int | None = None, read_only: bool = False) -> 
 
 
 def query(lake: Lake, sql: str, params=None) -> pa.Table:
-    """One query over a fresh connection to the lake, as an Arrow table."""
+    """One query over a fresh connection to the lake, as an Arrow table.
+
+    An unreadable lake file is a LakeError naming it; other DuckDB errors are the caller's."""
     con = connect(lake)
     try:
         return con.sql(sql, params=params).to_arrow_table()
+    except duckdb.Error as e:
+        if _is_file_problem(e):
+            raise _unreadable(lake, e) from None
+        raise
     finally:
         con.close()
+
+
+_CORRUPT = ("magic bytes", "thrift", "don't know what type", "corrupt")
+_GONE = ("no such file", "failed to open", "could not open", "could not read", "cannot open")
+
+
+def _is_file_problem(e: Exception) -> bool:
+    """A DuckDB/Arrow error caused by a lake file (corrupted, truncated, gone), not by the SQL."""
+    if isinstance(e, (duckdb.PermissionException, duckdb.ParserException, duckdb.BinderException,
+                      duckdb.CatalogException)):
+        return False
+    msg = str(e).lower()
+    return any(p in msg for p in _CORRUPT) or (".parquet" in msg and any(p in msg for p in _GONE))
+
+
+def _unreadable(lake: Lake, e: Exception, table: str | None = None, path: str | None = None) -> LakeError:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip() and not ln.startswith(("LINE ", " "))]
+    detail = lines[0] if lines else type(e).__name__
+    return LakeError(f"{'table ' + table + ': ' if table else ''}a lake file cannot be read ({detail})",
+                     where=path or lake.uri,
+                     fix=f"run `tokenmill check --lake {lake.uri}` to list unreadable files, then restore or remove them")
+
+
+def _first_unreadable(con: duckdb.DuckDBPyConnection, lake: Lake, name: str, e: Exception) -> str | None:
+    """The file of table `name` that DuckDB cannot open, when its error does not say (only on
+    the failure path: one schema read per file)."""
+    files = lake.files(name)
+    named = [f for f in files if f in str(e)]
+    if named:
+        return named[0]
+    for f in files:
+        try:
+            con.execute(f"SELECT * FROM read_parquet({_sql_str(f)}) LIMIT 0")
+        except duckdb.Error:
+            return f
+    return None
 
 
 def _create_view(con: duckdb.DuckDBPyConnection, lake: Lake, name: str) -> None:
@@ -73,10 +116,13 @@ def _create_view(con: duckdb.DuckDBPyConnection, lake: Lake, name: str) -> None:
         # a view over the typed empty relation: `SELECT count(*)` answers 0, columns resolve
         con.from_arrow(_duckdb_safe(with_run_id(spec.schema)).empty_table()).create_view(name)
     elif lake.is_local:
-        con.execute(
-            f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_local_source(lake, name)}, "
-            f"hive_partitioning = true, hive_types = {{'{S.PARTITION_COLUMN}': VARCHAR}}, union_by_name = true)"
-        )
+        try:  # union_by_name reads every file's footer here: a corrupted file fails now
+            con.execute(
+                f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_local_source(lake, name)}, "
+                f"hive_partitioning = true, hive_types = {{'{S.PARTITION_COLUMN}': VARCHAR}}, union_by_name = true)"
+            )
+        except duckdb.Error as e:
+            raise _unreadable(lake, e, name, _first_unreadable(con, lake, name, e)) from None
     else:
         # DuckDB cannot open fsspec filesystems itself; an arrow dataset is scanned lazily
         con.from_arrow(lake.dataset(name)).create_view(name)
@@ -117,8 +163,9 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> str:
         # EXPLAIN ANALYZE executes its statement: what it explains must be read-only too
         check_read_only(con, _EXPLAIN_PREFIX.sub("", stmt.query, count=1))
     elif stmt.type not in _READ_ONLY_TYPES:
+        kind = "INSTALL" if _INSTALL.match(stmt.query) else stmt.type.name  # DuckDB types INSTALL as LOAD
         raise LakeError(
-            f"tokenmill sql is read-only: {stmt.type.name} statements are not allowed",
+            f"tokenmill sql is read-only: {kind} statements are not allowed",
             fix="use SELECT/DESCRIBE/SHOW/SUMMARIZE/EXPLAIN; to export results use --format csv|json|parquet --out FILE",
         )
     return stmt.query
@@ -130,7 +177,12 @@ def run_query(lake: Lake, sql: str, threads: int | None = None) -> pa.Table:
     try:
         query = check_read_only(con, sql)
         return con.sql(query).to_arrow_table()
+    except duckdb.PermissionException as e:  # a file outside the lake, or a locked setting
+        raise LakeError(f"tokenmill sql reads only the lake's tables: {str(e).splitlines()[0]}",
+                        fix=f"query the lake through its views ({_tables_hint()})") from None
     except duckdb.Error as e:
+        if _is_file_problem(e):
+            raise _unreadable(lake, e) from None
         raise LakeError(f"sql: {e}", fix=_tables_hint()) from None
     finally:
         con.close()

@@ -38,7 +38,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tokenmill import schema as S
-from tokenmill.errors import LakeError
+from tokenmill.errors import LakeError, unreadable_file
 from tokenmill.ids import content_id
 
 try:  # advisory locks serialise commits to one partition on local disk (POSIX only)
@@ -321,26 +321,36 @@ class Lake:
             raise LakeError(
                 f"table {table}: cannot read: {e}",
                 where=self.uri,
-                fix="check the filter's columns; `Lake.check()` lists unreadable files",
+                fix=f"run `tokenmill check --lake {self.uri}` to list unreadable files (or check the filter's columns)",
             ) from e
 
     def read_part(self, path: str, columns: list[str] | None = None) -> pa.Table:
         """One committed file (a path from `files`), e.g. one shard of a run's rollouts."""
-        return pq.read_table(path, filesystem=self.fs, columns=columns)
+        try:
+            return pq.read_table(path, filesystem=self.fs, columns=columns)
+        except (pa.ArrowException, OSError) as e:
+            raise unreadable_file(path, e, self.uri) from None
 
     # ---------------------------------------------------------------- artifacts
 
-    def put_dir(self, local_dir: str | os.PathLike, relpath: str) -> str:
+    def put_dir(self, local_dir: str | os.PathLike, relpath: str, done: bool = True) -> str:
         """Copy a local directory (a saved model) into the lake; atomic per file, the
-        `DONE` marker written last so a half-copied artifact is never taken as complete."""
+        `DONE` marker written last so a half-copied artifact is never taken as complete.
+        With `done=False` the caller writes the marker (`mark_dir_done`) once whatever
+        else belongs to the artifact (its table rows) is committed."""
         local_dir = Path(local_dir)
         dest = self.path(relpath)
         for f in sorted(p for p in local_dir.rglob("*") if p.is_file()):
             target = posixpath.join(dest, f.relative_to(local_dir).as_posix())
             self.fs.create_dir(posixpath.dirname(target), recursive=True)
             self._write_bytes(target, f.read_bytes())
-        self._write_bytes(posixpath.join(dest, DONE_MARKER), b"")
+        if done:
+            self.mark_dir_done(relpath)
         return dest
+
+    def mark_dir_done(self, relpath: str) -> None:
+        """Write the `DONE` marker of an artifact directory: from now on `has_dir` is true."""
+        self._write_bytes(posixpath.join(self.path(relpath), DONE_MARKER), b"")
 
     def has_dir(self, relpath: str) -> bool:
         return self.exists(posixpath.join(relpath, DONE_MARKER))
@@ -350,13 +360,27 @@ class Lake:
         else a copy under `cache` (models are loaded from local files)."""
         if self.is_local:
             return self.path(relpath)
-        dest = Path(cache) / relpath
-        if not (dest / DONE_MARKER).exists():
-            for info in self._walk(self.path(relpath)):
-                target = dest / posixpath.relpath(info.path, self.path(relpath))
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with self.fs.open_input_stream(info.path) as src:
-                    target.write_bytes(src.read())
+        # one cache folder per lake: the same relpath in two lakes is two artifacts
+        dest = Path(cache) / content_id(self.uri) / relpath
+        if (dest / DONE_MARKER).exists():
+            return str(dest)
+        if not self.has_dir(relpath):
+            raise LakeError(f"artifact {relpath!r} is incomplete or missing (no {DONE_MARKER} marker)",
+                            where=self.uri, fix="re-run the stage that writes it")
+        src_root = self.path(relpath)
+        files = [i.path for i in self._walk(src_root)]
+        # every file via a temp name and rename, the marker last: a process killed mid-copy, or
+        # another process copying the same artifact, never leaves a cache taken as complete
+        for path in sorted(files, key=lambda p: posixpath.basename(p) == DONE_MARKER):
+            target = dest / posixpath.relpath(path, src_root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+            try:
+                with self.fs.open_input_stream(path) as src:
+                    tmp.write_bytes(src.read())
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
         return str(dest)
 
     def _write_bytes(self, path: str, data: bytes) -> None:
@@ -504,6 +528,8 @@ def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
         raise LakeError("empty lake URI", fix="pass a directory path or a URI such as s3://bucket/lake")
     if "://" not in uri:
         root = os.path.abspath(os.path.expanduser(uri))
+        if os.path.isfile(root):
+            raise LakeError("lake root is a file", where=uri, fix="point the lake at a directory")
         return pafs.LocalFileSystem(), root.replace(os.sep, "/")
     scheme = uri.split("://", 1)[0]
     try:

@@ -85,12 +85,15 @@ FROM pairs JOIN prompts p ON p.run_id = $run AND p.prompt_id = pairs.prompt_id
 WHERE k <= $max_pairs ORDER BY chosen_rollout_id, rejected_rollout_id
 """
 
+# a rollout with no completion tokens is kept with no weights; one whose token rows are
+# missing gets null weights, which `datasets.build` refuses naming the rollout (never dropped)
 WEIGHTED_SFT = """
 WITH tl AS ({token_labels}),
 w AS (SELECT rollout_id, list(({weight})::FLOAT ORDER BY pos) AS weights FROM tl GROUP BY rollout_id)
-SELECT r.rollout_id, $run AS run_id, r.prompt_token_ids, r.completion_token_ids, w.weights, p.prompt, r.completion
+SELECT r.rollout_id, $run AS run_id, r.prompt_token_ids, r.completion_token_ids,
+       CASE WHEN len(r.completion_token_ids) = 0 THEN []::FLOAT[] ELSE w.weights END AS weights, p.prompt, r.completion
 FROM (SELECT * FROM rollouts WHERE run_id = $run AND ({where})) r
-JOIN w USING (rollout_id) JOIN prompts p ON p.run_id = r.run_id AND p.prompt_id = r.prompt_id
+LEFT JOIN w USING (rollout_id) JOIN prompts p ON p.run_id = r.run_id AND p.prompt_id = r.prompt_id
 ORDER BY r.rollout_id
 """
 
@@ -167,6 +170,8 @@ def run_recipe(lake: Lake, name: str, run_ids: list[str], params: dict | None = 
     for run in run_ids:
         try:
             parts.append(query(lake, sql, {**binds, "run": run} if "$run" in sql else binds))
+        except TokenmillError:  # an unreadable lake file: its own message says which and what to do
+            raise
         except Exception as e:  # a user's SQL or expression: say where it went wrong
             raise TokenmillError(f"recipe {recipe.name} on run {run!r}: {str(e).splitlines()[0]}",
                                  fix="check the recipe's SQL / --param expressions against `tokenmill sql 'SHOW TABLES'`") from None

@@ -15,10 +15,13 @@ import pyarrow as pa
 
 from tokenmill import ids
 from tokenmill.engines import Engine, Generation, SamplingParams, get_engine
+from tokenmill.engines.base import NON_FINITE_FIX, first_non_finite, prompt_token_ids
+from tokenmill.errors import EngineError
 from tokenmill.models.tokenizer import TokenText
 from tokenmill.schema import ROLLOUTS, TOKENS
 from tokenmill.sources.base import Prompt
 from tokenmill.storage.lake import Lake
+from tokenmill.tasks.prompts import check_prompt_lengths, describe
 
 _ENGINES: dict[tuple, Engine] = {}
 _ENGINE_LOCK = threading.Lock()
@@ -63,11 +66,22 @@ def token_keys(rollout_ids, lengths) -> dict[str, pa.Array]:
 
 def rollout_tables(prompts: list[Prompt], gens: list[Generation], engine: Engine,
                    params: SamplingParams) -> tuple[pa.Table, pa.Table]:
-    """(rollouts, tokens) tables for `gens`; verdict columns left null."""
+    """(rollouts, tokens) tables for `gens`; verdict columns left null.
+
+    A NaN/inf logprob (a broken model, or one overflowing in half precision) is an
+    EngineError naming the model and the first such rollout: never a NaN in the lake."""
     sampling = {k: v for k, v in params.as_dict().items() if k != "seed"}
     pids = [prompts[g.prompt_index].prompt_id for g in gens]
     rids = [ids.rollout_id(pid, engine.model_id, sampling, params.seed, g.sample_index) for pid, g in zip(pids, gens)]
     lengths = np.array([len(g.token_ids) for g in gens], dtype=np.int64)
+    logprob = _cat([g.logprobs for g in gens], np.float32)
+    topk_lp = _cat([g.topk_logprobs.reshape(-1) for g in gens], np.float32)
+    bad = first_non_finite(lengths, logprob, topk_lp)
+    if bad:
+        g = gens[bad[0]]
+        raise EngineError(f"model {engine.model_id!r} gave non-finite log-probabilities (NaN/inf) on {bad[2]} of "
+                          f"{len(logprob)} generated tokens, first at token {bad[1]} of sample {g.sample_index}",
+                          where=describe(prompts[g.prompt_index]), fix=NON_FINITE_FIX)
     texts, char_start, char_end = token_text(engine).decode_many([g.token_ids for g in gens])
     n = len(gens)
     now = datetime.now(timezone.utc)
@@ -106,11 +120,10 @@ def rollout_tables(prompts: list[Prompt], gens: list[Generation], engine: Engine
         {
             **token_keys(rids, lengths),
             "token_id": pa.array(_cat([g.token_ids for g in gens], np.int32), pa.int32()),
-            "logprob": pa.array(_cat([g.logprobs for g in gens], np.float32), pa.float32()),
+            "logprob": pa.array(logprob, pa.float32()),
             "entropy": pa.array(entropy, pa.float32()) if entropy is not None else pa.nulls(total, pa.float32()),
             "topk_ids": list_array(_cat([g.topk_ids.reshape(-1) for g in gens], np.int32), np.full(total, k), pa.int32()),
-            "topk_logprobs": list_array(_cat([g.topk_logprobs.reshape(-1) for g in gens], np.float32),
-                                        np.full(total, k), pa.float32()),
+            "topk_logprobs": list_array(topk_lp, np.full(total, k), pa.float32()),
             "char_start": pa.array(char_start, pa.int32()),
             "char_end": pa.array(char_end, pa.int32()),
         },
@@ -124,8 +137,14 @@ def _cat(arrays: list[np.ndarray], dtype) -> np.ndarray:
 
 
 def generate(prompts: list[Prompt], engine: Engine, params: SamplingParams) -> tuple[pa.Table, pa.Table]:
-    """Sample `params.n` completions per prompt: (rollouts, tokens), unverified."""
-    gens = engine.generate([p.prompt for p in prompts], params)
+    """Sample `params.n` completions per prompt: (rollouts, tokens), unverified.
+
+    A prompt that leaves no room for a completion in the engine's context is refused, naming
+    it; a completion is cut where prompt + completion fills the context (finish_reason "length").
+    """
+    enc = prompt_token_ids(engine.tokenizer, [p.prompt for p in prompts])
+    check_prompt_lengths(prompts, [len(e) for e in enc], engine.model_id, getattr(engine, "max_context", None))
+    gens = engine.generate(enc, params)  # the ids, not the text: tokenized once, here
     return rollout_tables(prompts, gens, engine, params)
 
 
@@ -143,7 +162,8 @@ def generate_shard(lake: Lake, run_id: str, shard: str, engine_kind: str, model:
     from tokenmill.tasks.prompts import read_shard
 
     out = generated_dir(run_id, shard, engine_kind, model, params, options)
-    if lake.exists(f"_staging/{out}/rollouts.parquet"):
+    # rollouts.parquet is written last, but a shard whose tokens file has gone is not done
+    if lake.exists(f"_staging/{out}/rollouts.parquet") and lake.exists(f"_staging/{out}/tokens.parquet"):
         return out
     engine = cached_engine(engine_kind, model, **(options or {}))
     rollouts, tokens = generate(read_shard(lake, shard), engine, params)

@@ -2,14 +2,16 @@
 
 `check_run` (run id, engine and its options, models, lake URI) and the source loading in
 `load_and_shard` both happen before the first write, so a bad run leaves the lake unchanged; `preflight`
-does all of it up front for the CLI, before Prefect starts.
+does all of it up front for the CLI, before Prefect starts, and also refuses a prompt that
+does not fit a model's context (`check_prompt_lengths`; tokenizers only, no weights).
 """
 
 from __future__ import annotations
 
 from tokenmill import ids
 from tokenmill.config import RolloutConfig, SourceConfig
-from tokenmill.engines import check_engine
+from tokenmill.engines import check_engine, context_limit, load_tokenizer
+from tokenmill.errors import EngineError
 from tokenmill.models.registry import resolve_model
 from tokenmill.sources import Prompt, build_source, prompts_from_table, prompts_table
 from tokenmill.storage.lake import Lake, check_run_id
@@ -34,15 +36,60 @@ def check_run(cfg: RolloutConfig) -> None:
 def preflight(cfg: RolloutConfig) -> list[Prompt]:
     """Every check a run depends on, sources included; returns the loaded prompts."""
     check_run(cfg)
-    return load_sources(cfg.sources)
+    prompts = load_sources(cfg.sources)
+    check_context(prompts, cfg.models, cfg.engine_options)
+    return prompts
 
 
-def load_and_shard(lake: Lake, run_id: str, sources: list[SourceConfig], shard_size: int) -> list[str]:
+def describe(prompt: Prompt) -> str:
+    """Where a prompt came from, for errors: its source and record (a file's line or row),
+    else its id."""
+    record = prompt.meta.get("record") if prompt.meta else None
+    if record is not None:
+        return f"source {prompt.source!r}, record {record} (prompt {prompt.prompt_id})"
+    return f"source {prompt.source!r}, prompt {prompt.prompt_id}"
+
+
+def check_prompt_lengths(prompts: list[Prompt], lengths, model: str, limit: int | None) -> None:
+    """Refuse prompts of `lengths` tokens that leave no room for a completion in `limit`."""
+    import numpy as np
+
+    if not limit or not len(prompts):
+        return
+    over = np.flatnonzero(np.asarray(lengths) >= limit)
+    if len(over):
+        i = int(over[0])
+        more = f" (and {len(over) - 1} more)" if len(over) > 1 else ""
+        raise EngineError(f"prompt has {int(lengths[i])} tokens, leaving no room for a completion in the context of "
+                          f"{model} ({limit} tokens){more}", where=describe(prompts[i]),
+                          fix="shorten or drop the prompt (e.g. filter the source), or use a model with a longer context")
+
+
+def check_context(prompts: list[Prompt], models: list[str], engine_options: dict | None = None) -> None:
+    """Every prompt fits every model's context with room for a completion (prompt + completion
+    beyond it is cut at the context, finish_reason "length")."""
+    seen = set()
+    for model in models:
+        tok = load_tokenizer(model)
+        limit = context_limit(model, engine_options)
+        if not limit or (id(tok), limit) in seen:
+            continue
+        seen.add((id(tok), limit))
+        lengths = [len(ids_) for ids_ in tok([p.prompt for p in prompts])["input_ids"]] if prompts else []
+        check_prompt_lengths(prompts, lengths, model, limit)
+
+
+def load_and_shard(lake: Lake, run_id: str, sources: list[SourceConfig], shard_size: int,
+                   models: list[str] | None = None, engine_options: dict | None = None) -> list[str]:
     """Commit the run's prompts and write content-addressed prompt shards to staging.
 
-    Every source is read (and so checked) before the first write.
+    Every source is read (and so checked) before the first write; given the run's `models`,
+    so is every prompt's length against their contexts (`check_context`).
     """
-    table = prompts_table(load_sources(sources))
+    loaded = load_sources(sources)
+    if models:
+        check_context(loaded, models, engine_options)
+    table = prompts_table(loaded)
     lake.commit("prompts", run_id, table)
     shards = []
     for start in range(0, table.num_rows, shard_size):

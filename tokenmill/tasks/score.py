@@ -17,14 +17,19 @@ for one model, so a shard is also a complete set of GRPO/TEMPO groups.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenmill.engines import Engine
+from tokenmill.engines import Engine, load_tokenizer, tokenizer_difference
+from tokenmill.engines.base import NON_FINITE_FIX, first_non_finite
+from tokenmill.errors import EngineError
 from tokenmill.schema import HIDDEN_STATES, SCORES
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks.generate import _cat, cached_engine, list_array, token_keys
+from tokenmill.tasks.labels.base import read_rollouts_shard
 
 POLICY = "policy"  # the role of each rollout's own model
 SCORE_COLUMNS = ["rollout_id", "model", "prompt_token_ids", "completion_token_ids"]
@@ -74,13 +79,50 @@ def hidden_table(scores: pa.Table, scored, layer: int) -> pa.Table:
 
 def score(rollouts: pa.Table, engine: Engine, role: str, top_k: int = 5, hidden_layer: int | None = None,
           model_id: str | None = None) -> tuple[pa.Table, pa.Table | None]:
-    """Score every rollout's completion under `engine`: (scores, hidden_states or None)."""
+    """Score every rollout's completion under `engine`: (scores, hidden_states or None).
+
+    A rollout longer than the engine's context, or a NaN/inf logprob, is an EngineError
+    naming the rollout, the role and the model: never a silent NaN in `scores`."""
     rids = rollouts.column("rollout_id").to_pylist()
     prompts = rollouts.column("prompt_token_ids").to_pylist()
     completions = [np.asarray(c, dtype=np.int32) for c in rollouts.column("completion_token_ids").to_pylist()]
+    limit = getattr(engine, "max_context", None)
+    if limit and rollouts.num_rows:
+        totals = pc.add(pc.list_value_length(rollouts.column("prompt_token_ids")),
+                        pc.list_value_length(rollouts.column("completion_token_ids"))).to_numpy()
+        over = np.flatnonzero(totals > limit)
+        if len(over):
+            i = int(over[0])
+            raise EngineError(f"rollout has {int(totals[i])} tokens (prompt + completion), more than the {limit} of "
+                              f"{engine.model_id!r} (role {role!r})" + (f"; {len(over) - 1} more do too" if len(over) > 1 else ""),
+                              where=f"rollout {rids[i]}",
+                              fix="score with a model whose context holds the run's rollouts (the policy's, or longer)")
     scored = engine.score(prompts, completions, top_k=top_k, entropy=True, hidden_layer=hidden_layer)
+    lengths = [len(c) for c in completions]
+    bad = first_non_finite(lengths, _cat([s.logprobs for s in scored], np.float32),
+                           _cat([s.topk_logprobs.reshape(-1) for s in scored], np.float32))
+    if bad:
+        raise EngineError(f"model {engine.model_id!r} (role {role!r}) gave non-finite log-probabilities (NaN/inf) on "
+                          f"{bad[2]} of {sum(lengths)} tokens, first at token {bad[1]}",
+                          where=f"rollout {rids[bad[0]]}", fix=NON_FINITE_FIX)
     table = scores_table(rids, completions, scored, role, model_id or engine.model_id)
     return table, hidden_table(table, scored, hidden_layer) if hidden_layer is not None else None
+
+
+@lru_cache(maxsize=256)
+def _tokenizer_problem(model: str, policy: str) -> str | None:
+    return None if model == policy else tokenizer_difference(load_tokenizer(model), load_tokenizer(policy))
+
+
+def check_scoring_tokenizer(role: str, model: str, policies: list[str]) -> None:
+    """Scoring feeds a rollout's token ids to another model: refuse one whose tokenizer reads
+    those ids as other text (its logprobs would be of tokens the policy never wrote)."""
+    for policy in policies:
+        problem = _tokenizer_problem(model, policy)
+        if problem:
+            raise EngineError(f"role {role!r}: {model} has a different tokenizer from {policy}, which generated the "
+                              f"rollouts: {problem}",
+                              fix=f"score with a model of {policy}'s family (same tokenizer), e.g. --model {role}={policy}")
 
 
 def missing(lake: Lake, table: str, run_id: str, rollout_ids: pa.Array, role: str, layer: int | None = None) -> pa.Array:
@@ -102,9 +144,12 @@ def score_shard(lake: Lake, run_id: str, shard: str, roles: dict[str, str], engi
     `roles` maps role → model (`{"ref": "tiny-small", "policy": "policy"}`); `where`
     restricts the rollouts (e.g. only incorrect ones). Returns rows written per role.
     """
-    rollouts = lake.read_part(shard, columns=SCORE_COLUMNS + ["verdict"])
+    rollouts = read_rollouts_shard(lake, shard, SCORE_COLUMNS + ["verdict"])
     if where is not None:
         rollouts = rollouts.filter(where)
+    for role, model in roles.items():  # every role checked before anything is scored
+        if model != POLICY:
+            check_scoring_tokenizer(role, model, pc.unique(rollouts.column("model")).to_pylist())
     written = {}
     for role, model in roles.items():
         todo = missing(lake, "scores", run_id, rollouts.column("rollout_id").combine_chunks(), role)

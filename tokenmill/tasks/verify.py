@@ -83,8 +83,24 @@ def verify_and_commit(lake, run_id: str, shard: str, generated: str) -> dict:
     from tokenmill.tasks.prompts import read_shard
 
     prompts = {p.prompt_id: p for p in read_shard(lake, shard)}
-    rollouts = verify(lake.read_scratch(f"{generated}/rollouts.parquet"), prompts)
-    tokens = lake.read_scratch(f"{generated}/tokens.parquet")
+    rollouts = verify(_read_generated(lake, f"{generated}/rollouts.parquet"), prompts)
+    tokens = _read_generated(lake, f"{generated}/tokens.parquet")
     lake.commit("tokens", run_id, tokens)
     lake.commit("rollouts", run_id, rollouts)
     return {"rollouts": rollouts.num_rows, "tokens": tokens.num_rows}
+
+
+def _read_generated(lake, rel: str) -> pa.Table:
+    """A generated staging file; one that is missing or unreadable is a LakeError saying how to
+    get it back (generation redoes a shard whose staging files are not both there)."""
+    from tokenmill.errors import LakeError
+
+    if not lake.exists(f"_staging/{rel}"):
+        raise LakeError("generated staging file is missing (removed after generation?)", where=lake.scratch_path(rel),
+                        fix="re-run the same command: the shard is generated again")
+    try:
+        return lake.read_scratch(rel)
+    except (pa.ArrowException, OSError) as e:
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise LakeError(f"cannot read this staging file ({detail})", where=lake.scratch_path(rel),
+                        fix="delete it and re-run the same command: the shard is generated again") from None

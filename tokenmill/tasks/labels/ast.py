@@ -19,7 +19,7 @@ from tokenmill.code.universal_ast import parse
 from tokenmill.config import AstConfig
 from tokenmill.schema import AST_TOKENS
 from tokenmill.storage.lake import Lake
-from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance
+from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance, read_rollouts_shard
 
 
 class AstLabeler(Labeler):
@@ -36,7 +36,7 @@ class AstLabeler(Labeler):
         cid = config_id(self.name, self.version, {}, self.params())
         if is_done(lake, run_id, cid, shard):
             return {"ast_files": 0, "ast_nodes": 0, "ast_tokens": 0}
-        rollouts = lake.read_part(shard, columns=["rollout_id", "world", "completion"])
+        rollouts = read_rollouts_shard(lake, shard, ["rollout_id", "world", "completion"])
         tokens = lake.read("tokens", run_id, columns=["rollout_id", "pos", "char_start", "char_end"],
                            filter=pc.field("rollout_id").isin(rollouts.column("rollout_id")))
         files, nodes, toks = self.label(rollouts, tokens)

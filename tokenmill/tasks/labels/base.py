@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from tokenmill import ids
+from tokenmill.errors import unreadable_file
 from tokenmill.storage.lake import Lake
 
 _EMPTY = pa.table({"x": pa.array([], pa.int8())})
@@ -35,6 +36,15 @@ def provenance(n: int, labeler: str, version: str, models: dict, params: dict, k
     values = (labeler, version, ids.canonical_json(models), ids.canonical_json(params), cid)
     names = ("labeler", "labeler_version", "models", "params", "config_id")
     return {k: pa.array(np.full(n, v, dtype=object), pa.string()) for k, v in zip(names, values)}
+
+
+def read_rollouts_shard(lake: Lake, shard: str, columns: list[str] | None = None) -> pa.Table:
+    """One committed rollouts file (a shard of a run); a corrupted, truncated or vanished
+    file is a LakeError naming it, not an Arrow traceback."""
+    try:
+        return lake.read_part(shard, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise unreadable_file(shard, e, lake.uri) from None
 
 
 def shard_name(shard: str) -> str:

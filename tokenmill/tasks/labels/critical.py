@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import torch
 
 from tokenmill import ids
-from tokenmill.engines.base import Scored, SamplingParams, split_rows, token_stats
+from tokenmill.engines.base import Scored, SamplingParams, first_non_finite, split_rows, token_stats
 from tokenmill.config import CriticalConfig, TruthConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.schema import CRITICAL, CRITICAL_TRUTH
@@ -41,7 +41,7 @@ from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks import score as score_stage
 from tokenmill.tasks.generate import cached_engine, token_keys
-from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance
+from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance, read_rollouts_shard
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 
 ARTIFACT_DIR = "_artifacts/models"
@@ -144,12 +144,16 @@ class CriticalLabeler(Labeler):
         return self.cfg.model_dump(include={"beta", "top_k", "threshold", "include_correct"})
 
     def _models_of(self, policy: str) -> dict:
-        return {"policy": policy, "pos": self.models[policy]["pos"], "neg": self.models[policy]["neg"]}
+        # the contrast models as labels record them: their place in the lake, not where this
+        # machine keeps its copy, so one labelling has one config id on every machine and
+        # wherever the lake lives (re-runs elsewhere dedupe instead of labelling again)
+        local = self.models[policy]
+        return {"policy": policy, **{r: f"{ARTIFACT_DIR}/{local[r].rstrip('/').rsplit('/', 1)[-1]}" for r in ("pos", "neg")}}
 
     def label_shard(self, lake: Lake, run_id: str, shard: str) -> dict[str, int]:
         if not self.models:
             self.prepare(lake, run_id)
-        rollouts = lake.read_part(shard, columns=score_stage.SCORE_COLUMNS + ["verdict"])
+        rollouts = read_rollouts_shard(lake, shard, score_stage.SCORE_COLUMNS + ["verdict"])
         keep = ["incorrect", "correct"] if self.cfg.include_correct else ["incorrect"]
         rollouts = rollouts.filter(pc.is_in(rollouts.column("verdict"), value_set=pa.array(keep)))
         written = {"critical": 0}
@@ -170,7 +174,7 @@ class CriticalLabeler(Labeler):
     def label(self, rollouts: pa.Table, policy: str) -> tuple[pa.Table, list[pa.Table]]:
         """(critical rows, [pos scores, neg scores]) of the given rollouts of `policy`."""
         models = self._models_of(policy)
-        pos, neg = (cached_engine("hf", models[r]) for r in ("pos", "neg"))
+        pos, neg = (cached_engine("hf", self.models[policy][r]) for r in ("pos", "neg"))  # the local copies
         rids = rollouts.column("rollout_id").to_pylist()
         prompts = rollouts.column("prompt_token_ids").to_pylist()
         completions = [np.asarray(c, np.int32) for c in rollouts.column("completion_token_ids").to_pylist()]
@@ -186,6 +190,12 @@ class CriticalLabeler(Labeler):
                 cols = [split_rows(a, lens) for a in (chosen, ent, top_ids, top_lp)]
                 stats[role] += [Scored(*row) for row in zip(*cols)]
         p = np.concatenate(p_ce) if p_ce else np.zeros(0, np.float32)
+        bad = first_non_finite(lengths, p)
+        if bad:  # e.g. a contrast model whose fine-tuning diverged
+            raise TokenmillError(f"critical: p_CE is NaN/inf on {bad[2]} of {len(p)} tokens, first at token {bad[1]} "
+                                 f"(contrast models {models['pos']}, {models['neg']})", where=f"rollout {rids[bad[0]]}",
+                                 fix="the contrast models give non-finite log-probabilities: check the policy's "
+                                     "weights, or train them with a lower train_lr / fewer --train-steps")
         rank = rank_in_rollout(p, lengths)
         crit = (rank <= self.cfg.top_k) if self.cfg.top_k else np.zeros(len(p), bool)
         if self.cfg.threshold is not None:

@@ -27,7 +27,7 @@ from tokenmill.schema import HALLUCINATION_SPANS
 from tokenmill.storage.lake import Lake
 from tokenmill.engines import load_tokenizer
 from tokenmill.tasks.labels.annotators import ANNOTATORS, FileAnnotator
-from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance
+from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance, read_rollouts_shard
 from tokenmill.tasks.labels.spans import GENERIC, extract, get_extractor, spans_to_tokens
 from tokenmill.tasks.labels.uncertainty import JUDGES, ccp_word, consistency, segment_stats
 
@@ -55,7 +55,7 @@ class HallucinationLabeler(Labeler):
         cid = config_id(self.name, self.version, {}, self.params())
         if is_done(lake, run_id, cid, shard):
             return {"hallucination_spans": 0}
-        rollouts = lake.read_part(shard, columns=ROLLOUT_COLUMNS).sort_by("rollout_id")
+        rollouts = read_rollouts_shard(lake, shard, ROLLOUT_COLUMNS).sort_by("rollout_id")
         tokens = lake.read("tokens", run_id, columns=TOKEN_COLUMNS,
                            filter=pc.field("rollout_id").isin(rollouts.column("rollout_id"))
                            ).sort_by([("rollout_id", "ascending"), ("pos", "ascending")])

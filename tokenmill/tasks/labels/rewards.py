@@ -40,7 +40,7 @@ from tokenmill.storage.lake import Lake
 from tokenmill.tasks import score as score_stage
 from tokenmill.tasks.generate import cached_engine, token_keys
 from tokenmill.tasks.labels import reward_math as rm
-from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance
+from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance, read_rollouts_shard
 
 _ANSWER = re.compile(r"Answer:")
 ROLLOUT_COLUMNS = ["rollout_id", "prompt_id", "model", "sampling", "reward", "num_tokens",
@@ -77,6 +77,16 @@ class RewardsLabeler(Labeler):
             return {}
         return {r: self._model(r) for r in (self.cfg.dpo_role, self.cfg.ref_role)}
 
+    def prepare(self, lake: Lake, run_id: str) -> dict:
+        """Refuse a scoring role whose model reads the run's token ids with another tokenizer,
+        before anything is scored."""
+        roles = {r: m for r, m in self.roles().items() if m != score_stage.POLICY}
+        if roles:
+            policies = pc.unique(lake.read("rollouts", run_id, columns=["model"]).column("model")).to_pylist()
+            for role, model in roles.items():
+                score_stage.check_scoring_tokenizer(role, model, policies)
+        return {}
+
     def _model(self, role: str) -> str:
         if role not in self.models:
             from tokenmill.errors import TokenmillError
@@ -107,7 +117,7 @@ class RewardsLabeler(Labeler):
         todo = [k for k in self.cfg.kinds if not is_done(lake, run_id, cids[k], shard)]
         if not todo:
             return {}
-        rollouts = lake.read_part(shard, columns=ROLLOUT_COLUMNS)
+        rollouts = read_rollouts_shard(lake, shard, ROLLOUT_COLUMNS)
         rids = rollouts.column("rollout_id").combine_chunks()
         lengths = rollouts.column("num_tokens").to_numpy().astype(np.int64)
         if "dpo" in todo:

@@ -39,7 +39,8 @@ from tokenmill.errors import TokenmillError
 from tokenmill.schema import ROUTER_FEATURES, ROUTING
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks.generate import _cat, cached_engine, list_array, token_keys
-from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance
+from tokenmill.tasks.prompts import describe
+from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance, read_rollouts_shard
 
 IDENTICAL, NEUTRAL, DIVERGENT = 0, 1, 2
 ROLLOUT_COLUMNS = ["rollout_id", "model", "prompt_id", "prompt_token_ids", "completion_token_ids", "reward"]
@@ -126,16 +127,9 @@ def mismatches(large: np.ndarray, small: np.ndarray, special: np.ndarray) -> np.
 
 def check_same_tokenizer(small_tok, large_tok, small: str, large: str) -> None:
     """Routing hands single tokens between the models, so they must share one vocabulary."""
-    problem = None
-    if small_tok.get_vocab() != large_tok.get_vocab():
-        a, b = small_tok.get_vocab(), large_tok.get_vocab()
-        diff = sorted(set(a.items()) ^ set(b.items()))[:3]
-        problem = f"vocabularies differ ({len(a)} vs {len(b)} entries; e.g. {diff})"
-    else:
-        for attr in ("eos_token_id", "bos_token_id", "pad_token_id"):
-            if getattr(small_tok, attr) != getattr(large_tok, attr):
-                problem = f"{attr} differs ({getattr(small_tok, attr)} vs {getattr(large_tok, attr)})"
-                break
+    from tokenmill.engines import tokenizer_difference
+
+    problem = tokenizer_difference(small_tok, large_tok)
     if problem:
         raise TokenmillError(f"routing: {small} and {large} have different tokenizers: {problem}",
                              fix="route between two models of one family (same tokenizer), e.g. tiny-small + tiny-large")
@@ -173,15 +167,26 @@ class RoutingLabeler(Labeler):
         return sorted(m for m in models if m != self.cfg.small)
 
     def prepare(self, lake: Lake, run_id: str) -> dict:
-        """Refuse any (small, large) pair of the run whose tokenizers differ, before any work."""
+        """Refuse any (small, large) pair of the run whose tokenizers differ, and (outcome
+        verifier) prompts without an exact answer to check, before any work."""
         small = cached_engine("hf", self.cfg.small)
         large = self.large_models(lake, run_id)
         for name in large:
             check_same_tokenizer(small.tokenizer, cached_engine("hf", name).tokenizer, self.cfg.small, name)
+        if self.cfg.verifier == "outcome" and large:
+            from tokenmill.tasks.verify import verifier_name
+
+            unverifiable = [p for p in self._prompts(lake, run_id).values() if verifier_name(p) is None]
+            if unverifiable:
+                raise TokenmillError(f"routing: the outcome verifier needs prompts with exact answers; "
+                                     f"{describe(unverifiable[0])} has none"
+                                     + (f", nor do {len(unverifiable) - 1} more" if len(unverifiable) > 1 else ""),
+                                     fix="label with --routing-verifier judge, or use a world or a source with "
+                                         "reference answers (--reference-field)")
         return {"small": self.cfg.small, "large": large}
 
     def label_shard(self, lake: Lake, run_id: str, shard: str) -> dict[str, int]:
-        rollouts = lake.read_part(shard, columns=ROLLOUT_COLUMNS)
+        rollouts = read_rollouts_shard(lake, shard, ROLLOUT_COLUMNS)
         rollouts = rollouts.filter(pc.field("model") != self.cfg.small)
         written = {"routing": 0, "router_features": 0}
         for large in pc.unique(rollouts.column("model")).to_pylist():

@@ -18,18 +18,24 @@ CACHE = tempfile.gettempdir() + "/tokenmill-artifacts"
 
 def store_artifact(lake: Lake, run_id: str, rel: str, save: Callable[[str], None], *, artifact_id: str, role: str,
                    base_model: str, train_rollouts: int, train_tokens: int, steps: int, final_loss: float | None,
-                   lineage: dict) -> None:
-    """`save(tmpdir)` writes the files; they are copied into the lake (DONE marker last) and
-    a `model_artifacts` row records what produced them."""
+                   lineage: dict, rows: dict[str, pa.Table] | None = None) -> None:
+    """`save(tmpdir)` writes the files; they are copied into the lake, a `model_artifacts` row
+    records what produced them, `rows` (table → rows, e.g. its `train_metrics`) are
+    committed, and only then the DONE marker is written. A re-run reuses an artifact with
+    DONE, so everything that belongs to it must be in the lake before: a crash before DONE
+    means a re-run trains again and its commits add what is missing (they dedupe)."""
     with tempfile.TemporaryDirectory() as tmp:
         save(tmp)
-        lake.put_dir(tmp, rel)
+        lake.put_dir(tmp, rel, done=False)
     lake.commit("model_artifacts", run_id, pa.table({
         "artifact_id": [artifact_id], "role": [role], "base_model": [base_model], "path": [rel],
         "train_rollouts": pa.array([train_rollouts], pa.int32()), "train_tokens": pa.array([train_tokens], pa.int64()),
         "steps": pa.array([steps], pa.int32()), "final_loss": pa.array([final_loss], pa.float32()),
         "lineage": [ids.canonical_json(lineage)], "created_at": pa.array([datetime.now(timezone.utc)], pa.timestamp("us", tz="UTC")),
     }, schema=MODEL_ARTIFACTS.schema))
+    for table, data in (rows or {}).items():
+        lake.commit(table, run_id, data)
+    lake.mark_dir_done(rel)
 
 
 def artifact_path(lake: Lake, rel: str) -> str:

@@ -204,8 +204,8 @@ def train_probe(lake: Lake, run_id: str, model: str, layer: int = -2, config: st
                    train_rollouts=len({r for r, v in zip(d["token_prompt"], val_tok) if not v}),
                    train_tokens=int(tok_train.sum()), steps=steps, final_loss=float(np.mean(losses[-20:])),
                    lineage={"method": "hallucination-probe", "run_id": run_id, "hallucination_config": cfg_id,
-                            "layer": layer, "train": params})
-    _commit_eval(lake, run_id, pid, model, layer, evaluation)
+                            "layer": layer, "train": params},
+                   rows={"probe_eval": _eval_table(pid, model, layer, evaluation)})
     return meta
 
 
@@ -229,15 +229,15 @@ def _evaluate(d: dict, p: np.ndarray, val_tok: np.ndarray, val_span: np.ndarray)
     return rows, threshold, f1
 
 
-def _commit_eval(lake: Lake, run_id: str, pid: str, model: str, layer: int, rows: list[dict]) -> None:
+def _eval_table(pid: str, model: str, layer: int, rows: list[dict]) -> pa.Table:
     n = len(rows)
-    lake.commit("probe_eval", run_id, pa.table({
+    return pa.table({
         "probe_id": [pid] * n, "model": [model] * n, "layer": pa.array([layer] * n, pa.int32()),
         "level": [r["level"] for r in rows], "method": [r["method"] for r in rows],
         "auc": pa.array([r["auc"] for r in rows], pa.float32()),
         "positives": pa.array([r["positives"] for r in rows], pa.int32()),
         "negatives": pa.array([r["negatives"] for r in rows], pa.int32()),
-    }, schema=PROBE_EVAL.schema))
+    }, schema=PROBE_EVAL.schema)
 
 
 def load_probe_meta(lake: Lake, rel: str) -> dict:

@@ -130,8 +130,8 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     store_artifact(lake, run_id, rel, save, artifact_id=aid, role=objective, base_model=base_model,
                    train_rollouts=manifest["rows"], train_tokens=seen, steps=steps, final_loss=metrics[-1]["loss"],
                    lineage={"method": f"weighted-{objective}", "dataset_id": dataset_id, "recipe": manifest["recipe"],
-                            "dataset_hash": manifest["content_hash"], "runs": manifest["runs"], "train": params})
-    lake.commit("train_metrics", run_id, pa.Table.from_pylist(metrics, schema=TRAIN_METRICS.schema))
+                            "dataset_hash": manifest["content_hash"], "runs": manifest["runs"], "train": params},
+                   rows={"train_metrics": pa.Table.from_pylist(metrics, schema=TRAIN_METRICS.schema)})
     return {**record, "local_path": artifact_path(lake, rel), "reused": False, "final_loss": metrics[-1]["loss"],
             "tokens": seen, "seconds": round(time.time() - t0, 1)}
 
