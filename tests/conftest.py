@@ -188,20 +188,10 @@ def stop_process(proc, grace: float = 5.0) -> None:
     """Stop a subprocess started in its own session (`start_new_session=True`) by its id:
     its process group gets SIGTERM, then SIGKILL if it has not exited after `grace` s."""
     import signal
-    import subprocess
 
-    if proc.poll() is not None:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)  # the group id is the leader's pid
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    from tokenmill.serve import stop_process as stop
+
+    stop(proc, grace, first=signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")
