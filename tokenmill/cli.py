@@ -54,12 +54,6 @@ def runner_config(kind: str, address: Optional[str], gpus: float):
     return RunnerConfig(kind=kind, address=address, gpus=gpus)
 
 
-def _runner_flow(flow, runner):
-    from tokenmill.flows.runners import with_runner
-
-    return with_runner(flow, runner)
-
-
 def _quiet_prefect(verbose: bool) -> None:
     # Set before prefect is imported: its settings are read once.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -75,10 +69,11 @@ def _run_rollouts(cfg) -> dict:
 
     preflight(cfg)  # fail on bad input before Prefect is even imported, and before any write
     from tokenmill.flows.rollouts import rollouts_flow
+    from tokenmill.flows.runners import with_runner
     from tokenmill.report import progress
 
     with progress.rich_bars():
-        return _runner_flow(rollouts_flow, cfg.runner)(cfg)
+        return with_runner(rollouts_flow, cfg.runner)(cfg)
 
 
 def _run_label(cfg) -> dict:
@@ -86,10 +81,11 @@ def _run_label(cfg) -> dict:
 
     check_label_run(cfg)  # bad input fails before Prefect starts
     from tokenmill.flows.label import label_flow
+    from tokenmill.flows.runners import with_runner
     from tokenmill.report import progress
 
     with progress.rich_bars():
-        return _runner_flow(label_flow, cfg.runner)(cfg)
+        return with_runner(label_flow, cfg.runner)(cfg)
 
 
 def _print_label_summary(lake: str, run_id: str, wall: float) -> None:
