@@ -339,7 +339,7 @@ def lake_state(lake: Path) -> dict[str, dict]:
 @pytest.fixture(scope="session")
 def demo_lake(tmp_path_factory, prefect_api_url) -> Path:
     """A read-only lake made by the real `tokenmill demo`, small: run `demo` (both tiny
-    models × 3 worlds × 3 prompts × 2 samples, with rewards, critical, hallucination and
+    models × 3 worlds × 8 prompts × 2 samples, with rewards, critical, hallucination and
     AST labels) and run `demo-route` (routing labels). Every label family the viewer shows."""
     import subprocess
     import sys
@@ -348,7 +348,7 @@ def demo_lake(tmp_path_factory, prefect_api_url) -> Path:
     log = path.parent / "demo.log"
     with open(log, "wb") as fh:
         proc = subprocess.run([str(Path(sys.executable).with_name("tokenmill")), "demo", "--lake", str(path),
-                               "--prompts", "3", "--samples", "2", "--route-prompts", "24"],
+                               "--prompts", "8", "--samples", "2", "--route-prompts", "24"],
                               stdout=fh, stderr=subprocess.STDOUT, env=tokenmill_env(prefect_api_url), timeout=900)
     assert proc.returncode == 0, log.read_text()[-3000:]
     return path

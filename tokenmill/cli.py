@@ -1,4 +1,4 @@
-"""The `tokenmill` command: demo, run, sql, models.
+"""The `tokenmill` command: demo, run, label, sql, view, report, serve, models …
 
 Every user-facing failure is a `TokenmillError`: printed as one line saying what was
 wrong and how to fix it, exit code 2, no traceback.
@@ -170,6 +170,9 @@ def demo(
         _demo_probes(lake, run_id)
         if route_prompts:
             _demo_routing(lake, f"{run_id}-route", engine, route_prompts)
+        _print_report(lake, run_id)
+        console.print("\nSee the tokens with their labels (hover one, or compare two rollouts of a prompt):")
+        console.print(f"  tokenmill view --lake {lake} --run {run_id}", highlight=False, soft_wrap=True)
 
 
 def _print_ast_shares(lake: str, run_id: str) -> None:
@@ -406,6 +409,34 @@ def view(
         pass
     finally:
         server.server_close()
+
+
+@app.command()
+def report(
+    lake: str = LakeOpt,
+    run_id: str = typer.Option(..., "--run", help="The run to plot."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for the files (default: <lake>/_reports/<run>/)."),
+):
+    """Draw a run's plots as PNG and SVG: accuracy per world × model, label distributions,
+    routing accuracy against large-model share, probe ROC curves (each where the run has data)."""
+    _print_report(lake, run_id, out)
+
+
+def _print_report(lake: str, run_id: str, out: Optional[Path] = None) -> None:
+    from rich.table import Table
+
+    from tokenmill.report.plots import write_report
+    from tokenmill.storage.lake import Lake
+
+    lk = Lake(lake)
+    if run_id not in lk.runs("rollouts"):
+        raise TokenmillError(f"run {run_id!r} has no rollouts in {lake}",
+                             fix=f"runs: {', '.join(lk.runs('rollouts')) or 'none yet'}")
+    written = write_report(lk, run_id, out)
+    table = Table("plot", "files", title=f"plots of run {run_id}", title_justify="left")
+    for name, paths in written.items():
+        table.add_row(name, "\n".join(str(p) for p in paths))
+    console.print(table if written else f"run {run_id}: nothing to plot yet")
 
 
 @app.command()

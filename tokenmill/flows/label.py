@@ -20,6 +20,7 @@ from tokenmill.config import LabelConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.flows.rollouts import _retry_unless_user_error
 from tokenmill.flows.naming import run_name
+from tokenmill.flows.report import report_task
 from tokenmill.flows.runners import model_tasks, on_ray
 from tokenmill.report import artifacts, progress
 from tokenmill.storage.lake import Lake, check_run_id
@@ -107,5 +108,6 @@ def label_flow(cfg: LabelConfig) -> dict:
             for name in cfg.labelers:
                 add(name, label_shard(cfg, name, shard))
     artifacts.label_summary(cfg.lake, cfg.run_id, cfg.labelers)
+    report_task(cfg.lake, cfg.run_id)
     return {"run_id": cfg.run_id, "lake": cfg.lake, "shards": len(shards), "rows": written, "prepared": prepared,
             "seconds": round(time.time() - t0, 1)}

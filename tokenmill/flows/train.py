@@ -24,6 +24,7 @@ from prefect.cache_policies import NONE
 
 from tokenmill.config import EvalConfig, ProbeConfig, RouterConfig, RunnerConfig, TrainConfig
 from tokenmill.flows.rollouts import _retry_unless_user_error
+from tokenmill.flows.report import report_task
 from tokenmill.flows.runners import model_tasks
 from tokenmill.report import artifacts
 from tokenmill.storage.lake import Lake, check_run_id
@@ -57,6 +58,8 @@ def router_flow(cfg: RouterConfig) -> dict:
     get_run_logger().info("router %s: threshold %.4f, validation positive rate %.3f at recall %.3f",
                           router["artifact_id"], router["threshold"], router["val"]["positive_rate"], router["val"]["recall"])
     evaluation = eval_routing_task(cfg, router["path"]) if cfg.evaluate else []
+    if evaluation:
+        report_task(cfg.lake, cfg.run_id)  # adds the routing curve
     return {"router": router, "eval": evaluation, "seconds": round(time.time() - t0, 1)}
 
 
@@ -93,6 +96,8 @@ def probe_flow(cfg: ProbeConfig) -> dict:
     for m, p in probes.items():
         get_run_logger().info("probe %s of %s: layer %d, span AUC %.3f (1 - min_prob %.3f)", p["artifact_id"], m,
                               p["layer"], p["auc"]["span:probe"], p["auc"]["span:1 - min_prob"])
+    if probes:
+        report_task(cfg.lake, cfg.run_id)  # adds the probes' ROC curves
     return {"probes": probes, "seconds": round(time.time() - t0, 1)}
 
 

@@ -121,6 +121,10 @@ def sql_command(lake: str, sql: str) -> str:
     return f'tokenmill sql --lake {shlex.quote(lake)} "{sql}"'
 
 
+def view_command(lake: str, run_id: str) -> str:
+    return f"tokenmill view --lake {shlex.quote(lake)} --run {shlex.quote(run_id)}"
+
+
 # -------------------------------------------------------------------- per flow
 
 
@@ -132,7 +136,8 @@ def rollouts_summary(lake: str, run_id: str) -> None:
 
     table = run_summary(Lake(lake), run_id)
     publish_table(artifact_key("rollouts", run_id), table, f"run {run_id}: accuracy, reward and tokens per world × model")
-    text = f"# Rollouts of run `{run_id}`\n\nLake: `{lake}`\n\n" + md_table(_json_rows(table)) + md_commands(explore_hints(lake, run_id))
+    text = (f"# Rollouts of run `{run_id}`\n\nLake: `{lake}`\n\n" + md_table(_json_rows(table))
+            + md_commands([view_command(lake, run_id)] + explore_hints(lake, run_id)))
     publish_markdown(artifact_key("rollouts", run_id, "summary"), text, f"run {run_id}: rollouts summary")
 
 
@@ -146,7 +151,8 @@ def label_summary(lake: str, run_id: str, labelers: list[str]) -> None:
     table = summary(Lake(lake), run_id)
     publish_table(artifact_key("labels", run_id), table,
                   f"run {run_id}: per labeler output — rows, rollouts, mean value, flagged share")
-    cmds = [sql_command(lake, f"SELECT kind, count(*), avg(value) FROM token_rewards WHERE run_id = '{run_id}' GROUP BY kind")]
+    cmds = [view_command(lake, run_id),
+            sql_command(lake, f"SELECT kind, count(*), avg(value) FROM token_rewards WHERE run_id = '{run_id}' GROUP BY kind")]
     if "critical" in labelers:
         cmds += label_hints(lake, run_id)
     text = (f"# Labels of run `{run_id}`\n\nLabelers: {', '.join(labelers)}. Lake: `{lake}`\n\n"
@@ -195,3 +201,20 @@ def pipeline_summary(out: dict) -> None:
     text = (f"# Pipeline `{run_id}`\n\n{out['rollouts']} rollouts, {len(out['arms'])} arms, {out['seconds']:.0f} s. "
             f"Lake: `{lake}`\n\n" + md_table(rows) + md_commands(cmds))
     publish_markdown(artifact_key("pipeline", run_id), text, f"pipeline {run_id}: held-out accuracy per arm")
+
+
+def report_summary(lake: str, run_id: str, written: dict[str, list[str]]) -> None:
+    """Markdown `report-<run>`: a link to each plot (SVG and PNG) and the viewer command."""
+    if not in_prefect_run():
+        return
+    from pathlib import Path
+
+    lines = [f"# Plots of run `{run_id}`\n", f"Lake: `{lake}`\n"]
+    for name, paths in written.items():
+        links = " · ".join(f"[{Path(p).suffix[1:]}]({Path(p).resolve().as_uri()})" for p in paths)
+        lines.append(f"- **{name}**: {links} (`{paths[0]}`)")
+    if not written:
+        lines.append("_no plot: the run has no rows to draw yet_")
+    text = "\n".join(lines) + "\n" + md_commands([view_command(lake, run_id),
+                                                   f"tokenmill report --lake {shlex.quote(lake)} --run {shlex.quote(run_id)}"])
+    publish_markdown(artifact_key("report", run_id), text, f"run {run_id}: plots")

@@ -27,6 +27,7 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
@@ -39,6 +40,7 @@ from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.metrics import roc_auc, split_by_prompt
 
 PROBE_DIR = "_artifacts/probes"
+HELDOUT_FILE = "heldout.parquet"  # held-out scores per level and method, for ROC curves
 SPAN_BASELINES = {"1 - min_prob": ("min_prob", -1), "1 - mean_prob": ("mean_prob", -1), "mean_entropy": ("mean_entropy", 1),
                   "1 - ccp": ("ccp", -1), "1 - consistency": ("consistency", -1)}
 
@@ -190,7 +192,7 @@ def train_probe(lake: Lake, run_id: str, model: str, layer: int = -2, config: st
         losses.append(loss.item())
     with torch.no_grad():
         p = torch.sigmoid(head(xs).squeeze(-1)).numpy()
-    evaluation, threshold, f1 = _evaluate(d, p, val_tok, val_span)
+    evaluation, threshold, f1, heldout = _evaluate(d, p, val_tok, val_span)
     meta = {"artifact_id": pid, "path": rel, "model": model, "layer": layer, "threshold": threshold, "val_span_f1": f1,
             "run_id": run_id, "config_id": cfg_id, "train": params, "auc": {f"{r['level']}:{r['method']}": r["auc"] for r in evaluation}}
 
@@ -199,6 +201,7 @@ def train_probe(lake: Lake, run_id: str, model: str, layer: int = -2, config: st
                    os.path.join(tmp, "probe.pt"))
         with open(os.path.join(tmp, "probe.json"), "w") as f:
             json.dump(meta, f, indent=1)
+        pq.write_table(heldout, os.path.join(tmp, HELDOUT_FILE))
 
     store_artifact(lake, run_id, rel, save, artifact_id=pid, role="probe", base_model=model,
                    train_rollouts=len({r for r, v in zip(d["token_prompt"], val_tok) if not v}),
@@ -209,8 +212,10 @@ def train_probe(lake: Lake, run_id: str, model: str, layer: int = -2, config: st
     return meta
 
 
-def _evaluate(d: dict, p: np.ndarray, val_tok: np.ndarray, val_span: np.ndarray) -> tuple[list[dict], float, float]:
-    rows = []
+def _evaluate(d: dict, p: np.ndarray, val_tok: np.ndarray, val_span: np.ndarray) -> tuple[list[dict], float, float, pa.Table]:
+    """AUC rows per (level, method) on the held-out prompts, the probe's threshold and F1, and
+    the held-out scores themselves (level, method, score, label: what ROC curves are drawn from)."""
+    rows, held = [], []
     vs = np.flatnonzero(val_span)
     tok_i, span_i = _span_index(d["span_first"][vs], d["span_len"][vs])
     probe_span = np.full(len(vs), -np.inf)
@@ -220,13 +225,21 @@ def _evaluate(d: dict, p: np.ndarray, val_tok: np.ndarray, val_span: np.ndarray)
     for name, s in scores.items():
         rows.append({"level": "span", "method": name, "auc": roc_auc(s, ys), "positives": int(ys.sum()),
                      "negatives": int(len(ys) - ys.sum())})
+        held.append(("span", name, s, ys))
     vt = val_tok & (d["y"] != -100)
     yt = d["y"][vt]
     for name, s in (("probe", p[vt]), ("1 - prob", 1 - d["prob"][vt]), ("entropy", d["entropy"][vt])):
         rows.append({"level": "token", "method": name, "auc": roc_auc(s, yt), "positives": int(yt.sum()),
                      "negatives": int(len(yt) - yt.sum())})
+        held.append(("token", name, s, yt))
     threshold, f1 = best_f1_threshold(probe_span, ys)
-    return rows, threshold, f1
+    heldout = pa.table({
+        "level": np.concatenate([np.full(len(s), lv, dtype=object) for lv, _, s, _ in held]),
+        "method": np.concatenate([np.full(len(s), m, dtype=object) for _, m, s, _ in held]),
+        "score": np.concatenate([np.asarray(s, np.float64) for _, _, s, _ in held]).astype(np.float32),
+        "label": np.concatenate([np.asarray(y).astype(np.int8) for _, _, _, y in held]),
+    })
+    return rows, threshold, f1, heldout
 
 
 def _eval_table(pid: str, model: str, layer: int, rows: list[dict]) -> pa.Table:
@@ -248,3 +261,10 @@ def load_probe_meta(lake: Lake, rel: str) -> dict:
 def load_probe(lake: Lake, rel: str) -> tuple[dict, dict]:
     """(weights: weight, bias, mean, std; record with layer and threshold)."""
     return torch.load(os.path.join(artifact_path(lake, rel), "probe.pt"), weights_only=True), load_probe_meta(lake, rel)
+
+
+def load_heldout(lake: Lake, rel: str) -> pa.Table | None:
+    """The probe's held-out (level, method, score, label) rows; None for probes stored before
+    they were kept."""
+    path = os.path.join(artifact_path(lake, rel), HELDOUT_FILE)
+    return pq.read_table(path) if os.path.exists(path) else None

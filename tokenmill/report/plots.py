@@ -1,0 +1,271 @@
+"""The report step: plots of one run, as PNG and SVG files.
+
+  accuracy   share of rollouts verified correct, per world × model (heat map)
+  labels     the distribution of each label the run has: histograms of logprob, entropy,
+             critical weight, every token-reward kind and span risk; bars of the routing
+             classes, span verdicts and AST categories
+  routing    R2R routed generation: accuracy against the share of large-model tokens, for
+             the router's thresholds, random routing, small-only and large-only
+  probe_roc  ROC curves of each hallucination probe against the uncertainty baselines on
+             its held-out prompts (span and token level)
+
+Each plot is drawn only when its tables have rows for the run. Aggregation happens in
+DuckDB; histograms draw from a reservoir sample of at most `SAMPLE` values per label so a
+large run costs the same as a small one. Files are written to a temporary name and moved
+into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from tokenmill.storage.catalog import query
+from tokenmill.storage.lake import Lake
+
+SAMPLE = 200_000
+FORMATS = ("png", "svg")
+REPORT_DIR = "_reports"
+
+
+def report_dir(lake: Lake, run_id: str) -> Path:
+    """Where a run's plots go by default: beside the lake's tables when it is local, else
+    under ./tokenmill-reports/."""
+    base = Path(lake.root) / REPORT_DIR if lake.is_local else Path("tokenmill-reports")
+    return base / run_id
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    paths = []
+    for fmt in FORMATS:
+        path = out / f"{name}.{fmt}"
+        tmp = out / f".{name}.{fmt}.tmp"
+        fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
+        os.replace(tmp, path)
+        paths.append(path)
+    _pyplot().close(fig)
+    return paths
+
+
+# ------------------------------------------------------------------ accuracy
+
+
+ACCURACY_SQL = """
+SELECT coalesce(world, source) AS world, model, avg(CASE WHEN verdict = 'correct' THEN 1.0 ELSE 0.0 END) AS accuracy,
+       count(*) AS rollouts
+FROM rollouts WHERE run_id = $run AND verdict IS NOT NULL AND verdict <> 'unverified' GROUP BY ALL ORDER BY world, model
+"""
+
+
+def plot_accuracy(lake: Lake, run_id: str, out: Path) -> list[Path]:
+    t = query(lake, ACCURACY_SQL, {"run": run_id})
+    if not t.num_rows:
+        return []
+    plt = _pyplot()
+    worlds = sorted(set(t.column("world").to_pylist()))
+    models = sorted(set(t.column("model").to_pylist()))
+    grid = np.full((len(worlds), len(models)), np.nan)
+    counts = np.zeros_like(grid)
+    wi = {w: i for i, w in enumerate(worlds)}
+    mi = {m: i for i, m in enumerate(models)}
+    for r in t.to_pylist():
+        grid[wi[r["world"]], mi[r["model"]]] = r["accuracy"]
+        counts[wi[r["world"]], mi[r["model"]]] = r["rollouts"]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(models), 1.2 + 0.7 * len(worlds)))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    ax.set_xticks(range(len(models)), models)
+    ax.set_yticks(range(len(worlds)), worlds)
+    for i in range(len(worlds)):
+        for j in range(len(models)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}\n({int(counts[i, j])})", ha="center", va="center", fontsize=9)
+    fig.colorbar(im, ax=ax, label="accuracy")
+    ax.set_title(f"run {run_id}: accuracy per world × model (rollouts)")
+    return _save(fig, out, "accuracy")
+
+
+# ------------------------------------------------------------------ label distributions
+
+# (panel title, SQL giving one column `v` of the run's values)
+CONTINUOUS = [
+    ("logprob", "SELECT logprob AS v FROM tokens WHERE run_id = $run"),
+    ("entropy", "SELECT entropy AS v FROM tokens WHERE run_id = $run AND entropy IS NOT NULL"),
+    ("critical weight (cDPO 1 − p_CE)", "SELECT weight AS v FROM critical WHERE run_id = $run"),
+    ("hallucination span risk (1 − min p)", "SELECT 1 - min_prob AS v FROM hallucination_spans WHERE run_id = $run "
+                                            "AND min_prob IS NOT NULL"),
+]
+CATEGORICAL = [
+    ("routing class (R2R)", "SELECT ['identical', 'neutral', 'divergent'][label + 1] AS k, count(*) AS n FROM routing "
+                            "WHERE run_id = $run GROUP BY k"),
+    ("hallucination span label", "SELECT coalesce(label, 'unlabelled') AS k, count(*) AS n FROM hallucination_spans "
+                                 "WHERE run_id = $run GROUP BY k"),
+    ("AST category of code tokens", "SELECT category AS k, count(*) AS n FROM ast_tokens WHERE run_id = $run "
+                                    "AND node_id >= 0 GROUP BY k"),
+]
+
+
+def _sample(lake: Lake, sql: str, run_id: str) -> np.ndarray:
+    t = query(lake, f"SELECT v FROM ({sql}) USING SAMPLE reservoir({SAMPLE} ROWS) REPEATABLE (0)", {"run": run_id})
+    v = t.column("v").to_numpy(zero_copy_only=False).astype(np.float64)
+    return v[np.isfinite(v)]
+
+
+def label_panels(lake: Lake, run_id: str) -> list[tuple[str, str, object]]:
+    """(title, 'hist' | 'bar', data) for every label of the run that has values."""
+    panels = []
+    for title, sql in CONTINUOUS:
+        v = _sample(lake, sql, run_id)
+        if len(v):
+            panels.append((title, "hist", v))
+    kinds = query(lake, "SELECT DISTINCT kind FROM token_rewards WHERE run_id = $run ORDER BY kind", {"run": run_id})
+    for kind in kinds.column("kind").to_pylist():
+        v = _sample(lake, f"SELECT value AS v FROM token_rewards WHERE run_id = $run AND kind = '{kind}'", run_id)
+        if len(v):
+            panels.append((f"token reward: {kind}", "hist", v))
+    for title, sql in CATEGORICAL:
+        t = query(lake, f"{sql} ORDER BY n DESC, k", {"run": run_id})
+        if t.num_rows:
+            panels.append((title, "bar", (t.column("k").to_pylist(), t.column("n").to_pylist())))
+    return panels
+
+
+def plot_labels(lake: Lake, run_id: str, out: Path) -> list[Path]:
+    panels = label_panels(lake, run_id)
+    if not panels:
+        return []
+    plt = _pyplot()
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.0 * rows), squeeze=False)
+    for ax, (title, kind, data) in zip(axes.flat, panels):
+        if kind == "hist":
+            ax.hist(data, bins=40, color="#d7301f", alpha=0.85)
+            ax.set_yscale("log")
+            ax.set_ylabel("tokens" if "span" not in title else "spans")
+        else:
+            keys, counts = data
+            ax.barh(range(len(keys)), counts, color="#2f6fdf")
+            ax.set_yticks(range(len(keys)), keys, fontsize=8)
+            ax.invert_yaxis()
+            ax.set_xlabel("count")
+        ax.set_title(title, fontsize=10)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(f"run {run_id}: label distributions", y=1.0)
+    fig.tight_layout()
+    return _save(fig, out, "labels")
+
+
+# ------------------------------------------------------------------ routing
+
+
+ROUTING_SQL = """
+SELECT policy, threshold, large_share, accuracy, world, split, eval_id FROM routing_eval WHERE run_id = $run
+ORDER BY eval_id, policy, large_share
+"""
+
+
+def plot_routing(lake: Lake, run_id: str, out: Path) -> list[Path]:
+    t = query(lake, ROUTING_SQL, {"run": run_id})
+    if not t.num_rows:
+        return []
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    style = {"router": ("o-", "#d7301f"), "random": ("s--", "#6b7280"), "small-only": ("v", "#2f6fdf"),
+             "large-only": ("^", "#1a7f37")}
+    rows = t.to_pylist()
+    for policy in ("router", "random", "small-only", "large-only"):
+        pts = sorted((r["large_share"], r["accuracy"]) for r in rows if r["policy"] == policy)
+        if pts:
+            marker, colour = style[policy]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker, color=colour, label=policy, markersize=7)
+    ax.set_xlabel("share of tokens from the large model")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"run {run_id}: routed generation ({rows[0]['world']}, {rows[0]['split']})")
+    return _save(fig, out, "routing")
+
+
+# ------------------------------------------------------------------ probe ROC
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct score threshold, from (0, 0) to (1, 1)."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels).astype(bool)
+    keep = ~np.isnan(s)
+    s, y = s[keep], y[keep]
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    cut = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last index of each run of equal scores
+    tp, fp = np.cumsum(y)[cut], np.cumsum(~y)[cut]
+    return np.r_[0.0, fp / max(int((~y).sum()), 1)], np.r_[0.0, tp / max(int(y.sum()), 1)]
+
+
+def plot_probe_roc(lake: Lake, run_id: str, out: Path) -> list[Path]:
+    from tokenmill.tasks.train.metrics import roc_auc
+    from tokenmill.tasks.train.probe import load_heldout
+
+    probes = query(lake, "SELECT artifact_id, base_model, path FROM model_artifacts WHERE run_id = $run AND role = 'probe' "
+                         "ORDER BY base_model, created_at", {"run": run_id}).to_pylist()
+    held = [(p, load_heldout(lake, p["path"])) for p in probes]
+    held = [(p, h) for p, h in held if h is not None and h.num_rows]
+    if not held:
+        return []
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(held), 2, figsize=(10, 4.4 * len(held)), squeeze=False)
+    for (probe, h), row in zip(held, axes):
+        for ax, level in zip(row, ("span", "token")):
+            part = h.filter(pa.compute.equal(h.column("level"), level))
+            drawn = 0
+            for method in dict.fromkeys(part.column("method").to_pylist()):
+                m = part.filter(pa.compute.equal(part.column("method"), method))
+                s, y = m.column("score").to_numpy().astype(np.float64), m.column("label").to_numpy()
+                if y.all() or not y.any():
+                    continue
+                fpr, tpr = roc_curve(s, y)
+                ax.plot(fpr, tpr, lw=2.2 if method == "probe" else 1.2, label=f"{method} (AUC {roc_auc(s, y):.2f})")
+                drawn += 1
+            ax.plot([0, 1], [0, 1], ":", color="#9aa3ad")
+            if not drawn:
+                ax.text(0.5, 0.5, f"the held-out {level}s hold one class only:\nlabel more prompts", ha="center",
+                        va="center", fontsize=9, color="#6b7280")
+            ax.set_xlabel("false positive rate")
+            ax.set_ylabel("true positive rate")
+            ax.set_title(f"{probe['base_model']} probe, held-out {level}s", fontsize=10)
+            if drawn:
+                ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"run {run_id}: hallucination probe ROC", y=1.0)
+    fig.tight_layout()
+    return _save(fig, out, "probe_roc")
+
+
+PLOTS = {"accuracy": plot_accuracy, "labels": plot_labels, "routing": plot_routing, "probe_roc": plot_probe_roc}
+
+
+def write_report(lake: Lake, run_id: str, out: str | os.PathLike | None = None) -> dict[str, list[Path]]:
+    """Draw every plot the run has data for into `out` (default `report_dir`); returns
+    {plot name: [png, svg]}."""
+    target = Path(out) if out else report_dir(lake, run_id)
+    target.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, draw in PLOTS.items():
+        paths = draw(lake, run_id, target)
+        if paths:
+            written[name] = paths
+    return written
