@@ -39,6 +39,7 @@ def test_rollouts_and_label_flows_publish_tables_summaries_and_finished_progress
 
     arts = read_artifacts([artifact_key("rollouts", run), artifact_key("rollouts", run, "summary"),
                            artifact_key("labels", run), artifact_key("labels", run, "summary"),
+                           artifact_key("report", run),
                            "progress-generate", "progress-verify-commit", "progress-score", "progress-label-rewards"])
     rows = table_rows(arts["rollouts-ui-run"])
     assert [(r["world"], r["model"], r["rollouts"]) for r in rows] == [("arithmetic", "tiny-small", 8)]
@@ -47,6 +48,14 @@ def test_rollouts_and_label_flows_publish_tables_summaries_and_finished_progress
     summary = arts["rollouts-ui-run-summary"].data
     assert "| world | model |" in summary and f"tokenmill sql --lake {lake}" in summary
     assert "tokenmill sql" in arts["labels-ui-run-summary"].data
+    assert f"tokenmill view --lake {lake} --run {run}" in arts["labels-ui-run-summary"].data
+    # the report step drew the run's plots beside the lake and linked each file
+    report = arts["report-ui-run"].data
+    for name in ("accuracy", "labels"):
+        for ext in ("png", "svg"):
+            path = tmp_path / "lake" / "_reports" / run / f"{name}.{ext}"
+            assert path.stat().st_size > 1000 and f"({path.resolve().as_uri()})" in report
+    assert f"tokenmill view --lake {lake} --run {run}" in report
     # two generation shards: the progress artifact ends at 100 %
     for key in ("progress-generate", "progress-verify-commit", "progress-score", "progress-label-rewards"):
         assert arts[key].type == "progress" and float(arts[key].data) == pytest.approx(100.0), key
