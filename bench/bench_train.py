@@ -5,8 +5,8 @@
 One dataset, written the way `tokenmill curate` writes it: the (prompt, solution) pairs of
 every world's train split, tokenised by the model's tokenizer, with a random per-token
 weight in [0.1, 2) on each completion token. Each trainer then runs the same number of
-steps at the same batch size, learning rate and precision (fp32 on CPU, bf16 on GPU
-for tokenmill) from the same base model:
+steps at the same batch size, learning rate and precision (fp32 on CPU; on GPU tokenmill
+keeps fp32 weights under bf16 autocast) from the same base model:
 
 * tokenmill weighted   `train_weighted(weighting="dataset")`: weighted cross-entropy
 * tokenmill plain      `train_weighted(weighting="plain")`: the loss mask as the weights
