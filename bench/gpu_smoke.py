@@ -93,30 +93,9 @@ def make_run(lake_uri: str, run_id: str, n_prompts: int, samples: int, max_token
 
 def label(lake) -> None:
     """tests/conftest.py's `labelled`: critical weights pos/10 on incorrect rollouts, grpo rewards 0.5."""
-    import numpy as np
-    import pyarrow as pa
+    from tokenmill.testing import write_hand_labels
 
-    from tokenmill.schema import CRITICAL, TOKEN_REWARDS
-    from tokenmill.tasks.labels.base import provenance
-
-    tokens = lake.read("tokens", "r1", columns=["rollout_id", "pos", "token_id"])
-    rollouts = lake.read("rollouts", "r1", columns=["rollout_id", "verdict"])
-    bad = {r["rollout_id"] for r in rollouts.to_pylist() if r["verdict"] == "incorrect"}
-    t = tokens.filter(pa.compute.is_in(tokens.column("rollout_id"), value_set=pa.array(sorted(bad))))
-    n, pos = t.num_rows, t.column("pos").to_numpy()
-    lake.commit("critical", "r1", pa.table({
-        "rollout_id": t.column("rollout_id"), "pos": t.column("pos"), "token_id": t.column("token_id"),
-        "p_ce": pa.array(1 - pos / 10, pa.float32()), "weight": pa.array(pos / 10, pa.float32()),
-        "rank": pa.array(np.ones(n), pa.int32()), "is_critical": pa.array(np.zeros(n, bool)),
-        "pos_model": ["p"] * n, "neg_model": ["n"] * n, "beta": pa.array(np.ones(n), pa.float32()),
-        **provenance(n, "critical", "1", {}, {}),
-    }, schema=CRITICAL.schema))
-    m = tokens.num_rows
-    lake.commit("token_rewards", "r1", pa.table({
-        "rollout_id": tokens.column("rollout_id"), "pos": tokens.column("pos"), "kind": ["grpo"] * m,
-        "value": pa.array(np.full(m, 0.5), pa.float32()), "flag": pa.nulls(m, pa.bool_()),
-        **provenance(m, "rewards", "1", {}, {}, "grpo"),
-    }, schema=TOKEN_REWARDS.schema))
+    write_hand_labels(lake, "r1")
 
 
 def dataset(lake, recipe: str, params: dict | None = None) -> str:
