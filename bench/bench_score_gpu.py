@@ -271,7 +271,7 @@ def main(argv=None) -> int:
 
     if args.naive_sequences > 0:
         sub_p, sub_c = prompts[: args.naive_sequences], completions[: args.naive_sequences]
-        naive_score(model, sub_p[:1], sub_c[:1], device)  # warm-up
+        naive_score(model, sub_p, sub_c, device)  # warm-up on every shape the timed calls meet
         n_times = time_calls(lambda: naive_score(model, sub_p, sub_c, device), args.repeats, device)
         n_seconds = sum(n_times) / len(n_times)
         n_tokens = sum(len(p) + len(c) for p, c in zip(sub_p, sub_c))
