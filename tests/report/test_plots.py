@@ -69,3 +69,12 @@ def test_routing_curve_is_drawn_from_routing_eval(copy_lake, tmp_path):
     written = write_report(lake, "r1", tmp_path)
     assert "routing" in written and _is_png(written["routing"][0])
     assert "probe_roc" not in written
+
+
+def test_redrawing_an_unchanged_run_rewrites_no_file(labelled, tmp_path):
+    first = write_report(labelled, "r1", tmp_path)
+    stats = {p: p.stat().st_mtime_ns for paths in first.values() for p in paths}
+    second = write_report(labelled, "r1", tmp_path)
+    assert second == first
+    assert {p: p.stat().st_mtime_ns for p in stats} == stats
+    assert not list(tmp_path.glob(".*.tmp"))

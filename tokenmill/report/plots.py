@@ -12,11 +12,13 @@
 Each plot is drawn only when its tables have rows for the run. Aggregation happens in
 DuckDB; histograms draw from a reservoir sample of at most `SAMPLE` values per label so a
 large run costs the same as a small one. Files are written to a temporary name and moved
-into place, so a reader never sees half a file.
+into place, so a reader never sees half a file; a picture that has not changed is not
+rewritten (the bytes are deterministic: no dates in the files, seeded samples).
 """
 
 from __future__ import annotations
 
+import filecmp
 import os
 from pathlib import Path
 
@@ -42,6 +44,7 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers and CI
+    matplotlib.rcParams["svg.hashsalt"] = "tokenmill"  # SVG element ids from a fixed salt: same plot, same bytes
     import matplotlib.pyplot as plt
 
     return plt
@@ -53,7 +56,10 @@ def _save(fig, out: Path, name: str) -> list[Path]:
         path = out / f"{name}.{fmt}"
         tmp = out / f".{name}.{fmt}.tmp"
         fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
-        os.replace(tmp, path)
+        if path.exists() and filecmp.cmp(tmp, path, shallow=False):
+            tmp.unlink()  # the same picture: a re-run leaves finished files untouched
+        else:
+            os.replace(tmp, path)
         paths.append(path)
     _pyplot().close(fig)
     return paths
