@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+
+from conftest import _free_port
 
 from tokenmill.report.token_view import LABELS
 from tokenmill.storage.catalog import query
@@ -56,12 +57,6 @@ def new_page(browser):
     yield make
     for ctx in pages:
         ctx.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -171,7 +171,10 @@ ORDER BY start_pos, end_pos
 
 def _column(table: pa.Table, name: str, digits: int = 4) -> list:
     """A numeric column as a JSON-ready list: rounded, nulls (and NaN) as None."""
-    arr = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+    return _json_numbers(table.column(name).to_numpy(zero_copy_only=False).astype(np.float64), digits)
+
+
+def _json_numbers(arr: np.ndarray, digits: int = 4) -> list:
     out = np.round(arr, digits).astype(object)
     out[~np.isfinite(arr)] = None
     return out.tolist()
@@ -212,7 +215,7 @@ def rollout_detail(con: duckdb.DuckDBPyConnection, run: str, rollout_id: str) ->
         at = np.searchsorted(pos, rows.column("pos").to_numpy())
         value = np.full(n, np.nan)
         value[at] = rows.column("value").to_numpy(zero_copy_only=False).astype(np.float64)
-        labels[f"reward:{kind}"] = _column(pa.table({"v": value}), "v")
+        labels[f"reward:{kind}"] = _json_numbers(value)
         flag = rows.column("flag")
         if flag.null_count < len(flag):
             flags = np.full(n, None, dtype=object)

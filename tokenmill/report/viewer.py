@@ -46,7 +46,7 @@ def _template() -> str:
 
 def _embed(data) -> str:
     """JSON safe inside a <script> element: no `</script>` or `<!--` can end it early."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e")
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str).replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 def page(data=None, run: str | None = None) -> str:
@@ -186,6 +186,6 @@ def write_html(lake: Lake, out: str | os.PathLike, runs: list[str] | None = None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page(json.loads(json.dumps(data, default=str))), encoding="utf-8")
+    tmp.write_text(page(data), encoding="utf-8")
     tmp.replace(out)
     return out
