@@ -737,6 +737,8 @@ def _print_probes(lake: str, run_id: str, out: dict, wall: float) -> None:
     for m, p in out["probes"].items():
         console.print(f"probe {p['artifact_id']} ({m}, layer {p['layer']}): threshold {p['threshold']:.3f}, "
                       f"held-out span F1 {p['val_span_f1']:.3f}")
+    for m, why in out.get("skipped", {}).items():
+        console.print(f"no probe for {m}: {why}", highlight=False, markup=False)
 
 
 def _print_router(out: dict, wall: float) -> None:

@@ -73,18 +73,32 @@ def train_probe_task(cfg: ProbeConfig, model: str) -> dict:
                        val_frac=cfg.val_frac, seed=cfg.seed)
 
 
-def probe_models(cfg: ProbeConfig) -> list[str]:
-    """The models to probe: given, or every model whose rollouts have labelled spans."""
+def probe_models(cfg: ProbeConfig) -> tuple[list[str], dict[str, str]]:
+    """(models to probe, {model: why not}). Named models are all probed (and fail loudly if
+    they cannot be); of the models found in the run, those whose spans cannot support a
+    probe (too few prompts to hold some out) are skipped, so one thin model does not cost
+    the others their probes."""
+    from tokenmill.errors import TokenmillError
     from tokenmill.storage.catalog import query
-    from tokenmill.tasks.train.probe import hallucination_config
+    from tokenmill.tasks.train.probe import ProbeDataError, hallucination_config, probe_spans
 
     lake = Lake(cfg.lake)
     cfg_id = hallucination_config(lake, cfg.run_id, cfg.config_id)
     if cfg.models:
-        return cfg.models
-    models = query(lake, """SELECT DISTINCT model FROM hallucination_spans WHERE run_id = ? AND config_id = ?
-                            AND label IN ('supported', 'not_supported') ORDER BY 1""", [cfg.run_id, cfg_id])
-    return models.column("model").to_pylist()
+        return cfg.models, {}
+    found = query(lake, """SELECT DISTINCT model FROM hallucination_spans WHERE run_id = ? AND config_id = ?
+                           AND label IN ('supported', 'not_supported') ORDER BY 1""", [cfg.run_id, cfg_id])
+    models, skipped = [], {}
+    for m in found.column("model").to_pylist():
+        try:
+            probe_spans(lake, cfg.run_id, cfg_id, m, cfg.val_frac, cfg.seed)
+            models.append(m)
+        except ProbeDataError as e:
+            skipped[m] = str(e)
+    if skipped and not models:
+        raise TokenmillError(f"probe: no model of run {cfg.run_id!r} can be probed: " + "; ".join(skipped.values()),
+                             fix="label more prompts")
+    return models, skipped
 
 
 @flow(name="train-probe", flow_run_name="probes {cfg.run_id}", log_prints=True)
@@ -92,14 +106,17 @@ def probe_flow(cfg: ProbeConfig) -> dict:
     """Train and evaluate a hallucination probe for each model of a labelled run."""
     t0 = time.time()
     check_run_id(cfg.run_id)
-    probes = {m: train_probe_task(cfg, m) for m in probe_models(cfg)}
+    log = get_run_logger()
+    models, skipped = probe_models(cfg)
+    for m, why in skipped.items():
+        log.warning("no probe for %s: %s", m, why)
+    probes = {m: train_probe_task(cfg, m) for m in models}
     for m, p in probes.items():
-        get_run_logger().info("probe %s of %s: layer %d, span AUC %.3f (1 - min_prob %.3f)", p["artifact_id"], m,
-                              p["layer"], p["auc"]["span:probe"], p["auc"]["span:1 - min_prob"])
+        log.info("probe %s of %s: layer %d, span AUC %.3f (1 - min_prob %.3f)", p["artifact_id"], m,
+                 p["layer"], p["auc"]["span:probe"], p["auc"]["span:1 - min_prob"])
     if probes:
         report_task(cfg.lake, cfg.run_id)  # adds the probes' ROC curves
-    return {"probes": probes, "seconds": round(time.time() - t0, 1)}
-
+    return {"probes": probes, "skipped": skipped, "seconds": round(time.time() - t0, 1)}
 
 
 @task(name="train-weighted", tags=["model"], cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,

@@ -76,3 +76,29 @@ def test_probe_needs_hallucination_spans(copy_lake):
 
     with pytest.raises(TokenmillError, match="no hallucination spans"):
         train_probe(Lake(str(copy_lake)), "r1", "tiny-small")
+
+
+def test_probe_flow_skips_a_model_it_found_whose_spans_cannot_be_split(prefect_harness, bios_lake, tmp_path):
+    from conftest import make_run
+
+    from tokenmill.flows.train import probe_flow
+    from tokenmill.tasks.labels.hallucination import HallucinationLabeler
+    from tokenmill.tasks.train.probe import ProbeDataError
+
+    dest = tmp_path / "lake"
+    shutil.copytree(bios_lake, dest)
+    lake = Lake(str(dest))
+    before = set(lake.files("rollouts", "b"))
+    make_run(str(dest), run_id="b", models=("tiny-large",), n_prompts=1, samples=2, max_tokens=60, world="bios", split="all")
+    for shard in set(lake.files("rollouts", "b")) - before:
+        HallucinationLabeler().label_shard(lake, "b", shard)
+    out = probe_flow(ProbeConfig(lake=str(dest), run_id="b", steps=20))
+    assert set(out["probes"]) == {"tiny-small"}
+    assert "cannot be split" in out["skipped"]["tiny-large"]
+    # refused before any hidden state of tiny-large was scored
+    scored = connect(lake).execute("""SELECT DISTINCT r.model FROM hidden_states h
+                                      JOIN rollouts r USING (run_id, rollout_id)""").fetchall()
+    assert scored == [("tiny-small",)]
+    # a model the user names must get its probe: the same thin model is an error then
+    with pytest.raises(ProbeDataError, match="tiny-large .*cannot be split"):
+        probe_flow(ProbeConfig(lake=str(dest), run_id="b", steps=20, models=["tiny-large"]))

@@ -54,13 +54,18 @@ WHERE ht.run_id = $run AND ht.config_id = $cfg AND r.model = $model
 ORDER BY ht.rollout_id, ht.pos
 """
 SPANS_SQL = """
-SELECT s.rollout_id, s.start_pos, s.end_pos, s.label = 'not_supported' AS y,
+SELECT s.rollout_id, r.prompt_id, s.start_pos, s.end_pos, s.label = 'not_supported' AS y,
        s.min_prob, s.mean_prob, s.mean_entropy, s.ccp, s.consistency
 FROM hallucination_spans s JOIN rollouts r ON r.run_id = s.run_id AND r.rollout_id = s.rollout_id
 WHERE s.run_id = $run AND s.config_id = $cfg AND r.model = $model
       AND s.label IN ('supported', 'not_supported') AND s.start_pos <= s.end_pos
 ORDER BY s.rollout_id, s.span_id
 """
+
+
+class ProbeDataError(TokenmillError):
+    """A model's labelled spans cannot support a probe (none, or all from too few prompts to
+    hold some out). The flow skips such a model when it picked the models itself."""
 
 
 def hallucination_config(lake: Lake, run_id: str, config: str | None) -> str:
@@ -97,11 +102,23 @@ def ensure_hidden_states(lake: Lake, run_id: str, model: str, layer: int, rollou
         score_stage.score_shard(lake, run_id, shard, {"policy": score_stage.POLICY}, hidden_layer=layer, where=where)
 
 
-def load_probe_data(lake: Lake, run_id: str, cfg_id: str, model: str, layer: int) -> dict:
+def probe_spans(lake: Lake, run_id: str, cfg_id: str, model: str, val_frac: float, seed: int) -> tuple[pa.Table, np.ndarray]:
+    """`model`'s labelled spans and which are held out; `ProbeDataError` when they cannot
+    support a probe. Cheap (spans only): checked before any hidden state is scored."""
     spans = query(lake, SPANS_SQL, {"run": run_id, "cfg": cfg_id, "model": model})
     if spans.num_rows == 0:
-        raise TokenmillError(f"probe: {model} has no supported/not-supported spans in run {run_id!r}",
+        raise ProbeDataError(f"probe: {model} has no supported/not-supported spans in run {run_id!r}",
                              fix="label a world with ground truth (bios) or bring span verdicts (--verdicts-file)")
+    val_span = split_by_prompt(spans.column("prompt_id").to_pylist(), val_frac, seed)
+    if not val_span.any() or val_span.all():
+        n = len(set(spans.column("prompt_id").to_pylist()))
+        raise ProbeDataError(f"probe: the spans of {model} ({n} prompts) cannot be split into train and held-out prompts",
+                             fix="label more prompts")
+    return spans, val_span
+
+
+def load_probe_data(lake: Lake, run_id: str, cfg_id: str, model: str, layer: int, val_frac: float, seed: int) -> dict:
+    spans, val_span = probe_spans(lake, run_id, cfg_id, model, val_frac, seed)
     ensure_hidden_states(lake, run_id, model, layer, pc.unique(spans.column("rollout_id")))
     toks = query(lake, TOKENS_SQL, {"run": run_id, "cfg": cfg_id, "model": model, "layer": layer})
     n = toks.num_rows
@@ -111,12 +128,11 @@ def load_probe_data(lake: Lake, run_id: str, cfg_id: str, model: str, layer: int
     offset = dict(zip(rids[starts], starts))  # rollout → index of its token 0
     s_first = np.array([offset[r] for r in spans.column("rollout_id").to_pylist()], np.int64) + spans.column("start_pos").to_numpy()
     s_len = (spans.column("end_pos").to_numpy() - spans.column("start_pos").to_numpy() + 1).astype(np.int64)
-    prompt_of = dict(zip(rids, toks.column("prompt_id").to_pylist()))
     return {"x": x, "y": toks.column("label").to_numpy(), "prob": toks.column("prob").to_numpy(zero_copy_only=False),
             "entropy": toks.column("entropy").to_numpy(zero_copy_only=False).astype(np.float64),
             "token_prompt": toks.column("prompt_id").to_pylist(), "span_first": s_first, "span_len": s_len,
             "span_y": spans.column("y").to_numpy(zero_copy_only=False).astype(np.float32),
-            "span_prompt": [prompt_of[r] for r in spans.column("rollout_id").to_pylist()],
+            "val_span": val_span,
             "span_scores": {k: spans.column(k).to_numpy(zero_copy_only=False).astype(np.float64)
                             for k in ("min_prob", "mean_prob", "mean_entropy", "ccp", "consistency")}}
 
@@ -155,16 +171,13 @@ def train_probe(lake: Lake, run_id: str, model: str, layer: int = -2, config: st
     layer = absolute_layer(model, layer)
     params = {"steps": steps, "lr": lr, "weight_decay": weight_decay, "lambda_max": lambda_max, "anneal": anneal,
               "val_frac": val_frac, "seed": seed}
-    d = load_probe_data(lake, run_id, cfg_id, model, layer)
+    d = load_probe_data(lake, run_id, cfg_id, model, layer, val_frac, seed)
     pid = ids.content_id("probe", run_id, cfg_id, model, str(layer), ids.canonical_json(params), str(len(d["y"])))
     rel = f"{PROBE_DIR}/{pid}"
     if lake.has_dir(rel):
         return load_probe_meta(lake, rel)
     val_tok = split_by_prompt(d["token_prompt"], val_frac, seed)
-    val_span = split_by_prompt(d["span_prompt"], val_frac, seed)
-    if not val_span.any() or val_span.all():
-        raise TokenmillError(f"probe: the spans of {model} cannot be split into train and held-out prompts",
-                             fix="label more prompts")
+    val_span = d["val_span"]
     x = torch.from_numpy(d["x"])
     mu, sd = x[torch.from_numpy(~val_tok)].mean(0), x[torch.from_numpy(~val_tok)].std(0) + 1e-6  # train statistics
     xs = (x - mu) / sd
