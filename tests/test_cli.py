@@ -146,6 +146,8 @@ def test_check_reports_a_corrupted_file_and_exits_nonzero(lake_dir):
     lake.commit("prompts", "r", prompts_table([Prompt(source="s", prompt="p")]))
     r = tokenmill("check", "--lake", str(lake_dir))
     assert r.returncode == 0 and "no problems" in r.stdout
+    r = tokenmill("check", "--deep", "--lake", str(lake_dir))
+    assert r.returncode == 0 and "no problems" in r.stdout
     with open(lake.files("prompts")[0], "r+b") as fh:  # clobber the Parquet footer
         fh.seek(-12, 2)
         fh.write(b"\0" * 12)

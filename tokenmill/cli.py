@@ -440,14 +440,17 @@ def _print_report(lake: str, run_id: str, out: Optional[Path] = None) -> None:
 
 
 @app.command()
-def check(lake: str = LakeOpt):
-    """Check every lake file: unreadable or corrupt files, newer schema versions, stray temp files."""
+def check(lake: str = LakeOpt,
+          deep: bool = typer.Option(False, "--deep", help="Read every page of every table file, not only footers "
+                                                           "(finds corrupt data; reads the whole lake).")):
+    """Check every lake file: unreadable or corrupt files, newer schema versions, stray temp
+    files, artifacts left without their DONE marker by a crashed training."""
     from rich.table import Table
 
     from tokenmill.storage.lake import Lake
 
     lk = Lake(lake)
-    problems = lk.check()
+    problems = lk.check(deep=deep)
     counts = {t: len(lk.files(t)) for t in lk.tables()}
     console.print(f"{lake}: " + (", ".join(f"{t} {n} files" for t, n in counts.items()) or "no data"))
     if not problems:

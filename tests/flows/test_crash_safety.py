@@ -129,7 +129,8 @@ def test_pipeline_killed_then_rerun_matches_an_uninterrupted_run(point, referenc
     # what the killed run left is already consistent: whole files only, no duplicates
     partial = lake_state(lake)
     assert partial != reference
-    assert {p.kind for p in Lake(str(lake)).check()} <= {"stray_temp"}
+    # a training killed mid-copy leaves its artifact without DONE: reported, redone by the re-run
+    assert {p.kind for p in Lake(str(lake)).check()} <= {"stray_temp", "incomplete_artifact"}
     before = finished_files(lake)
 
     rerun = spawn(*pipeline_args(lake))

@@ -482,3 +482,36 @@ def test_scratch_files_round_trip_and_stay_out_of_tables(tmp_path):
         lake.read_scratch("generate/missing.parquet")
     with pytest.raises(LakeError, match="escapes"):
         lake.write_scratch("../outside.parquet", data)
+
+
+def test_check_reports_temp_files_and_artifacts_left_without_their_done_marker(tmp_path):
+    lake = Lake(tmp_path)
+    crashed = tmp_path / "_artifacts" / "models" / "m-crashed"
+    crashed.mkdir(parents=True)
+    (crashed / "config.json").write_text("{}")
+    done = tmp_path / "_artifacts" / "probes" / "p-done"
+    done.mkdir(parents=True)
+    (done / "probe.pt").write_bytes(b"x")
+    (done / "DONE").write_bytes(b"")
+    (done / ".probe.json.0f3a.tmp").write_bytes(b"partial")
+    (tmp_path / "_reports" / "r1").mkdir(parents=True)
+    (tmp_path / "_reports" / "r1" / ".accuracy.png.tmp").write_bytes(b"partial")
+    (tmp_path / "_reports" / "r1" / "accuracy.png").write_bytes(b"png")
+
+    found = sorted((p.kind, Path(p.path).relative_to(tmp_path).as_posix()) for p in lake.check())
+    assert found == [("incomplete_artifact", "_artifacts/models/m-crashed"),
+                     ("stray_temp", "_artifacts/probes/p-done/.probe.json.0f3a.tmp"),
+                     ("stray_temp", "_reports/r1/.accuracy.png.tmp")]
+    (crashed / "DONE").write_bytes(b"")
+    assert [p.kind for p in lake.check()] == ["stray_temp", "stray_temp"]
+
+
+def test_deep_check_finds_a_corrupt_page_behind_a_sound_footer(tmp_path):
+    lake = Lake(tmp_path)
+    path = lake.commit("tokens", "r1", tokens_table([f"r{i}" for i in range(200)])).path
+    data = bytearray(Path(path).read_bytes())
+    data[4:64] = b"\xff" * 60  # the first column chunk's page header and data; the footer is untouched
+    Path(path).write_bytes(bytes(data))
+
+    assert lake.check() == []  # footers only: looks fine
+    assert [(p.kind, p.path) for p in lake.check(deep=True)] == [("unreadable", path)]

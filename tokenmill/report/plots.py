@@ -26,11 +26,11 @@ import numpy as np
 import pyarrow as pa
 
 from tokenmill.storage.catalog import query
-from tokenmill.storage.lake import Lake
+from tokenmill.storage.lake import REPORTS_DIR, Lake
 
 SAMPLE = 200_000
 FORMATS = ("png", "svg")
-REPORT_DIR = "_reports"
+REPORT_DIR = REPORTS_DIR
 
 
 def report_dir(lake: Lake, run_id: str) -> Path:

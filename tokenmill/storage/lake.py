@@ -51,6 +51,8 @@ PARQUET_SUFFIX = ".parquet"
 TMP_SUFFIX = ".tmp"
 LOCK_NAME = ".commit.lock"
 DONE_MARKER = "DONE"  # last file of a copied artifact directory
+ARTIFACTS_DIR = "_artifacts"  # trained models, routers, probes: <kind>/<id>/
+REPORTS_DIR = "_reports"  # plots per run
 COMPRESSION = "zstd"
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9_.:-]+")
 _PARTITION_PREFIX = f"{S.PARTITION_COLUMN}="
@@ -411,17 +413,24 @@ class Lake:
 
     # ---------------------------------------------------------------- check
 
-    def check(self, strict: bool = False) -> list[Problem]:
-        """Walk every table file: unreadable files, newer schema versions, stray temp files.
+    def check(self, strict: bool = False, deep: bool = False) -> list[Problem]:
+        """Walk the lake: unreadable table files, newer schema versions, stray temp files
+        (tables, staging, artifacts, reports) and artifact directories without their DONE
+        marker (a training that crashed or is still running; its stage redoes it).
 
-        Costs one footer read per file, so it is a maintenance command, not part of `read`.
+        Costs one footer read per table file (with `deep`, a full read of every column, which
+        finds corrupt data pages too), so it is a maintenance command, not part of `read`.
         With `strict`, raise a LakeError naming the problem files instead of returning them.
         """
         problems = [
             Problem(info.path, "stray_temp", "temporary file of an interrupted or running write")
-            for info in self._walk(self.path(STAGING_DIR))
+            for top in (STAGING_DIR, ARTIFACTS_DIR, REPORTS_DIR)
+            for info in self._walk(self.path(top))
             if _is_temp(info.path)
         ]
+        problems += [Problem(d, "incomplete_artifact", f"artifact without its {DONE_MARKER} marker: a crashed or running "
+                                                       "training; the stage that writes it redoes it on its next run")
+                     for d in self._incomplete_artifacts()]
         for table in sorted(S.TABLES):
             base = self.table_path(table)
             for info in self._walk(base):
@@ -429,7 +438,7 @@ class Lake:
                 if _is_temp(rel):
                     problems.append(Problem(info.path, "stray_temp", "temporary file of an interrupted or running commit"))
                 elif _is_visible(rel):
-                    problems.extend(self._check_file(info.path, table))
+                    problems.extend(self._check_file(info.path, table, deep))
         if strict and problems:
             raise LakeError(
                 f"{len(problems)} problem(s) in the lake: " + "; ".join(map(str, problems[:5])),
@@ -438,10 +447,24 @@ class Lake:
             )
         return problems
 
-    def _check_file(self, path: str, table: str) -> list[Problem]:
+    def _incomplete_artifacts(self) -> list[str]:
+        """`_artifacts/<kind>/<id>/` directories that hold files but no DONE marker."""
+        base = self.path(ARTIFACTS_DIR)
+        dirs: dict[str, bool] = {}
+        for info in self._walk(base):
+            parts = posixpath.relpath(info.path, base).split("/")
+            if len(parts) >= 3:  # <kind>/<id>/<file...>
+                d = posixpath.join(base, parts[0], parts[1])
+                dirs[d] = dirs.get(d, False) or (len(parts) == 3 and parts[2] == DONE_MARKER)
+        return sorted(d for d, done in dirs.items() if not done)
+
+    def _check_file(self, path: str, table: str, deep: bool = False) -> list[Problem]:
         try:
-            meta = pq.read_schema(path, filesystem=self.fs).metadata or {}
-        except Exception as e:  # any failure to parse the footer means the file is unusable
+            if deep:  # decode every page: a corrupt page behind a sound footer shows only here
+                meta = pq.read_table(path, filesystem=self.fs).schema.metadata or {}
+            else:
+                meta = pq.read_schema(path, filesystem=self.fs).metadata or {}
+        except Exception as e:  # any failure to parse the file means it is unusable
             return [Problem(path, "unreadable", str(e))]
         version = meta.get(S.META_SCHEMA_VERSION)
         if version is None:

@@ -38,13 +38,13 @@ from tokenmill.config import CriticalConfig, TruthConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.schema import CRITICAL, CRITICAL_TRUTH
 from tokenmill.storage.catalog import query
-from tokenmill.storage.lake import Lake
+from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.tasks import score as score_stage
 from tokenmill.tasks.generate import cached_engine, token_keys
 from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance, read_rollouts_shard
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 
-ARTIFACT_DIR = "_artifacts/models"
+ARTIFACT_DIR = f"{ARTIFACTS_DIR}/models"
 
 
 class NoContrastData(TokenmillError):

@@ -35,11 +35,11 @@ from tokenmill import ids
 from tokenmill.errors import TokenmillError
 from tokenmill.schema import PROBE_EVAL
 from tokenmill.storage.catalog import query
-from tokenmill.storage.lake import Lake
+from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.metrics import roc_auc, split_by_prompt
 
-PROBE_DIR = "_artifacts/probes"
+PROBE_DIR = f"{ARTIFACTS_DIR}/probes"
 HELDOUT_FILE = "heldout.parquet"  # held-out scores per level and method, for ROC curves
 SPAN_BASELINES = {"1 - min_prob": ("min_prob", -1), "1 - mean_prob": ("mean_prob", -1), "mean_entropy": ("mean_entropy", 1),
                   "1 - ccp": ("ccp", -1), "1 - consistency": ("consistency", -1)}

@@ -29,11 +29,11 @@ from torch import nn
 from tokenmill import ids
 from tokenmill.errors import TokenmillError
 from tokenmill.storage.catalog import query
-from tokenmill.storage.lake import Lake
+from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.metrics import split_by_prompt
 
-ROUTER_DIR = "_artifacts/routers"
+ROUTER_DIR = f"{ARTIFACTS_DIR}/routers"
 
 TRAIN_SQL = """
 SELECT r.rollout_id, f.state, f.top_logits, f.pred_id, (r.label = 2) AS y, ro.prompt_id, r.small_model, r.large_model

@@ -33,11 +33,11 @@ from tokenmill.engines.hf import load_hf
 from tokenmill.errors import TokenmillError
 from tokenmill.report import progress
 from tokenmill.schema import TRAIN_METRICS
-from tokenmill.storage.lake import Lake
+from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.losses import tgdpo_weights, token_logprobs, weighted_dpo_loss, weighted_sft_loss
 
-MODEL_DIR = "_artifacts/models"
+MODEL_DIR = f"{ARTIFACTS_DIR}/models"
 
 
 def _read(lake: Lake, dataset_id: str) -> tuple[dict, pa.Table]:
