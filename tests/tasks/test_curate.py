@@ -132,3 +132,22 @@ def test_trl_dpo_trainer_trains_on_the_pairs(labelled, tmp_path):
     trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     out = trainer.train()
     assert out.global_step == 2 and np.isfinite(out.training_loss)
+
+
+def test_cdpo_pairs_on_a_run_with_two_critical_configs_ask_which_one(labelled):
+    crit = labelled.read("critical", "r1")
+    first = crit.column("config_id")[0].as_py()
+    crit = crit.drop_columns(["run_id"]) if "run_id" in crit.column_names else crit
+    other = crit.set_column(crit.schema.get_field_index("config_id"), "config_id",
+                            pa.array(["other-config"] * crit.num_rows)).set_column(
+        crit.schema.get_field_index("weight"), "weight", pa.array(np.ones(crit.num_rows), pa.float32()))
+    _, _, before = run_recipe(labelled, "cdpo-pairs", ["r1"])
+    labelled.commit("critical", "r1", other)
+
+    with pytest.raises(TokenmillError, match=r"run 'r1' has 2 critical configs .*other-config") as e:
+        run_recipe(labelled, "cdpo-pairs", ["r1"])
+    assert "--param config=" in e.value.fix
+    _, _, picked = run_recipe(labelled, "cdpo-pairs", ["r1"], {"config": first})
+    assert picked.equals(before)  # the original labelling, not a concatenation of both
+    _, _, ones = run_recipe(labelled, "cdpo-pairs", ["r1"], {"config": "other-config"})
+    assert all(set(w) == {1.0} for w in ones.column("rejected_weights").to_pylist())

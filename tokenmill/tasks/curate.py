@@ -124,6 +124,20 @@ class Recipe:
     sql: str
     defaults: dict
     fixed: dict = field(default_factory=dict)  # bound, not user-settable
+    config_table: str | None = None  # the labels `$config` picks a labeller config of
+
+    def resolve_config(self, lake: Lake, run: str, params: dict) -> dict:
+        """`params` with `config` set for `run`: the given one, or the run's only config. Several
+        configs and none given is an error, not a mix: a dataset must not change (or silently
+        concatenate two labellings) when another config is added to the run."""
+        if self.config_table is None or params.get("config") is not None:
+            return params
+        found = query(lake, f"SELECT DISTINCT config_id FROM {self.config_table} WHERE run_id = $run ORDER BY 1",
+                      {"run": run}).column("config_id").to_pylist()
+        if len(found) > 1:
+            raise TokenmillError(f"recipe {self.name}: run {run!r} has {len(found)} {self.config_table} configs "
+                                 f"({', '.join(found)})", fix="pick one with --param config=<config id>")
+        return {**params, "config": found[0] if found else None}
 
     def params(self, given: dict) -> dict:
         unknown = set(given) - set(self.defaults)
@@ -138,12 +152,12 @@ class Recipe:
 
 RECIPES = {
     "cdpo-pairs": Recipe("cdpo-pairs", "pairs", PAIRS, {"config": None, "chosen_weight": 1.0, "max_pairs": 4,
-                                                         "reward_config": None}, {"critical": True}),
+                                                         "reward_config": None}, {"critical": True}, "critical"),
     "dpo-pairs": Recipe("dpo-pairs", "pairs", PAIRS, {"chosen_weight": 1.0, "max_pairs": 4, "reward_config": None},
                         {"critical": False, "config": None}),
     "weighted-sft": Recipe("weighted-sft", "sequences", WEIGHTED_SFT, {"weight": "1.0", "where": "verdict = 'correct'"}),
-    "router-set": Recipe("router-set", "sequences", ROUTER_SET, {"config": None}),
-    "probe-set": Recipe("probe-set", "sequences", PROBE_SET, {"config": None}),
+    "router-set": Recipe("router-set", "sequences", ROUTER_SET, {"config": None}, config_table="routing"),
+    "probe-set": Recipe("probe-set", "sequences", PROBE_SET, {"config": None}, config_table="hallucination_spans"),
 }
 
 
@@ -165,9 +179,9 @@ def run_recipe(lake: Lake, name: str, run_ids: list[str], params: dict | None = 
     sql = recipe.sql
     if recipe.name == "weighted-sft":  # expressions are SQL by design: they are the recipe's language
         sql = sql.format(token_labels=TOKEN_LABELS, weight=p["weight"], where=p["where"])
-    binds = recipe.binds(p)
     parts = []
     for run in run_ids:
+        binds = recipe.binds(recipe.resolve_config(lake, run, p))
         try:
             parts.append(query(lake, sql, {**binds, "run": run} if "$run" in sql else binds))
         except TokenmillError:  # an unreadable lake file: its own message says which and what to do
