@@ -1,10 +1,13 @@
 """Hostile generated code ends as a failed verdict with its reason — never harm."""
 
+import os
+import pwd
 import socket
+import sys
 import threading
+from pathlib import Path
 
-
-from tokenmill.code.sandbox import Limits, network_isolation, run_tests
+from tokenmill.code.sandbox import Limits, interpreter, network_isolation, run_tests
 from tokenmill.sources.worlds import get_world
 
 TESTS = ["assert f(1) == 2", "assert f(2) == 3"]
@@ -94,3 +97,28 @@ def test_code_world_verdicts_carry_the_sandbox_reason():
     assert "limit" in v.detail["error"] or "timeout" in v.detail["error"]
     v = world.verify(prompt, "import os\nos.fork()\n")
     assert v.verdict == "incorrect" and "os.fork is not allowed" in v.detail["error"]
+
+
+def test_run_by_root_the_code_runs_as_nobody_under_a_binding_process_limit():
+    """Where `nobody` can run an installation (a system Python), root's sandbox drops to it;
+    where it cannot (this venv's Python may live under /root), it stays root and says why."""
+    me = interpreter()
+    if os.geteuid() != 0:
+        assert me.drop == () and "not root" in me.user
+        return
+    nobody = pwd.getpwnam("nobody").pw_uid
+    system = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.path.exists(p)), None)
+    for python in filter(None, {sys.executable, system}):
+        interp = interpreter(python)
+        if not interp.drop:
+            assert "cannot" in interp.user
+            code = "import os\nuid = os.getuid()\n"
+            assert run_tests(code, ["assert uid == 0"], FAST, python=python) == (1, None)
+            continue
+        before = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit() and p.stat().st_uid == nobody)
+        code = "import os, resource, collections.abc\nuid = os.getuid()\nnproc = resource.getrlimit(resource.RLIMIT_NPROC)[0]\n"
+        tests = [f"assert uid == {nobody}, uid", f"assert nproc <= {before + 2}, nproc"]
+        assert run_tests(code, tests, FAST, python=python) == (2, None)  # and it reads its standard library
+        passed, err = run_tests("open('/root/.probe', 'w')\n", TESTS, FAST, python=python)
+        assert passed == 0 and "no access" in err
+    assert system is None or interpreter(system).drop, "a system Python is readable by everyone"

@@ -5,10 +5,14 @@ Layers, each on its own enough for the common failure, together for hostile code
 * a separate interpreter (`python -I -S`: no environment, no site-packages) in an empty
   temporary directory, with a scrubbed environment (HOME = that directory);
 * kernel limits set before exec: CPU seconds, address space, file size, open files and
-  processes (RLIMIT_NPROC; root ignores it, so the next layers also stop forks), plus a
+  processes (RLIMIT_NPROC: the running user's processes plus `Limits.processes`), plus a
   wall-clock timeout that kills the whole process group;
-* a new network namespace (`unshare --user --map-root-user --net`) where the kernel allows
-  unprivileged user namespaces: the code sees only a down loopback;
+* run by root (containers, CI), the code runs as `nobody` with no groups and no new
+  privileges (`setpriv`), so the process limit binds (root ignores it) and nothing
+  root-only is readable; where `nobody` cannot reach the interpreter and its standard
+  library it stays root, and `interpreter().user` says why;
+* a new network namespace (`unshare --net` as root, `unshare --user --map-root-user --net`
+  where the kernel allows unprivileged user namespaces): the code sees only a down loopback;
 * an audit hook installed before the code runs (hooks cannot be removed): no socket, no
   process creation (fork, exec, spawn, system, subprocess), no ctypes, no importing the
   modules that bypass those events, and no file access outside the working directory
@@ -26,7 +30,6 @@ import resource
 import signal
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -104,18 +107,81 @@ result(passed, err)
 """
 
 
-def _read_roots() -> list[str]:
-    paths = sysconfig.get_paths()
-    roots = {paths[k] for k in ("stdlib", "platstdlib") if k in paths}
-    return sorted(os.path.realpath(r) for r in roots)
+NOBODY = 65534  # uid/gid of `nobody` on Linux; looked up by name where it exists
+
+
+def _nobody() -> tuple[int, int]:
+    import pwd
+
+    try:
+        entry = pwd.getpwnam("nobody")
+        return entry.pw_uid, entry.pw_gid
+    except KeyError:
+        return NOBODY, NOBODY
+
+
+# what the code's interpreter reports about itself: who runs it, where its standard library
+# is (the only files the code may read besides its directory), and that it can read it
+_SELF_REPORT = ("import json, os, sysconfig; p = sysconfig.get_paths(); "
+                "roots = sorted({os.path.realpath(p[k]) for k in ('stdlib', 'platstdlib') if k in p}); "
+                "print(json.dumps([os.getuid(), roots, len(open(os.__file__, 'rb').read(64)) > 0]))")
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    python: str
+    read_roots: tuple[str, ...]  # its standard library, readable by the code
+    drop: tuple[str, ...]  # command prefix that runs it as `nobody`, or () to run as ourselves
+    user: str  # who runs the code, and why
+
+
+def _self_report(cmd: list[str]) -> tuple[int, list[str], bool] | str:
+    """(uid, standard library roots, can read them) as `cmd` sees itself, or why it failed."""
+    try:
+        r = subprocess.run(cmd + ["-I", "-S", "-c", _SELF_REPORT], capture_output=True, text=True, timeout=20, cwd="/")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{type(e).__name__}: {e}"[:200]
+    try:
+        return tuple(json.loads(r.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        return (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1][:200]
+
+
+@lru_cache(maxsize=None)
+def interpreter(python: str | None = None) -> Interpreter:
+    """How the code runs under `python` (default: this interpreter), probed once.
+
+    Run by root, the code runs as `nobody` (`setpriv`: no groups, no new privileges) only if
+    `nobody` then starts the *same* installation and can read its standard library: a
+    Python under a private home directory (pyenv in /root) is not reachable, and where it
+    is started anyway it finds another standard library. Such a run stays root, and `user`
+    says why."""
+    python = python or sys.executable
+    own = _self_report([python])
+    if isinstance(own, str):  # it does not start: run_tests will say so
+        return Interpreter(python, (), (), f"{python} does not start ({own})")
+    uid, roots, _ = own
+    if os.geteuid() != 0:
+        return Interpreter(python, tuple(roots), (), f"uid {uid} (not root)")
+    n_uid, n_gid = _nobody()
+    drop = ["setpriv", f"--reuid={n_uid}", f"--regid={n_gid}", "--clear-groups", "--no-new-privs"]
+    theirs = _self_report(drop + [python])
+    if isinstance(theirs, str):
+        return Interpreter(python, tuple(roots), (), f"root: uid {n_uid} cannot run {python} ({theirs})")
+    if theirs[0] != n_uid or theirs[1] != roots or not theirs[2]:
+        return Interpreter(python, tuple(roots), (), f"root: uid {n_uid} cannot reach the standard library of {python} "
+                                                     f"({', '.join(roots)})")
+    return Interpreter(python, tuple(roots), tuple(drop), f"uid {n_uid} (dropped from root)")
 
 
 @lru_cache(maxsize=1)
 def network_isolation() -> list[str]:
     """The command prefix that gives a process its own (empty) network namespace, or []
-    where the kernel forbids unprivileged user namespaces (the audit hook still refuses
-    sockets)."""
-    for cmd in (["unshare", "--user", "--map-root-user", "--net"], ["unshare", "--net"]):
+    where the kernel forbids it (the audit hook still refuses sockets)."""
+    # root first tries a plain network namespace: inside a user namespace that maps only
+    # root, the later drop to `nobody` would have no uid to become
+    cmds = [["unshare", "--net"], ["unshare", "--user", "--map-root-user", "--net"]]
+    for cmd in cmds if os.geteuid() == 0 else cmds[::-1]:
         try:
             if subprocess.run(cmd + ["true"], capture_output=True, timeout=5).returncode == 0:
                 return cmd
@@ -124,7 +190,18 @@ def network_isolation() -> list[str]:
     return []
 
 
-def _limit(limits: Limits):
+def _processes_of(uid: int) -> int:
+    n = 0
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                n += os.stat(f"/proc/{p}").st_uid == uid
+            except OSError:  # exited meanwhile
+                pass
+    return n
+
+
+def _limit(limits: Limits, run_uid: int):
     def apply() -> None:  # runs in the child between fork and exec
         mb = 1 << 20
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
@@ -133,26 +210,34 @@ def _limit(limits: Limits):
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         try:
-            current = len([p for p in os.listdir("/proc") if p.isdigit()])
+            # the kernel counts the real user's processes; this child becomes one of them
+            # when it drops to another user, and already is one otherwise
+            current = _processes_of(run_uid) + (run_uid != os.getuid())
             resource.setrlimit(resource.RLIMIT_NPROC, (current + limits.processes, current + limits.processes))
         except (OSError, ValueError):
             pass
     return apply
 
 
-def run_tests(code: str, tests: list[str], limits: Limits | None = None) -> tuple[int, str | None]:
-    """(tests passed, first error or the reason the run was stopped)."""
+def run_tests(code: str, tests: list[str], limits: Limits | None = None, python: str | None = None) -> tuple[int, str | None]:
+    """(tests passed, first error or the reason the run was stopped). `python` runs the code
+    (default: this interpreter)."""
     limits = limits or Limits()
+    interp = interpreter(python)
+    drop = list(interp.drop)
+    run_uid = _nobody()[0] if drop else os.getuid()
     with tempfile.TemporaryDirectory(prefix="tokenmill-sandbox-") as cwd:
+        if drop:  # its working directory is the one place the code may write
+            os.chown(cwd, *_nobody())
         env = {"PATH": "/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
-        cmd = network_isolation() + [sys.executable, "-I", "-S", "-c", _RUNNER]
+        cmd = network_isolation() + drop + [interp.python, "-I", "-S", "-c", _RUNNER]
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    cwd=cwd, env=env, start_new_session=True, preexec_fn=_limit(limits), text=True)
+                                    cwd=cwd, env=env, start_new_session=True, preexec_fn=_limit(limits, run_uid), text=True)
         except OSError as e:
             return 0, f"sandbox: cannot start the interpreter ({e})"
         try:
-            out, err = proc.communicate(json.dumps([code, tests, _read_roots()]), timeout=limits.wall_s)
+            out, err = proc.communicate(json.dumps([code, tests, list(interp.read_roots)]), timeout=limits.wall_s)
         except subprocess.TimeoutExpired:
             _kill(proc)
             return 0, f"timeout: killed after {limits.wall_s:g} s wall time"
