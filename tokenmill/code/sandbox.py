@@ -228,7 +228,10 @@ def run_tests(code: str, tests: list[str], limits: Limits | None = None, python:
     run_uid = _nobody()[0] if drop else os.getuid()
     with tempfile.TemporaryDirectory(prefix="tokenmill-sandbox-") as cwd:
         if drop:  # its working directory is the one place the code may write
-            os.chown(cwd, *_nobody())
+            try:
+                os.chown(cwd, *_nobody())
+            except OSError:  # a temp filesystem without owners: run as ourselves rather than not at all
+                drop, run_uid = [], os.getuid()
         env = {"PATH": "/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
         cmd = network_isolation() + drop + [interp.python, "-I", "-S", "-c", _RUNNER]
         try:
