@@ -158,8 +158,10 @@ SCORES = register_table(
     TableSpec(
         name="scores",
         doc="Teacher-forced statistics of each generated token under a named model (policy, ref, pos, neg, …).",
-        key=("rollout_id", "pos", "model"),
-        dedupe_on=("rollout_id", "model"),
+        # a role may be filled by another model later (`--model ref=…`): both are kept, and
+        # readers pick the role's rows of the model they were asked for
+        key=("rollout_id", "pos", "model", "model_id"),
+        dedupe_on=("rollout_id", "model", "model_id"),
         schema=pa.schema(
             [
                 pa.field("rollout_id", pa.string(), nullable=False),

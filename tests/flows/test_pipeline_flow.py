@@ -1,5 +1,7 @@
 """The pipeline flow end to end on tiny models (the efficacy study, reduced), on a real Prefect API."""
 
+import json
+
 import pyarrow.compute as pc
 import pytest
 
@@ -34,9 +36,11 @@ def test_reduced_efficacy_study_runs_the_pipeline_end_to_end_and_reruns_idempote
     assert {r["arm"] for r in lk.read("model_eval", "efficacy-s0").to_pylist()} == {None, *summary} - {"base"}
     # TGDPO's guidance: dpo token rewards of the dpo arm's model, not of the policy itself
     con = connect(lk)
-    guided = con.execute("SELECT count(DISTINCT config_id), max(abs(value)) FROM token_rewards "
+    guided = con.execute("SELECT count(DISTINCT config_id), max(abs(value)), any_value(models) FROM token_rewards "
                          "WHERE kind = 'dpo' AND models LIKE '%_artifacts/models/%'").fetchone()
     assert guided[0] == 1 and guided[1] > 0
+    # the guide is named by its lake path, not where this lake happens to be mounted
+    assert json.loads(guided[2])["dpo"].startswith("_artifacts/models/")
     before = counts(lake)
     again = run_study(cfgs)
     assert counts(lake) == before  # crash → re-run → same lake; here: re-run → nothing new

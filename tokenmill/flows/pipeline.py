@@ -57,7 +57,8 @@ def check_pipeline(cfg: PipelineConfig) -> None:
 
 
 def guide_rewards(cfg: PipelineConfig, guide_path: str) -> str:
-    """Label the run with `dpo` token rewards of the guide model; returns their config id."""
+    """Label the run with `dpo` token rewards of the guide model (named by its lake path, so
+    the config id is the same wherever the lake is mounted); returns their config id."""
     from tokenmill.tasks.labels.rewards import RewardsLabeler
 
     rewards = RewardsConfig(kinds=["dpo"], beta=1.0, dpo_role="guide", ref_role="ref")
@@ -71,7 +72,7 @@ def guide_rewards(cfg: PipelineConfig, guide_path: str) -> str:
 def run_arm(cfg: PipelineConfig, arm: Arm, trained: dict[str, dict]) -> dict:
     if arm.guide is not None:
         arm = arm.model_copy(update={"params": {**arm.params,
-                                                "reward_config": guide_rewards(cfg, trained[arm.guide]["local_path"])}})
+                                                "reward_config": guide_rewards(cfg, trained[arm.guide]["path"])}})
     dataset = curate_flow(cfg.curate(arm))
     model = with_runner(train_flow, cfg.runner)(cfg.train(arm, dataset["dataset_id"]))
     return {**model, "dataset_rows": dataset["rows"], "arm": arm.name}

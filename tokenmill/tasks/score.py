@@ -27,9 +27,10 @@ from tokenmill.engines import Engine, load_tokenizer, tokenizer_difference
 from tokenmill.engines.base import NON_FINITE_FIX, first_non_finite
 from tokenmill.errors import EngineError
 from tokenmill.schema import HIDDEN_STATES, SCORES
-from tokenmill.storage.lake import Lake
+from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.tasks.generate import _cat, cached_engine, list_array, token_keys
 from tokenmill.tasks.labels.base import read_rollouts_shard
+from tokenmill.tasks.train.artifacts import artifact_path
 
 POLICY = "policy"  # the role of each rollout's own model
 SCORE_COLUMNS = ["rollout_id", "model", "prompt_token_ids", "completion_token_ids"]
@@ -125,11 +126,32 @@ def check_scoring_tokenizer(role: str, model: str, policies: list[str]) -> None:
                               fix=f"score with a model of {policy}'s family (same tokenizer), e.g. --model {role}={policy}")
 
 
-def missing(lake: Lake, table: str, run_id: str, rollout_ids: pa.Array, role: str, layer: int | None = None) -> pa.Array:
-    """The rollout ids of `rollout_ids` that have no rows for `role` in `table` yet."""
+def model_source(lake: Lake, model: str) -> str:
+    """What loads `model`. A model trained into the lake is named by its lake path
+    (`_artifacts/models/<id>`): that name stays the same wherever the lake is mounted, so
+    label config ids and `scores.model_id` do too; it loads from the artifact's local copy.
+    Anything else loads as given."""
+    if not model.startswith(ARTIFACTS_DIR + "/"):
+        return model
+    if not lake.has_dir(model):
+        raise EngineError(f"no finished model artifact {model!r} in the lake", where=lake.uri,
+                          fix="train it first, or name a bundled model, a local directory or a hub id")
+    return artifact_path(lake, model)
+
+
+def role_rows(role: str, model: str) -> pc.Expression:
+    """The `scores` rows of `role` filled by `model` (each rollout's own model for the policy)."""
+    expr = pc.field("model") == role
+    return expr if model == POLICY else expr & (pc.field("model_id") == model)
+
+
+def missing(lake: Lake, table: str, run_id: str, rollout_ids: pa.Array, role: str, layer: int | None = None,
+            model: str = POLICY) -> pa.Array:
+    """The rollout ids of `rollout_ids` that have no rows for `role` (filled by `model`) in
+    `table` yet."""
     if not lake.files(table, run_id):
         return rollout_ids
-    flt = (pc.field("model") == role) & pc.field("rollout_id").isin(rollout_ids)
+    flt = (role_rows(role, model) if table == "scores" else pc.field("model") == role) & pc.field("rollout_id").isin(rollout_ids)
     if layer is not None:
         flt = flt & (pc.field("layer") == layer)
     done = lake.read(table, run_id, columns=["rollout_id"], filter=flt).column("rollout_id")
@@ -149,10 +171,10 @@ def score_shard(lake: Lake, run_id: str, shard: str, roles: dict[str, str], engi
         rollouts = rollouts.filter(where)
     for role, model in roles.items():  # every role checked before anything is scored
         if model != POLICY:
-            check_scoring_tokenizer(role, model, pc.unique(rollouts.column("model")).to_pylist())
+            check_scoring_tokenizer(role, model_source(lake, model), pc.unique(rollouts.column("model")).to_pylist())
     written = {}
     for role, model in roles.items():
-        todo = missing(lake, "scores", run_id, rollouts.column("rollout_id").combine_chunks(), role)
+        todo = missing(lake, "scores", run_id, rollouts.column("rollout_id").combine_chunks(), role, model=model)
         if hidden_layer is not None:
             todo = pc.unique(pa.concat_arrays([todo, missing(lake, "hidden_states", run_id,
                                                rollouts.column("rollout_id").combine_chunks(), role, hidden_layer)]))
@@ -163,8 +185,8 @@ def score_shard(lake: Lake, run_id: str, shard: str, roles: dict[str, str], engi
             rows = part.filter(pc.equal(part.column("model"), name)) if model == POLICY else part
             if rows.num_rows == 0:
                 continue
-            engine = cached_engine(engine_kind, name, **(engine_options or {}))
-            table, hidden = score(rows, engine, role, top_k, hidden_layer)
+            engine = cached_engine(engine_kind, model_source(lake, name), **(engine_options or {}))
+            table, hidden = score(rows, engine, role, top_k, hidden_layer, model_id=None if model == POLICY else model)
             if hidden is not None:
                 lake.commit("hidden_states", run_id, hidden)
             written[role] += lake.commit("scores", run_id, table).rows_written

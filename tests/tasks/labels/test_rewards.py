@@ -110,3 +110,42 @@ def test_unknown_kind_is_a_clear_error():
 
     with pytest.raises(TokenmillError, match="unknown reward kind 'ppo'"):
         RewardsLabeler(RewardsConfig(kinds=["ppo"]))
+
+
+def test_a_role_filled_by_another_model_is_scored_anew_and_read_by_its_model(labelled):
+    lake, first, _ = labelled  # ref = tiny-large
+    again = RewardsLabeler(RewardsConfig(kinds=["dpo"], beta=0.5), models={"ref": "tiny-small"})
+    for shard in lake.files("rollouts", "r1"):
+        again.label_shard(lake, "r1", shard)
+    con = connect(lake)
+    tokens = con.execute("SELECT count(*) FROM tokens").fetchone()[0]
+    assert dict(con.execute("SELECT model_id, count(*) FROM scores WHERE model = 'ref' GROUP BY 1").fetchall()) == \
+        {"tiny-large": tokens, "tiny-small": tokens}  # both fillings of the role are kept
+    gap = dict(con.execute("SELECT config_id, max(abs(value)) FROM token_rewards WHERE kind = 'dpo' GROUP BY 1").fetchall())
+    # the run's policy is tiny-small: against itself as ref every dpo reward is 0; against tiny-large it is not
+    assert gap[again.config_ids()["dpo"]] < 1e-5
+    assert gap[first.config_ids()["dpo"]] > 0.1
+
+
+def test_a_lake_model_named_by_its_lake_path_loads_from_the_lake(copy_lake):
+    import shutil
+
+    from tokenmill.errors import EngineError
+    from tokenmill.models.registry import resolve_model
+    from tokenmill.tasks.score import model_source
+
+    lake = Lake(copy_lake)
+    rel = "_artifacts/models/abc123"
+    with pytest.raises(EngineError, match="no finished model artifact '_artifacts/models/abc123'"):
+        model_source(lake, rel)
+    shutil.copytree(resolve_model("tiny-large").path, copy_lake / rel)
+    (copy_lake / rel / "DONE").write_bytes(b"")
+    assert model_source(lake, rel) == str(copy_lake / rel)
+    assert model_source(lake, "tiny-small") == "tiny-small"
+    labeler = RewardsLabeler(RewardsConfig(kinds=["dpo"]), models={"ref": rel})
+    for shard in lake.files("rollouts", "r1"):
+        labeler.label_shard(lake, "r1", shard)
+    con = connect(lake)
+    # recorded by its lake path: the same config id wherever the lake is mounted
+    assert con.execute("SELECT DISTINCT models FROM token_rewards").fetchall() == [(f'{{"dpo":"policy","ref":"{rel}"}}',)]
+    assert con.execute("SELECT DISTINCT model_id FROM scores WHERE model = 'ref'").fetchall() == [(rel,)]

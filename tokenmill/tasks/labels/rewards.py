@@ -84,7 +84,7 @@ class RewardsLabeler(Labeler):
         if roles:
             policies = pc.unique(lake.read("rollouts", run_id, columns=["model"]).column("model")).to_pylist()
             for role, model in roles.items():
-                score_stage.check_scoring_tokenizer(role, model, policies)
+                score_stage.check_scoring_tokenizer(role, score_stage.model_source(lake, model), policies)
         return {}
 
     def _model(self, role: str) -> str:
@@ -179,7 +179,8 @@ class RewardsLabeler(Labeler):
                 out[kind] = (entropy, flag)
             elif kind == "dpo":
                 lp = {role: aligned(lake.read("scores", run_id, columns=["rollout_id", "pos", "logprob"],
-                                              filter=(pc.field("model") == role) & pc.field("rollout_id").isin(rids)),
+                                              filter=score_stage.role_rows(role, self._model(role))
+                                              & pc.field("rollout_id").isin(rids)),
                                     rids).column("logprob").to_numpy()
                       for role in (c.dpo_role, c.ref_role)}
                 out[kind] = (rm.dpo_token_rewards(lp[c.dpo_role], lp[c.ref_role], c.beta, c.clip), None)
