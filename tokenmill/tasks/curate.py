@@ -35,6 +35,7 @@ from tokenmill.config import CurateConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import Lake
+from tokenmill.tasks.labels.base import only_config
 
 SEQUENCE_COLUMNS = ("prompt_token_ids", "completion_token_ids", "weights")
 PAIR_COLUMNS = ("prompt_token_ids", "chosen_token_ids", "rejected_token_ids", "chosen_weights", "rejected_weights")
@@ -127,17 +128,12 @@ class Recipe:
     config_table: str | None = None  # the labels `$config` picks a labeller config of
 
     def resolve_config(self, lake: Lake, run: str, params: dict) -> dict:
-        """`params` with `config` set for `run`: the given one, or the run's only config. Several
-        configs and none given is an error, not a mix: a dataset must not change (or silently
-        concatenate two labellings) when another config is added to the run."""
+        """`params` with `config` set for `run`: the given one, or the run's only config (never
+        a mix of two labellings: a dataset must not change when a config is added)."""
         if self.config_table is None or params.get("config") is not None:
             return params
-        found = query(lake, f"SELECT DISTINCT config_id FROM {self.config_table} WHERE run_id = $run ORDER BY 1",
-                      {"run": run}).column("config_id").to_pylist()
-        if len(found) > 1:
-            raise TokenmillError(f"recipe {self.name}: run {run!r} has {len(found)} {self.config_table} configs "
-                                 f"({', '.join(found)})", fix="pick one with --param config=<config id>")
-        return {**params, "config": found[0] if found else None}
+        return {**params, "config": only_config(lake, self.config_table, run, f"recipe {self.name}",
+                                                fix="pick one with --param config=<config id>")}
 
     def params(self, given: dict) -> dict:
         unknown = set(given) - set(self.defaults)

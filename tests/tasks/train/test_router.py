@@ -34,3 +34,27 @@ def test_validation_split_holds_whole_prompts_out():
     assert all(len(s) == 1 for s in by_prompt.values())
     assert 0.1 < val.mean() < 0.3
     assert (split_by_prompt(prompts, 0.2, seed=0) == val).all()
+
+
+def test_training_data_of_a_run_with_two_routing_configs_asks_which_one(route_lake, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    from tokenmill.storage.lake import Lake
+    from tokenmill.tasks.train.router import load_training_data
+
+    dest = tmp_path / "lake"
+    shutil.copytree(route_lake, dest)
+    lake = Lake(str(dest))
+    routing = lake.read("routing", "g").drop_columns(["run_id"])
+    first = routing.column("config_id")[0].as_py()
+    before = load_training_data(lake, "g")
+    i = routing.schema.get_field_index("config_id")
+    lake.commit("routing", "g", routing.set_column(i, "config_id", pa.array(["judge-config"] * routing.num_rows)))
+
+    with pytest.raises(TokenmillError, match=r"router: run 'g' has 2 routing configs .*judge-config") as e:
+        load_training_data(lake, "g")
+    assert "--config" in e.value.fix
+    picked = load_training_data(lake, "g", first)  # one labelling, not both stacked
+    assert len(picked["y"]) == len(before["y"]) and (picked["y"] == before["y"]).all()

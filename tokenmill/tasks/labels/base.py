@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from tokenmill import ids
-from tokenmill.errors import unreadable_file
+from tokenmill.errors import TokenmillError, unreadable_file
 from tokenmill.storage.lake import Lake
 
 _EMPTY = pa.table({"x": pa.array([], pa.int8())})
@@ -28,6 +28,19 @@ def config_id(labeler: str, version: str, models: dict, params: dict, kind: str 
     """The hash a label row is deduplicated on: same labeler (and output kind), models and
     parameters → same id."""
     return ids.content_id(labeler, kind, version, ids.canonical_json(models), ids.canonical_json(params))
+
+
+def only_config(lake: Lake, table: str, run_id: str, who: str, fix: str) -> str | None:
+    """The run's only labeller config in `table` (None when it has none). Several is an error
+    asking for one (`fix` says how): mixing two labellings of the same tokens, or silently
+    picking one, would change a result when a config is added."""
+    from tokenmill.storage.catalog import query
+
+    found = query(lake, f"SELECT DISTINCT config_id FROM {table} WHERE run_id = $run ORDER BY 1",
+                  {"run": run_id}).column("config_id").to_pylist()
+    if len(found) > 1:
+        raise TokenmillError(f"{who}: run {run_id!r} has {len(found)} {table} configs ({', '.join(found)})", fix=fix)
+    return found[0] if found else None
 
 
 def provenance(n: int, labeler: str, version: str, models: dict, params: dict, kind: str = "") -> dict[str, pa.Array]:

@@ -36,6 +36,7 @@ from tokenmill.errors import TokenmillError
 from tokenmill.schema import PROBE_EVAL
 from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
+from tokenmill.tasks.labels.base import only_config
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.metrics import roc_auc, split_by_prompt
 
@@ -69,16 +70,18 @@ class ProbeDataError(TokenmillError):
 
 
 def hallucination_config(lake: Lake, run_id: str, config: str | None) -> str:
-    cfgs = pc.unique(lake.read("hallucination_spans", run_id, columns=["config_id"]).column("config_id")).to_pylist() \
-        if lake.files("hallucination_spans", run_id) else []
-    if not cfgs:
-        raise TokenmillError(f"probe: run {run_id!r} has no hallucination spans",
-                             fix=f"run `tokenmill label --run {run_id} --labelers hallucination` first")
-    if config is None and len(cfgs) > 1:
-        raise TokenmillError(f"probe: run {run_id!r} has hallucination spans of {len(cfgs)} configs", fix="pass --config")
-    if config is not None and config not in cfgs:
-        raise TokenmillError(f"probe: no hallucination spans of config {config!r}", fix=f"configs: {', '.join(cfgs)}")
-    return config or cfgs[0]
+    """The given config (checked to exist) or the run's only hallucination config."""
+    if config is None:
+        config = only_config(lake, "hallucination_spans", run_id, "probe", fix="pick one with --config <config id>")
+        if config is None:
+            raise TokenmillError(f"probe: run {run_id!r} has no hallucination spans",
+                                 fix=f"run `tokenmill label --run {run_id} --labelers hallucination` first")
+        return config
+    cfgs = query(lake, "SELECT DISTINCT config_id FROM hallucination_spans WHERE run_id = $run ORDER BY 1",
+                 {"run": run_id}).column("config_id").to_pylist()
+    if config not in cfgs:
+        raise TokenmillError(f"probe: no hallucination spans of config {config!r}", fix=f"configs: {', '.join(cfgs) or 'none'}")
+    return config
 
 
 def absolute_layer(model: str, layer: int) -> int:

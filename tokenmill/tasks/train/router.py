@@ -30,6 +30,7 @@ from tokenmill import ids
 from tokenmill.errors import TokenmillError
 from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
+from tokenmill.tasks.labels.base import only_config
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.metrics import split_by_prompt
 
@@ -81,6 +82,8 @@ def recall_threshold(p: np.ndarray, y: np.ndarray, recall: float = 0.95) -> tupl
 
 
 def load_training_data(lake: Lake, run_id: str, config: str | None = None) -> dict:
+    if config is None:  # two labellings of the same tokens must not be trained on as one
+        config = only_config(lake, "routing", run_id, "router", fix="pick one with --config <config id>")
     t = query(lake, TRAIN_SQL, {"run": run_id, "cfg": config})
     if t.num_rows == 0:
         raise TokenmillError(f"router: run {run_id!r} has no routing labels with features",
