@@ -151,3 +151,24 @@ def test_cdpo_pairs_on_a_run_with_two_critical_configs_ask_which_one(labelled):
     assert picked.equals(before)  # the original labelling, not a concatenation of both
     _, _, ones = run_recipe(labelled, "cdpo-pairs", ["r1"], {"config": "other-config"})
     assert all(set(w) == {1.0} for w in ones.column("rejected_weights").to_pylist())
+
+
+def test_weighted_sft_on_a_label_family_with_two_configs_asks_which_one(labelled):
+    crit = labelled.read("critical", "r1").drop_columns(["run_id"])
+    first = crit.column("config_id")[0].as_py()
+    ones = crit.set_column(crit.schema.get_field_index("config_id"), "config_id", pa.array(["other"] * crit.num_rows)) \
+        .set_column(crit.schema.get_field_index("weight"), "weight", pa.array(np.ones(crit.num_rows), pa.float32()))
+    params = {"weight": "coalesce(critical_weight, 0)", "where": "true"}
+    _, _, before = run_recipe(labelled, "weighted-sft", ["r1"], params)
+    labelled.commit("critical", "r1", ones)
+
+    with pytest.raises(TokenmillError, match=r"run 'r1' has 2 critical configs .*would average them") as e:
+        run_recipe(labelled, "weighted-sft", ["r1"], params)
+    assert "--param configs=" in e.value.fix
+    _, p, picked = run_recipe(labelled, "weighted-sft", ["r1"], {**params, "configs": first})
+    assert picked.column("weights").equals(before.column("weights")) and p["configs"] == first
+    _, _, other = run_recipe(labelled, "weighted-sft", ["r1"], {**params, "configs": "other"})
+    assert other.column("weights") != before.column("weights")
+    # an expression that does not read the family is not asked; nor are defaults changed by the option
+    _, p, _ = run_recipe(labelled, "weighted-sft", ["r1"], {"weight": "coalesce(grpo, 0)"})
+    assert "configs" not in p

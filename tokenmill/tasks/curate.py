@@ -17,7 +17,9 @@ Built in:
   weighted-sft   rollouts passing `where` (SQL over `rollouts`), each completion token
                  weighted by `weight`, a SQL expression over the `token_labels` columns
                  (critical_weight, p_ce, dpo, grpo, tempo, d3s, d3s_keep, entropy_flag,
-                 halluc, logprob, entropy), e.g. `CASE WHEN halluc = 1 THEN 0 ELSE 1 END`
+                 halluc, logprob, entropy), e.g. `CASE WHEN halluc = 1 THEN 0 ELSE 1 END`;
+                 where a label family the expressions use has several configs, `configs`
+                 (comma-separated config ids) names the one to read
   router-set     R2R trajectories, targets = 1 at divergent tokens, else 0
   probe-set      bios rollouts, targets = the hallucination_tokens label (1 / 0 / −100)
   sql:<file>     a user's SQL file whose result has the sequence columns (`$run` is bound)
@@ -25,6 +27,7 @@ Built in:
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,21 +43,58 @@ from tokenmill.tasks.labels.base import only_config
 SEQUENCE_COLUMNS = ("prompt_token_ids", "completion_token_ids", "weights")
 PAIR_COLUMNS = ("prompt_token_ids", "chosen_token_ids", "rejected_token_ids", "chosen_weights", "rejected_weights")
 
-# one row per generated token with every label tokenmill has for it (averaged over label configs)
+# one row per generated token with every label tokenmill has for it: of each label family
+# the one config `$cfg_<family>` names (NULL: the run has at most one, or the expression
+# does not use that family; see `label_family_configs`)
 TOKEN_LABELS = """
 WITH tr AS (
     SELECT rollout_id, pos,
-           avg(value) FILTER (WHERE kind = 'dpo') AS dpo, avg(value) FILTER (WHERE kind = 'grpo') AS grpo,
-           avg(value) FILTER (WHERE kind = 'tempo') AS tempo, avg(value) FILTER (WHERE kind = 'd3s') AS d3s,
-           bool_or(flag) FILTER (WHERE kind = 'd3s') AS d3s_keep, bool_or(flag) FILTER (WHERE kind = 'entropy') AS entropy_flag
+           avg(value) FILTER (WHERE kind = 'dpo' AND ($cfg_dpo IS NULL OR config_id = $cfg_dpo)) AS dpo,
+           avg(value) FILTER (WHERE kind = 'grpo' AND ($cfg_grpo IS NULL OR config_id = $cfg_grpo)) AS grpo,
+           avg(value) FILTER (WHERE kind = 'tempo' AND ($cfg_tempo IS NULL OR config_id = $cfg_tempo)) AS tempo,
+           avg(value) FILTER (WHERE kind = 'd3s' AND ($cfg_d3s IS NULL OR config_id = $cfg_d3s)) AS d3s,
+           bool_or(flag) FILTER (WHERE kind = 'd3s' AND ($cfg_d3s IS NULL OR config_id = $cfg_d3s)) AS d3s_keep,
+           bool_or(flag) FILTER (WHERE kind = 'entropy' AND ($cfg_entropy IS NULL OR config_id = $cfg_entropy)) AS entropy_flag
     FROM token_rewards WHERE run_id = $run GROUP BY ALL),
-cr AS (SELECT rollout_id, pos, avg(weight) AS critical_weight, avg(p_ce) AS p_ce FROM critical WHERE run_id = $run GROUP BY ALL),
-ha AS (SELECT rollout_id, pos, max(label) AS halluc FROM hallucination_tokens WHERE run_id = $run GROUP BY ALL)
+cr AS (SELECT rollout_id, pos, avg(weight) AS critical_weight, avg(p_ce) AS p_ce FROM critical
+       WHERE run_id = $run AND ($cfg_critical IS NULL OR config_id = $cfg_critical) GROUP BY ALL),
+ha AS (SELECT rollout_id, pos, max(label) AS halluc FROM hallucination_tokens
+       WHERE run_id = $run AND ($cfg_halluc IS NULL OR config_id = $cfg_halluc) GROUP BY ALL)
 SELECT t.rollout_id, t.pos, t.logprob, t.entropy, tr.dpo, tr.grpo, tr.tempo, tr.d3s, tr.d3s_keep, tr.entropy_flag,
        cr.critical_weight, cr.p_ce, ha.halluc
 FROM tokens t LEFT JOIN tr USING (rollout_id, pos) LEFT JOIN cr USING (rollout_id, pos) LEFT JOIN ha USING (rollout_id, pos)
 WHERE t.run_id = $run
 """
+# weighted-sft's label columns → their family: (table, reward kind), whose config ids list it
+LABEL_FAMILIES = {"dpo": ("token_rewards", "dpo"), "grpo": ("token_rewards", "grpo"), "tempo": ("token_rewards", "tempo"),
+                  "d3s": ("token_rewards", "d3s"), "entropy": ("token_rewards", "entropy"),
+                  "critical": ("critical", None), "halluc": ("hallucination_spans", None)}
+LABEL_COLUMNS = {"dpo": "dpo", "grpo": "grpo", "tempo": "tempo", "d3s": "d3s", "d3s_keep": "d3s", "entropy_flag": "entropy",
+                 "critical_weight": "critical", "p_ce": "critical", "halluc": "halluc"}
+
+
+def label_family_configs(lake: Lake, run: str, expressions: str, chosen: str | None) -> dict[str, str | None]:
+    """`cfg_<family>` → the one config of each label family to read. A family with several
+    configs that the expressions use needs one named in `chosen` (comma-separated config
+    ids): averaging them would change a dataset whenever a config is added."""
+    picks = {c.strip() for c in (chosen or "").split(",") if c.strip()}
+    used = {fam for col, fam in LABEL_COLUMNS.items() if re.search(rf"\b{col}\b", expressions)}
+    binds = {}
+    for fam, (table, kind) in LABEL_FAMILIES.items():
+        found = query(lake, f"SELECT DISTINCT config_id FROM {table} WHERE run_id = $run"
+                            + (" AND kind = $kind ORDER BY 1" if kind else " ORDER BY 1"),
+                      {"run": run, **({"kind": kind} if kind else {})}).column("config_id").to_pylist()
+        named = [c for c in found if c in picks]
+        if len(named) > 1:
+            raise TokenmillError(f"recipe weighted-sft: configs names {len(named)} {fam} configs ({', '.join(named)})",
+                                 fix="name one config per label family")
+        if len(found) > 1 and not named and fam in used:
+            raise TokenmillError(f"recipe weighted-sft: run {run!r} has {len(found)} {fam} configs ({', '.join(found)}); "
+                                 f"the expression would average them",
+                                 fix="pick one with --param configs=<config id>[,<config id of another family>…]")
+        binds[f"cfg_{fam}"] = named[0] if named else (found[0] if len(found) == 1 else None)
+    return binds
+
 
 # `dpo-pairs` and `cdpo-pairs` share this query; cDPO ($critical) keeps only rejected
 # rollouts with critical labels and weights them 1 − p_CE, plain pairs weight every token 1.
@@ -126,6 +166,7 @@ class Recipe:
     defaults: dict
     fixed: dict = field(default_factory=dict)  # bound, not user-settable
     config_table: str | None = None  # the labels `$config` picks a labeller config of
+    optional: tuple[str, ...] = ()  # settable, but absent from the parameters (and dataset ids) unless given
 
     def resolve_config(self, lake: Lake, run: str, params: dict) -> dict:
         """`params` with `config` set for `run`: the given one, or the run's only config (never
@@ -136,10 +177,10 @@ class Recipe:
                                                 fix="pick one with --param config=<config id>")}
 
     def params(self, given: dict) -> dict:
-        unknown = set(given) - set(self.defaults)
+        unknown = set(given) - set(self.defaults) - set(self.optional)
         if unknown:
             raise TokenmillError(f"recipe {self.name}: unknown parameter(s) {', '.join(sorted(unknown))}",
-                                 fix=f"parameters: {', '.join(self.defaults) or 'none'}")
+                                 fix=f"parameters: {', '.join([*self.defaults, *self.optional]) or 'none'}")
         return {**self.defaults, **given}
 
     def binds(self, params: dict) -> dict:
@@ -151,7 +192,8 @@ RECIPES = {
                                                          "reward_config": None}, {"critical": True}, "critical"),
     "dpo-pairs": Recipe("dpo-pairs", "pairs", PAIRS, {"chosen_weight": 1.0, "max_pairs": 4, "reward_config": None},
                         {"critical": False, "config": None}),
-    "weighted-sft": Recipe("weighted-sft", "sequences", WEIGHTED_SFT, {"weight": "1.0", "where": "verdict = 'correct'"}),
+    "weighted-sft": Recipe("weighted-sft", "sequences", WEIGHTED_SFT, {"weight": "1.0", "where": "verdict = 'correct'"},
+                           optional=("configs",)),
     "router-set": Recipe("router-set", "sequences", ROUTER_SET, {"config": None}, config_table="routing"),
     "probe-set": Recipe("probe-set", "sequences", PROBE_SET, {"config": None}, config_table="hallucination_spans"),
 }
@@ -178,6 +220,8 @@ def run_recipe(lake: Lake, name: str, run_ids: list[str], params: dict | None = 
     parts = []
     for run in run_ids:
         binds = recipe.binds(recipe.resolve_config(lake, run, p))
+        if recipe.name == "weighted-sft":
+            binds |= label_family_configs(lake, run, f"{p['weight']} {p['where']}", p.get("configs"))
         try:
             parts.append(query(lake, sql, {**binds, "run": run} if "$run" in sql else binds))
         except TokenmillError:  # an unreadable lake file: its own message says which and what to do
