@@ -152,3 +152,18 @@ def test_label_colour_rules_are_complete():
         assert lb.kind in ("sequential", "diverging", "categorical")
         assert (lb.kind == "categorical") == bool(lb.categories), lb.name
     assert np.array_equal(sorted(V.LABEL_BY_NAME["routing"].categories), ["divergent", "identical", "neutral"])
+
+
+def test_siblings_include_the_same_prompt_in_other_runs_after_this_runs(copy_lake):
+    from conftest import make_run
+
+    make_run(str(copy_lake), run_id="greedy", samples=1, temperature=0.0)  # the same prompts, decoded greedily
+    con = connect(Lake(str(copy_lake)), read_only=True)
+    me = V.list_rollouts(con, "r1", limit=1)["rows"][0]
+    sib = V.siblings(con, "r1", me["rollout_id"])
+    assert [s["run_id"] for s in sib] == ["r1"] * 3 + ["greedy"]
+    assert all(s["prompt_id"] == me["prompt_id"] for s in sib)
+    assert not any(s["run_id"] == "r1" and s["rollout_id"] == me["rollout_id"] for s in sib)
+    # from the other side: the four samples of r1
+    back = V.siblings(con, "greedy", sib[-1]["rollout_id"])
+    assert sorted(s["rollout_id"] for s in back) == sorted([me["rollout_id"]] + [s["rollout_id"] for s in sib[:3]])

@@ -237,9 +237,7 @@ def test_compare_marks_the_first_differing_token(demo_lake, viewer, new_page, tm
     pg.select_option("#mode", "compare")
     _filter(pg, f"rollout_id = '{a['rollout_id']}'")
     _pick(pg)
-    pg.wait_for_selector("#sibling")
-    pg.select_option("#sibling", b["rollout_id"])
-    pg.wait_for_selector(f".pane[data-side='b'][data-rollout='{b['rollout_id']}'] .tok")
+    _pick_sibling(pg, "demo", b["rollout_id"])
     for side in ("a", "b"):
         marked = pg.locator(f".pane[data-side='{side}'] .tok.branch")
         assert marked.count() == 1 and marked.get_attribute("data-pos") == str(branch)
@@ -247,6 +245,48 @@ def test_compare_marks_the_first_differing_token(demo_lake, viewer, new_page, tm
     assert f"token {branch}" in pg.text_content("#branch-note")
     _shot(pg, tmp_path, "viewer-compare")
     assert pg.errors == []
+
+
+def _pick_sibling(pg, run: str, rid: str) -> None:
+    pg.wait_for_selector("#sibling")
+    option = pg.locator(f"#sibling option[data-run='{run}'][data-rollout='{rid}']")
+    pg.select_option("#sibling", option.get_attribute("value"))
+    pg.wait_for_selector(f".pane[data-side='b'][data-run='{run}'][data-rollout='{rid}'] .tok")
+
+
+@pytest.mark.slow
+def test_compare_pairs_a_rollout_with_one_of_the_same_prompt_in_another_run(copy_lake, viewer, new_page, tmp_path):
+    from conftest import make_run
+
+    make_run(str(copy_lake), run_id="greedy", samples=1, temperature=0.0)  # the arith run's prompts, decoded greedily
+    lk = Lake(str(copy_lake))
+    rows = query(lk, "SELECT run_id, rollout_id, prompt_id, completion_token_ids FROM rollouts ORDER BY run_id, rollout_id").to_pylist()
+    a = next(r for r in rows if r["run_id"] == "r1")
+    b = next(r for r in rows if r["run_id"] == "greedy" and r["prompt_id"] == a["prompt_id"])
+    x, y = np.array(a["completion_token_ids"]), np.array(b["completion_token_ids"])
+    m = min(len(x), len(y))
+    diff = np.flatnonzero(x[:m] != y[:m])
+    branch = int(diff[0]) if len(diff) else m
+    out = tmp_path / "both.html"
+    proc = subprocess.run([str(Path(sys.executable).with_name("tokenmill")), "view", "--lake", str(copy_lake),
+                           "--out", str(out), "--limit", "100"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for url in (viewer(copy_lake, "r1"), out.as_uri()):
+        pg = new_page()
+        pg.goto(url)
+        pg.wait_for_selector("#rollouts li")
+        if pg.input_value("#run") != "r1":  # the file opens on its first run
+            _fresh_list(pg, lambda: pg.select_option("#run", "r1"))
+        pg.select_option("#mode", "compare")
+        pg.fill("#search", a["rollout_id"][:16])
+        _fresh_list(pg, lambda: pg.press("#search", "Enter"))
+        _pick(pg)
+        _pick_sibling(pg, "greedy", b["rollout_id"])
+        assert pg.text_content(".pane[data-side='b'] .run-tag") == "run greedy"
+        assert pg.locator(".pane[data-side='a'] .run-tag").count() == 0
+        if branch < min(len(x), len(y)) or len(x) != len(y):
+            assert pg.locator(".pane[data-side='b'] .tok.branch").get_attribute("data-pos") == str(branch)
+        assert pg.errors == []
 
 
 def _hostile_run(lake: Lake) -> str:

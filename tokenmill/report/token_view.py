@@ -126,12 +126,14 @@ def list_rollouts(con: duckdb.DuckDBPyConnection, run: str, where: str | None = 
     return {"total": int(total), "offset": params["offset"], "limit": limit, "rows": rows}
 
 
-def siblings(con: duckdb.DuckDBPyConnection, run: str, rollout_id: str) -> list[dict]:
-    """The other rollouts of the same prompt (any model): the candidates to compare with."""
-    sql = f"""SELECT {', '.join('s.' + c for c in ROLLOUT_COLUMNS)}, left(s.completion, 90) AS excerpt
-              FROM rollouts r JOIN rollouts s ON s.run_id = r.run_id AND s.prompt_id = r.prompt_id
-              WHERE r.run_id = $run AND r.rollout_id = $rid AND s.rollout_id <> $rid
-              ORDER BY s.model, s.sample_index, s.rollout_id"""
+def siblings(con: duckdb.DuckDBPyConnection, run: str, rollout_id: str, limit: int = 200) -> list[dict]:
+    """The other rollouts of the same prompt, of any model and any run (prompt ids hash the
+    prompt, so last night's run and tonight's pair up): the candidates to compare with. This
+    run's come first."""
+    sql = f"""SELECT s.run_id, {', '.join('s.' + c for c in ROLLOUT_COLUMNS)}, left(s.completion, 90) AS excerpt
+              FROM rollouts r JOIN rollouts s ON s.prompt_id = r.prompt_id
+              WHERE r.run_id = $run AND r.rollout_id = $rid AND NOT (s.run_id = $run AND s.rollout_id = $rid)
+              ORDER BY s.run_id <> $run, s.run_id, s.model, s.sample_index, s.rollout_id LIMIT {int(limit)}"""
     return con.sql(sql, params={"run": run, "rid": rollout_id}).to_arrow_table().to_pylist()
 
 
