@@ -79,11 +79,16 @@ def label_family_configs(lake: Lake, run: str, expressions: str, chosen: str | N
     ids): averaging them would change a dataset whenever a config is added."""
     picks = {c.strip() for c in (chosen or "").split(",") if c.strip()}
     used = {fam for col, fam in LABEL_COLUMNS.items() if re.search(rf"\b{col}\b", expressions)}
+    configs: dict[tuple[str, str | None], list[str]] = {}  # (table, kind) → config ids: one query per table
+    for table in dict.fromkeys(t for t, _ in LABEL_FAMILIES.values()):
+        kind = "kind" if table == "token_rewards" else "NULL"
+        rows = query(lake, f"SELECT DISTINCT {kind} AS kind, config_id FROM {table} WHERE run_id = $run ORDER BY 2",
+                     {"run": run}).to_pylist()
+        for r in rows:
+            configs.setdefault((table, r["kind"]), []).append(r["config_id"])
     binds = {}
     for fam, (table, kind) in LABEL_FAMILIES.items():
-        found = query(lake, f"SELECT DISTINCT config_id FROM {table} WHERE run_id = $run"
-                            + (" AND kind = $kind ORDER BY 1" if kind else " ORDER BY 1"),
-                      {"run": run, **({"kind": kind} if kind else {})}).column("config_id").to_pylist()
+        found = configs.get((table, kind), [])
         named = [c for c in found if c in picks]
         if len(named) > 1:
             raise TokenmillError(f"recipe weighted-sft: configs names {len(named)} {fam} configs ({', '.join(named)})",
