@@ -122,3 +122,13 @@ def test_run_by_root_the_code_runs_as_nobody_under_a_binding_process_limit():
         passed, err = run_tests("open('/root/.probe', 'w')\n", TESTS, FAST, python=python)
         assert passed == 0 and "no access" in err
     assert system is None or interpreter(system).drop, "a system Python is readable by everyone"
+
+
+def test_the_sandbox_python_can_be_chosen_by_environment(tmp_path, monkeypatch):
+    link = tmp_path / "python-for-generated-code"
+    link.symlink_to(sys.executable)
+    monkeypatch.setenv("TOKENMILL_SANDBOX_PYTHON", str(link))
+    assert interpreter().python == str(link)
+    assert run_tests("import sys\nexe = sys.executable\n", [f"assert exe == {str(link)!r}, exe"], FAST) == (1, None)
+    monkeypatch.delenv("TOKENMILL_SANDBOX_PYTHON")
+    assert interpreter().python == sys.executable

@@ -147,16 +147,24 @@ def _self_report(cmd: list[str]) -> tuple[int, list[str], bool] | str:
         return (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1][:200]
 
 
-@lru_cache(maxsize=None)
+SANDBOX_PYTHON_ENV = "TOKENMILL_SANDBOX_PYTHON"
+
+
 def interpreter(python: str | None = None) -> Interpreter:
-    """How the code runs under `python` (default: this interpreter), probed once.
+    """How the code runs under `python` (default: `$TOKENMILL_SANDBOX_PYTHON`, else this
+    interpreter), probed once per interpreter.
 
     Run by root, the code runs as `nobody` (`setpriv`: no groups, no new privileges) only if
     `nobody` then starts the *same* installation and can read its standard library: a
     Python under a private home directory (pyenv in /root) is not reachable, and where it
     is started anyway it finds another standard library. Such a run stays root, and `user`
-    says why."""
-    python = python or sys.executable
+    says why; `TOKENMILL_SANDBOX_PYTHON=/usr/bin/python3` then lets the code drop (every
+    verdict comes from that Python)."""
+    return _interpreter(python or os.environ.get(SANDBOX_PYTHON_ENV) or sys.executable)
+
+
+@lru_cache(maxsize=None)
+def _interpreter(python: str) -> Interpreter:
     own = _self_report([python])
     if isinstance(own, str):  # it does not start: run_tests will say so
         return Interpreter(python, (), (), f"{python} does not start ({own})")
