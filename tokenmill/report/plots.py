@@ -30,13 +30,12 @@ from tokenmill.storage.lake import REPORTS_DIR, Lake
 
 SAMPLE = 200_000
 FORMATS = ("png", "svg")
-REPORT_DIR = REPORTS_DIR
 
 
 def report_dir(lake: Lake, run_id: str) -> Path:
     """Where a run's plots go by default: beside the lake's tables when it is local, else
     under ./tokenmill-reports/."""
-    base = Path(lake.root) / REPORT_DIR if lake.is_local else Path("tokenmill-reports")
+    base = Path(lake.root) / REPORTS_DIR if lake.is_local else Path("tokenmill-reports")
     return base / run_id
 
 
