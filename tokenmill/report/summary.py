@@ -69,8 +69,9 @@ UNION ALL
 SELECT 'ast', 'code tokens', count(*), count(DISTINCT rollout_id), round(avg(depth), 2), NULL
 FROM ast_tokens WHERE run_id = $run HAVING count(*) > 0
 UNION ALL
-SELECT 'score', model, count(*), count(DISTINCT rollout_id), round(avg(logprob), 4), NULL
-FROM scores WHERE run_id = $run GROUP BY model
+SELECT 'score', CASE WHEN model = 'policy' THEN model ELSE model || ' = ' || model_id END, count(*),
+       count(DISTINCT rollout_id), round(avg(logprob), 4), NULL
+FROM scores WHERE run_id = $run GROUP BY ALL  -- a role filled by two models is two rows
 ORDER BY labeler, output
 """
 

@@ -149,3 +149,15 @@ def test_a_lake_model_named_by_its_lake_path_loads_from_the_lake(copy_lake):
     # recorded by its lake path: the same config id wherever the lake is mounted
     assert con.execute("SELECT DISTINCT models FROM token_rewards").fetchall() == [(f'{{"dpo":"policy","ref":"{rel}"}}',)]
     assert con.execute("SELECT DISTINCT model_id FROM scores WHERE model = 'ref'").fetchall() == [(rel,)]
+
+
+def test_the_label_summary_shows_each_model_that_filled_a_role(labelled):
+    from tokenmill.report.summary import label_summary
+
+    lake, _, _ = labelled
+    again = RewardsLabeler(RewardsConfig(kinds=["dpo"]), models={"ref": "tiny-small"})
+    for shard in lake.files("rollouts", "r1"):
+        again.label_shard(lake, "r1", shard)
+    scores = {r["output"]: r["rows"] for r in label_summary(lake, "r1").to_pylist() if r["labeler"] == "score"}
+    tokens = connect(lake).execute("SELECT count(*) FROM tokens").fetchone()[0]
+    assert scores == {"policy": tokens, "ref = tiny-large": tokens, "ref = tiny-small": tokens}
