@@ -1,7 +1,10 @@
 """Deterministic ids shared by every table (see docs/ARCHITECTURE.md, "Keys").
 
 `prompt_id`  = hash(source name, normalized prompt text)
-`rollout_id` = hash(prompt_id, model id, sampling params, seed, sample index)
+`rollout_id` = hash(prompt_id, model id, sampling params, seed, sample index[, extra])
+  where `extra` holds what else changes the sample — the engine when it is not `hf`, the
+  prompt rendering (chat template, system prompt) when it is not the raw text — and is
+  left out when empty, so work that had no such part keeps the id it always had.
 
 Re-running the same work yields the same ids, which is what makes lake writes idempotent.
 """
@@ -39,8 +42,12 @@ def prompt_id(source: str, text: str) -> str:
     return _digest("prompt", source, normalize_prompt(text))
 
 
-def rollout_id(prompt_id_: str, model_id: str, sampling: dict, seed: int, sample_index: int) -> str:
-    return _digest("rollout", prompt_id_, model_id, canonical_json(sampling), str(seed), str(sample_index))
+def rollout_id(prompt_id_: str, model_id: str, sampling: dict, seed: int, sample_index: int,
+               extra: dict | None = None) -> str:
+    parts = ["rollout", prompt_id_, model_id, canonical_json(sampling), str(seed), str(sample_index)]
+    if extra:
+        parts.append(canonical_json(extra))
+    return _digest(*parts)
 
 
 def content_id(*parts: str) -> str:

@@ -111,6 +111,9 @@ ROLLOUTS = register_table(
                 pa.field("seed", pa.int64(), nullable=False),
                 pa.field("sampling", pa.string(), nullable=False),  # JSON of all sampling params
                 pa.field("logprobs_kind", pa.string(), nullable=False),  # raw|processed
+                # JSON: how the prompt was rendered (chat template hash, system prompt);
+                # null when the raw prompt text went in (models/chat.py)
+                pa.field("prompt_format", pa.string()),
                 pa.field("reward", pa.float32()),
                 pa.field("verdict", pa.string()),  # correct|incorrect|invalid|unverified
                 pa.field("verifier", pa.string()),

@@ -78,7 +78,7 @@ def test_score_refuses_sequences_longer_than_the_context(hf_small):
 def test_missing_model_path_is_a_clear_error(tmp_path):
     with pytest.raises(EngineError, match="no model at") as e:
         get_engine("hf", str(tmp_path / "nope"))
-    assert "bundled model" in str(e.value)
+    assert "known model: tiny-small" in str(e.value)
 
 
 def test_chunked_lm_head_gives_the_same_scores(hf_small, monkeypatch):

@@ -25,9 +25,26 @@ class SamplingParams:
     max_tokens: int = 128
     seed: int = 0
     logprobs: int = 5  # top-k alternatives recorded per token
+    # besides EOS (the tokenizer's and every id in the model's generation_config): a
+    # completion also ends after the token that completes one of these strings, or at one
+    # of these ids (the stopping token is kept, as EOS is)
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self):  # lists from a config or JSON: stored as tuples, hashable
+        object.__setattr__(self, "stop", tuple(str(x) for x in self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(int(x) for x in self.stop_token_ids))
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The parameters as ids and the lake record them: the stop lists only when given, so
+        runs without them keep the ids they had before the lists existed."""
+        d = asdict(self)
+        for key in ("stop", "stop_token_ids"):
+            if d[key]:
+                d[key] = list(d[key])
+            else:
+                del d[key]
+        return d
 
 
 @dataclass
@@ -99,6 +116,19 @@ def token_stats(logits: torch.Tensor, token_ids: torch.Tensor, top_k: int):
     k = min(top_k, logp.shape[-1])
     top_lp, top_ids = logp.topk(k, dim=-1) if k > 0 else (logp[:, :0], logp[:, :0].long())
     return chosen, ent, top_ids.int(), top_lp
+
+
+def eos_token_ids(tokenizer, generation_config=None, params: SamplingParams | None = None) -> list[int]:
+    """Ids that end a completion: the tokenizer's EOS ∪ the generation config's EOS list ∪
+    the run's stop ids (an instruct model's config often lists its end-of-turn token there)."""
+    ids: set[int] = set()
+    for value in (getattr(tokenizer, "eos_token_id", None), getattr(generation_config, "eos_token_id", None),
+                  list(params.stop_token_ids) if params else None):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return sorted(ids)
 
 
 def prompt_token_ids(tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:

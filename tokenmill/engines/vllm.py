@@ -99,8 +99,12 @@ class VLLMEngine:
         k = self._check_k(params.logprobs)
         enc = prompt_token_ids(self.tokenizer, prompts)  # the same tokenization as the HF engine
         greedy = params.temperature <= 0
+        # EOS: vLLM stops at the tokenizer's and the generation config's EOS ids itself; stop
+        # strings need its detokenizer (the stopping token is kept, as under hf)
+        stops = dict(stop=list(params.stop), include_stop_str_in_output=True) if params.stop else {}
         sp = VSP(n=params.n, temperature=0.0 if greedy else params.temperature, top_p=1.0 if greedy else params.top_p,
-                 max_tokens=params.max_tokens, seed=params.seed, logprobs=k, flat_logprobs=True, detokenize=False)
+                 max_tokens=params.max_tokens, seed=params.seed, logprobs=k, flat_logprobs=True,
+                 detokenize=bool(params.stop), stop_token_ids=list(params.stop_token_ids) or None, **stops)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=e) for e in enc], sp, use_tqdm=False)
         gens = []
         for p, out in enumerate(outs):

@@ -12,6 +12,7 @@ area, so a retried or re-run task finds finished shards and skips them.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
@@ -21,6 +22,7 @@ from tokenmill.config import RolloutConfig
 from tokenmill.engines import SamplingParams
 from tokenmill.errors import TokenmillError
 from tokenmill.flows.naming import run_name
+from tokenmill.models.chat import PromptFormat
 from tokenmill.flows.runners import model_tasks, on_ray
 from tokenmill.report import artifacts, progress
 from tokenmill.storage.lake import Lake
@@ -32,7 +34,8 @@ from tokenmill.tasks import verify as verify_stage
 @task(name="load-prompts", cache_policy=NONE)
 def load_prompts(cfg: RolloutConfig) -> list[str]:
     shards = prompt_stage.load_and_shard(Lake(cfg.lake), cfg.run_id, cfg.sources, cfg.shard_size,
-                                         models=cfg.models, engine_options=cfg.engine_options)
+                                         models=cfg.models, engine_options=cfg.engine_options,
+                                         fmt=prompt_stage.prompt_format(cfg))
     get_run_logger().info("run %s: %d prompt shards", cfg.run_id, len(shards))
     return shards
 
@@ -46,8 +49,10 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
       retry_condition_fn=_retry_unless_user_error,
       task_run_name=run_name("generate {model} {shard}"))
 def generate_shard(lake: str, run_id: str, shard: str, engine: str, model: str, sampling: dict,
-                   engine_options: dict) -> str:
-    out = gen_stage.generate_shard(Lake(lake), run_id, shard, engine, model, SamplingParams(**sampling), engine_options)
+                   engine_options: dict, prompt_format: dict | None = None) -> str:
+    fmt = PromptFormat(**prompt_format) if prompt_format else None
+    out = gen_stage.generate_shard(Lake(lake), run_id, shard, engine, model, SamplingParams(**sampling), engine_options,
+                                   fmt)
     progress.advance("generate")
     return out
 
@@ -67,17 +72,18 @@ def rollouts_flow(cfg: RolloutConfig) -> dict:
     prompt_stage.check_run(cfg)  # bad input fails before anything touches the lake
     shards = load_prompts(cfg)
     sampling = cfg.sampling.model_dump()
+    fmt = asdict(prompt_stage.prompt_format(cfg))
     jobs = [(m, s) for m in cfg.models for s in shards]
     progress.start("generate", len(jobs))
     progress.start("verify + commit", len(jobs))
     if on_ray():  # every shard on the cluster at once, then the (cheap) commits
         generated = model_tasks(cfg.runner, [(generate_shard, (cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling,
-                                                               cfg.engine_options), {}) for model, shard in jobs])
+                                                               cfg.engine_options, fmt), {}) for model, shard in jobs])
         commits = [commit_shard.submit(cfg.lake, cfg.run_id, shard, g) for (_, shard), g in zip(jobs, generated)]
     else:  # one engine uses every core: generate one shard at a time, commit alongside
         commits = []
         for model, shard in jobs:
-            g = generate_shard(cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling, cfg.engine_options)
+            g = generate_shard(cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling, cfg.engine_options, fmt)
             commits.append(commit_shard.submit(cfg.lake, cfg.run_id, shard, g))
     counts = [c.result() for c in commits]
     artifacts.rollouts_summary(cfg.lake, cfg.run_id)

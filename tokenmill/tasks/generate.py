@@ -8,6 +8,7 @@ decode of all token bytes (`TokenText.decode_many`), never by a loop over tokens
 from __future__ import annotations
 
 import threading
+from dataclasses import asdict
 from datetime import datetime, timezone
 
 import numpy as np
@@ -15,13 +16,14 @@ import pyarrow as pa
 
 from tokenmill import ids
 from tokenmill.engines import Engine, Generation, SamplingParams, get_engine
-from tokenmill.engines.base import NON_FINITE_FIX, first_non_finite, prompt_token_ids
+from tokenmill.engines.base import NON_FINITE_FIX, first_non_finite
 from tokenmill.errors import EngineError
+from tokenmill.models.chat import RAW, PromptFormat
 from tokenmill.models.tokenizer import TokenText
 from tokenmill.schema import ROLLOUTS, TOKENS
 from tokenmill.sources.base import Prompt
 from tokenmill.storage.lake import Lake
-from tokenmill.tasks.prompts import check_prompt_lengths, describe
+from tokenmill.tasks.prompts import check_prompt_lengths, describe, render_prompts
 
 _ENGINES: dict[tuple, Engine] = {}
 _ENGINE_LOCK = threading.Lock()
@@ -64,22 +66,38 @@ def token_keys(rollout_ids, lengths) -> dict[str, pa.Array]:
     }
 
 
-def rollout_tables(prompts: list[Prompt], gens: list[Generation], engine: Engine,
-                   params: SamplingParams) -> tuple[pa.Table, pa.Table]:
-    """(rollouts, tokens) tables for `gens`; verdict columns left null.
+def identity_extra(engine: Engine, fmt: PromptFormat | None) -> tuple[dict, dict | None]:
+    """(the rollout id's extra parts, the prompt rendering recorded) for this engine and format:
+    the engine where it is not hf (its samples differ at T > 0 for the same seed), the chat
+    template / system prompt where the prompt was not the raw text."""
+    rendering = (fmt or RAW).identity(engine.tokenizer)
+    extra: dict = {}
+    if engine.name != "hf":
+        extra["engine"] = engine.name
+    if rendering:
+        extra["prompt_format"] = rendering
+    return extra, rendering
+
+
+def rollout_tables(prompts: list[Prompt], gens: list[Generation], engine: Engine, params: SamplingParams,
+                   fmt: PromptFormat | None = None, model_id: str | None = None) -> tuple[pa.Table, pa.Table]:
+    """(rollouts, tokens) tables for `gens`; verdict columns left null. `model_id` names the
+    model in the lake where it differs from what the engine loaded (a lake artifact).
 
     A NaN/inf logprob (a broken model, or one overflowing in half precision) is an
     EngineError naming the model and the first such rollout: never a NaN in the lake."""
+    model_id = model_id or engine.model_id
     sampling = {k: v for k, v in params.as_dict().items() if k != "seed"}
+    extra, rendering = identity_extra(engine, fmt)
     pids = [prompts[g.prompt_index].prompt_id for g in gens]
-    rids = [ids.rollout_id(pid, engine.model_id, sampling, params.seed, g.sample_index) for pid, g in zip(pids, gens)]
+    rids = [ids.rollout_id(pid, model_id, sampling, params.seed, g.sample_index, extra) for pid, g in zip(pids, gens)]
     lengths = np.array([len(g.token_ids) for g in gens], dtype=np.int64)
     logprob = _cat([g.logprobs for g in gens], np.float32)
     topk_lp = _cat([g.topk_logprobs.reshape(-1) for g in gens], np.float32)
     bad = first_non_finite(lengths, logprob, topk_lp)
     if bad:
         g = gens[bad[0]]
-        raise EngineError(f"model {engine.model_id!r} gave non-finite log-probabilities (NaN/inf) on {bad[2]} of "
+        raise EngineError(f"model {model_id!r} gave non-finite log-probabilities (NaN/inf) on {bad[2]} of "
                           f"{len(logprob)} generated tokens, first at token {bad[1]} of sample {g.sample_index}",
                           where=describe(prompts[g.prompt_index]), fix=NON_FINITE_FIX)
     texts, char_start, char_end = token_text(engine).decode_many([g.token_ids for g in gens])
@@ -92,7 +110,7 @@ def rollout_tables(prompts: list[Prompt], gens: list[Generation], engine: Engine
             "sample_index": pa.array([g.sample_index for g in gens], pa.int32()),
             "source": [prompts[g.prompt_index].source for g in gens],
             "world": [prompts[g.prompt_index].world for g in gens],
-            "model": [engine.model_id] * n,
+            "model": [model_id] * n,
             "engine": [engine.name] * n,
             "prompt_token_ids": [g.prompt_token_ids for g in gens],
             "completion_token_ids": list_array(_cat([g.token_ids for g in gens], np.int32), lengths, pa.int32()),
@@ -105,6 +123,7 @@ def rollout_tables(prompts: list[Prompt], gens: list[Generation], engine: Engine
             "seed": pa.array([params.seed] * n, pa.int64()),
             "sampling": [ids.canonical_json(params.as_dict())] * n,
             "logprobs_kind": [engine.logprobs_kind] * n,
+            "prompt_format": [ids.canonical_json(rendering) if rendering else None] * n,
             "reward": pa.nulls(n, pa.float32()),
             "verdict": pa.nulls(n, pa.string()),
             "verifier": pa.nulls(n, pa.string()),
@@ -136,37 +155,46 @@ def _cat(arrays: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype)
 
 
-def generate(prompts: list[Prompt], engine: Engine, params: SamplingParams) -> tuple[pa.Table, pa.Table]:
+def generate(prompts: list[Prompt], engine: Engine, params: SamplingParams, fmt: PromptFormat | None = None,
+             model_id: str | None = None) -> tuple[pa.Table, pa.Table]:
     """Sample `params.n` completions per prompt: (rollouts, tokens), unverified.
 
-    A prompt that leaves no room for a completion in the engine's context is refused, naming
-    it; a completion is cut where prompt + completion fills the context (finish_reason "length").
+    Prompts are rendered for the engine's tokenizer under `fmt` (chat template, system
+    prompt; None = raw text) once, here: both engines get these ids. A prompt that leaves no
+    room for a completion in the engine's context is refused, naming it; a completion is cut
+    where prompt + completion fills the context (finish_reason "length").
     """
-    enc = prompt_token_ids(engine.tokenizer, [p.prompt for p in prompts])
-    check_prompt_lengths(prompts, [len(e) for e in enc], engine.model_id, getattr(engine, "max_context", None))
+    enc = render_prompts(engine.tokenizer, prompts, fmt)
+    check_prompt_lengths(prompts, [len(e) for e in enc], model_id or engine.model_id, getattr(engine, "max_context", None))
     gens = engine.generate(enc, params)  # the ids, not the text: tokenized once, here
-    return rollout_tables(prompts, gens, engine, params)
+    return rollout_tables(prompts, gens, engine, params, fmt, model_id)
 
 
 def generated_dir(run_id: str, shard: str, engine: str, model: str, params: SamplingParams,
-                  options: dict | None = None) -> str:
-    """Staging folder of one (shard, engine + options, model, sampling): named by their hash."""
-    key = ids.content_id(engine, ids.canonical_json(options or {}), model, ids.canonical_json(params.as_dict()))
+                  options: dict | None = None, fmt: PromptFormat | None = None) -> str:
+    """Staging folder of one (shard, engine + options, model, sampling, rendering): named by their hash."""
+    parts = [engine, ids.canonical_json(options or {}), model, ids.canonical_json(params.as_dict())]
+    if fmt and fmt != PromptFormat():  # the default rendering keeps the folder names it had
+        parts.append(ids.canonical_json(asdict(fmt)))
     shard_name = shard.rsplit("/", 1)[-1].removesuffix(".parquet")
-    return f"runs/{run_id}/generated/{key}/{shard_name}"
+    return f"runs/{run_id}/generated/{ids.content_id(*parts)}/{shard_name}"
 
 
 def generate_shard(lake: Lake, run_id: str, shard: str, engine_kind: str, model: str, params: SamplingParams,
-                   options: dict | None = None) -> str:
-    """Generate one prompt shard into staging; a shard already there is not redone."""
+                   options: dict | None = None, fmt: PromptFormat | None = None) -> str:
+    """Generate one prompt shard into staging; a shard already there is not redone. `model` may
+    name a model trained into the lake (`_artifacts/models/<id>`): it loads from the artifact
+    and the lake records it by that name."""
     from tokenmill.tasks.prompts import read_shard
+    from tokenmill.tasks.score import model_source
 
-    out = generated_dir(run_id, shard, engine_kind, model, params, options)
+    fmt = fmt or PromptFormat()
+    out = generated_dir(run_id, shard, engine_kind, model, params, options, fmt)
     # rollouts.parquet is written last, but a shard whose tokens file has gone is not done
     if lake.exists(f"_staging/{out}/rollouts.parquet") and lake.exists(f"_staging/{out}/tokens.parquet"):
         return out
-    engine = cached_engine(engine_kind, model, **(options or {}))
-    rollouts, tokens = generate(read_shard(lake, shard), engine, params)
+    engine = cached_engine(engine_kind, model_source(lake, model), **(options or {}))
+    rollouts, tokens = generate(read_shard(lake, shard), engine, params, fmt, model_id=model)
     lake.write_scratch(f"{out}/tokens.parquet", tokens)
     lake.write_scratch(f"{out}/rollouts.parquet", rollouts)  # written last: marks the shard done
     return out

@@ -12,6 +12,7 @@ from tokenmill import ids
 from tokenmill.config import RolloutConfig, SourceConfig
 from tokenmill.engines import check_engine, context_limit, load_tokenizer
 from tokenmill.errors import EngineError
+from tokenmill.models.chat import RAW, PromptFormat
 from tokenmill.models.registry import resolve_model
 from tokenmill.sources import Prompt, build_source, prompts_from_table, prompts_table
 from tokenmill.storage.lake import Lake, check_run_id
@@ -25,20 +26,44 @@ def load_sources(sources: list[SourceConfig]) -> list[Prompt]:
 
 
 def check_run(cfg: RolloutConfig) -> None:
-    """The cheap checks: run id, engine, models, lake URI."""
+    """The cheap checks: run id, engine, models (a lake artifact must be finished), lake URI."""
+    from tokenmill.tasks.score import model_source
+
     check_run_id(cfg.run_id)
     check_engine(cfg.engine, cfg.engine_options)
+    lake = Lake(cfg.lake)  # a bad URI fails here
     for model in cfg.models:
-        resolve_model(model)
-    Lake(cfg.lake)  # a bad URI fails here
+        resolve_model(model_source(lake, model))
+    prompt_format(cfg)
+
+
+def prompt_format(cfg: RolloutConfig) -> PromptFormat:
+    return PromptFormat(chat_template=cfg.chat_template, system_prompt=cfg.system_prompt)
 
 
 def preflight(cfg: RolloutConfig) -> list[Prompt]:
     """Every check a run depends on, sources included; returns the loaded prompts."""
     check_run(cfg)
     prompts = load_sources(cfg.sources)
-    check_context(prompts, cfg.models, cfg.engine_options)
+    check_context(prompts, model_paths(cfg.lake, cfg.models), cfg.engine_options, prompt_format(cfg))
     return prompts
+
+
+def model_paths(lake_uri: str, models: list[str]) -> list[str]:
+    """What loads each model (a lake artifact loads from its local copy)."""
+    from tokenmill.tasks.score import model_source
+
+    lake = Lake(lake_uri)
+    return [model_source(lake, m) for m in models]
+
+
+def render_prompts(tokenizer, prompts: list[Prompt], fmt: PromptFormat | None) -> list[list[int]]:
+    """Token ids of prompts as a model with `tokenizer` is given them under `fmt` (None: raw
+    text), each world's answer-format instruction included where a chat template applies."""
+    from tokenmill.sources.worlds import WORLDS
+
+    instructions = [getattr(WORLDS.get(p.world), "chat_instruction", None) if p.world else None for p in prompts]
+    return (fmt or RAW).render(tokenizer, [p.prompt for p in prompts], instructions)
 
 
 def describe(prompt: Prompt) -> str:
@@ -65,9 +90,10 @@ def check_prompt_lengths(prompts: list[Prompt], lengths, model: str, limit: int 
                           fix="shorten or drop the prompt (e.g. filter the source), or use a model with a longer context")
 
 
-def check_context(prompts: list[Prompt], models: list[str], engine_options: dict | None = None) -> None:
-    """Every prompt fits every model's context with room for a completion (prompt + completion
-    beyond it is cut at the context, finish_reason "length")."""
+def check_context(prompts: list[Prompt], models: list[str], engine_options: dict | None = None,
+                  fmt: PromptFormat | None = None) -> None:
+    """Every prompt, as rendered for each model, fits its context with room for a completion
+    (prompt + completion beyond it is cut at the context, finish_reason "length")."""
     seen = set()
     for model in models:
         tok = load_tokenizer(model)
@@ -75,12 +101,13 @@ def check_context(prompts: list[Prompt], models: list[str], engine_options: dict
         if not limit or (id(tok), limit) in seen:
             continue
         seen.add((id(tok), limit))
-        lengths = [len(ids_) for ids_ in tok([p.prompt for p in prompts])["input_ids"]] if prompts else []
+        lengths = [len(ids_) for ids_ in render_prompts(tok, prompts, fmt)] if prompts else []
         check_prompt_lengths(prompts, lengths, model, limit)
 
 
 def load_and_shard(lake: Lake, run_id: str, sources: list[SourceConfig], shard_size: int,
-                   models: list[str] | None = None, engine_options: dict | None = None) -> list[str]:
+                   models: list[str] | None = None, engine_options: dict | None = None,
+                   fmt: PromptFormat | None = None) -> list[str]:
     """Commit the run's prompts and write content-addressed prompt shards to staging.
 
     Every source is read (and so checked) before the first write; given the run's `models`,
@@ -88,7 +115,9 @@ def load_and_shard(lake: Lake, run_id: str, sources: list[SourceConfig], shard_s
     """
     loaded = load_sources(sources)
     if models:
-        check_context(loaded, models, engine_options)
+        from tokenmill.tasks.score import model_source
+
+        check_context(loaded, [model_source(lake, m) for m in models], engine_options, fmt)
     table = prompts_table(loaded)
     lake.commit("prompts", run_id, table)
     shards = []

@@ -22,6 +22,8 @@ _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
 
 class ArithmeticWorld(World):
     name = "arithmetic"
+    # what a chat model is told (models/chat.py): the verifier reads the last `Answer:`
+    chat_instruction = "Work it out one step per line, then give the final result on the last line as `Answer: <number>`."
 
     def __init__(self, min_steps: int = 2, max_steps: int = 4):
         self.min_steps, self.max_steps = min_steps, max_steps

@@ -45,6 +45,9 @@ class World(ABC):
     name: str
     test_fraction: float = 0.1
     version: str = "1"
+    # the answer format, said to a chat model after the prompt (the tiny models learned it
+    # from the solutions; models/chat.py appends it only when a chat template is applied)
+    chat_instruction: str | None = None
 
     @abstractmethod
     def _instance(self, rng: random.Random) -> Instance: ...

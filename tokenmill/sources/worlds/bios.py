@@ -85,6 +85,9 @@ def extract_facts(text: str) -> dict[str, str | None]:
 class BiosWorld(World):
     name = "bios"
     test_fraction = 0.2
+    # the verifier reads these two sentence patterns (_PATTERNS)
+    chat_instruction = ("Answer in exactly two sentences of this form: \"<full name> was born in <year> in <city>. "
+                        "<first name> works as a <occupation> at <employer>.\"")
 
     def __init__(self, n_people: int = 600, kb_seed: int = 0):
         self.n_people, self.kb_seed = n_people, kb_seed

@@ -69,6 +69,7 @@ def _args(kind: str, rng: random.Random) -> list:
 class CodeWorld(World):
     name = "code"
     timeout_s: float = 5.0
+    chat_instruction = "Reply with the Python function only, in one ```python code block."
 
     def _instance(self, rng: random.Random) -> Instance:
         if rng.random() < 0.5:
