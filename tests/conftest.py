@@ -21,6 +21,8 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENMILL_SCRATCH", str(Path(__file__).resolve().parent.parent / ".scratch"))
+# packaged real models (smollm2-135m) convert once into the checkout's scratch space
+os.environ.setdefault("TOKENMILL_MODEL_CACHE", str(Path(__file__).resolve().parent.parent / ".scratch" / "models"))
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,6 +41,14 @@ def hf_small():
     from tokenmill.engines import get_engine
 
     return get_engine("hf", "tiny-small")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct converted from its wheel (once per cache; ~25 s the first time)."""
+    from tokenmill.models.registry import resolve_model
+
+    return Path(resolve_model("smollm2-135m").path)
 
 
 @pytest.fixture

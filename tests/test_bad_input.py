@@ -58,6 +58,18 @@ def variant(tmp_path, name: str, weights=None, generation: dict | None = None, c
     return str(dst)
 
 
+def eos_logit(sign: int):
+    """Weights under which EOS is always the most (sign +1) or least (−1) likely next token.
+    Only dimension 0 survives the final norm and every embedding holds 100 there, so every
+    logit is h0 · 100 with h0 > 0, except EOS's, which is h0 · (100 + 100 · sign)."""
+    def edit(tensors) -> None:
+        tensors["model.norm.weight"].zero_()
+        tensors["model.norm.weight"][0] = 1.0
+        tensors["model.embed_tokens.weight"][:, 0] = 100.0
+        tensors["model.embed_tokens.weight"][2, 0] = 100.0 + 100.0 * sign
+    return edit
+
+
 def nan_weights(tensors) -> None:
     tensors["model.norm.weight"].fill_(float("nan"))
 
@@ -110,7 +122,7 @@ def test_text_that_is_not_valid_utf8_is_refused_naming_the_record(tmp_path):
 
 
 def test_a_model_that_stops_at_once_gives_empty_completions_that_are_verified_and_labelled(tmp_path):
-    stops = variant(tmp_path, "stops", generation={"sequence_bias": [[[2], 100.0]]})  # EOS first, always
+    stops = variant(tmp_path, "stops", weights=eos_logit(+1))  # EOS first, always
     lake = Lake(tmp_path / "lake")
     make_run(lake.uri, models=(stops,), n_prompts=2, samples=2, max_tokens=8)
     r = lake.read("rollouts", "r1").to_pylist()
@@ -171,8 +183,8 @@ def test_nan_logprobs_fail_generation_naming_the_model(tmp_path):
     broken = variant(tmp_path, "nan-model", weights=nan_weights)
     lake = Lake(tmp_path / "lake")
     shard = prompt_stage.load_and_shard(lake, "r", [SourceConfig(world="arithmetic", n=2, seed=1)], 64)[0]
-    # sampling trips torch's sampler; greedy decoding would write NaN logprobs
-    for temperature, needle in ((1.0, "NaN/inf probabilities while sampling"), (0.0, "non-finite log-probabilities")):
+    # sampled or greedy, the NaN logprobs are caught before anything is written
+    for temperature, needle in ((1.0, "non-finite log-probabilities"), (0.0, "non-finite log-probabilities")):
         with pytest.raises(EngineError, match=needle) as e:
             generate.generate_shard(lake, "r", shard, "hf", broken, SamplingParams(n=1, temperature=temperature,
                                                                                   max_tokens=4))
@@ -238,8 +250,7 @@ def test_prompt_and_completion_beyond_the_context_are_cut_at_the_context(tmp_pat
 
 def test_scoring_a_rollout_longer_than_a_models_context_names_the_rollout(tmp_path):
     # a policy with a longer context (RoPE runs past 256) that never stops early
-    long_ctx = variant(tmp_path, "long-context", config={"max_position_embeddings": 512},
-                       generation={"sequence_bias": [[[2], -100.0]]})
+    long_ctx = variant(tmp_path, "long-context", config={"max_position_embeddings": 512}, weights=eos_logit(-1))
     lake = Lake(tmp_path / "lake")
     stage_run(lake, "r", [SourceConfig(path=long_prompts(tmp_path, 40))], long_ctx, SamplingParams(n=1, max_tokens=40))
     r = lake.read("rollouts", "r")

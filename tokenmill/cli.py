@@ -7,9 +7,12 @@ wrong and how to fix it, exit code 2, no traceback.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -54,14 +57,43 @@ def runner_config(kind: str, address: Optional[str], gpus: float):
     return RunnerConfig(kind=kind, address=address, gpus=gpus)
 
 
+class _HideUserErrors(logging.Filter):
+    """Drops Prefect's reports of a task or flow run that failed with a TokenmillError (the
+    exception with its traceback, and the run's "Finished in state Failed(... EngineError: …)"):
+    `main` prints that error as one line. Any other exception keeps its traceback (a bug).
+    The run's state in the Prefect API still carries the message."""
+
+    _FAILED = re.compile(r"Finished in state Failed\(.*exception:? (\w+):")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            return not isinstance(exc, TokenmillError)
+        if record.levelno >= logging.ERROR and (m := self._FAILED.search(record.getMessage())):
+            return m.group(1) not in _error_names(TokenmillError)
+        return True
+
+
+def _error_names(cls: type) -> set[str]:
+    return {cls.__name__}.union(*(_error_names(sub) for sub in cls.__subclasses__()))
+
+
+_HIDE_USER_ERRORS = _HideUserErrors()
+
+
 def _quiet_prefect(verbose: bool) -> None:
-    # Set before prefect is imported: its settings are read once.
+    # Set before prefect, vLLM and torch are imported: their settings are read once.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM warns a lot on CPU (tcmalloc, triton, …)
+        os.environ.setdefault("TORCH_LOGS", "-all")  # torch's Python loggers: errors only
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # and its C++ warnings
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        warnings.filterwarnings("ignore", module=r"vllm(\.|$)")
+        for name in ("prefect.flow_runs", "prefect.task_runs"):  # kept by Prefect's logging set-up
+            logging.getLogger(name).addFilter(_HIDE_USER_ERRORS)
 
 
 def _run_rollouts(cfg) -> dict:
@@ -241,7 +273,16 @@ def label(
     keep_frac: float = typer.Option(0.2, help="d3s: share of a shard's tokens kept."),
     critical_beta: float = typer.Option(1.0, help="critical: contrast strength β."),
     critical_top_k: int = typer.Option(3, help="critical: lowest-p_CE tokens per rollout marked critical."),
-    train_steps: int = typer.Option(150, help="critical: fine-tuning steps of the pos/neg models."),
+    contrast_recipe: str = typer.Option("cdpo", help="critical: how the pos/neg models are trained: cdpo (the authors': "
+                                        "LoRA r 8, lr 3e-4, 1 epoch, batch 6, bf16 saves) or tiny (full fine-tune, "
+                                        "150 steps, for the bundled tiny models)."),
+    train_steps: Optional[int] = typer.Option(None, help="critical: fine-tuning steps of the pos/neg models "
+                                              "(default: the recipe's; cdpo: one epoch)."),
+    train_epochs: Optional[int] = typer.Option(None, help="critical: passes over the training rollouts (without --train-steps)."),
+    train_lr: Optional[float] = typer.Option(None, help="critical: peak learning rate of the pos/neg models."),
+    train_batch: Optional[int] = typer.Option(None, help="critical: sequences per fine-tuning step."),
+    logits_memory_mb: float = typer.Option(512.0, help="critical: MiB of [tokens, vocab] float32 arrays one p_CE pass "
+                                           "may hold (sets the tokens per LM-head call)."),
     routing_small: str = typer.Option("tiny-small", help="routing: the small model (every other model's rollouts are labelled)."),
     routing_verifier: str = typer.Option("outcome", help="routing: outcome (exact-answer worlds) or judge."),
     judge_model: Optional[str] = typer.Option(None, help="routing: the judge verifier's model (default: the large model)."),
@@ -252,7 +293,8 @@ def label(
     annotator: str = typer.Option("kb", help="hallucination: ground truth from the bios knowledge base (kb) or none."),
     verdicts_file: Optional[Path] = typer.Option(None, help="hallucination: JSONL span verdicts (rollout_id, span, label, index)."),
     code_language: Optional[str] = typer.Option(None, help="ast: language of code without a fence tag (default: python "
-                                                "for the code world)."),
+                                                "for the code world); file sources' unfenced completions are then "
+                                                "parsed whole."),
     score_role: list[str] = typer.Option([], help="Also score under this role (e.g. large); repeatable."),
     hidden_layer: Optional[int] = typer.Option(None, help="Store this layer's hidden states (float16) for --score-role roles."),
     engine: str = typer.Option("hf", help="Scoring engine: hf or vllm (critical always uses hf: it needs full logits)."),
@@ -265,7 +307,8 @@ def label(
     """Score what is missing, then label a run's rollouts (token_rewards, critical, routing,
     hallucination_spans, ast_*, scores)."""
     _quiet_prefect(verbose)
-    from tokenmill.config import AstConfig, CriticalConfig, HallucinationConfig, LabelConfig, RewardsConfig, RoutingConfig
+    from tokenmill.config import (AstConfig, ContrastTrainConfig, CriticalConfig, HallucinationConfig, LabelConfig,
+                                  RewardsConfig, RoutingConfig)
 
     cfg = LabelConfig(
         lake=lake, run_id=run_id, labelers=[x.strip() for x in labelers.split(",") if x.strip()],
@@ -273,7 +316,10 @@ def label(
         score_roles=score_role, hidden_layer=hidden_layer,
         rewards=RewardsConfig(kinds=[k.strip() for k in kinds.split(",") if k.strip()], beta=beta, clip=clip,
                               keep_frac=keep_frac),
-        critical=CriticalConfig(beta=critical_beta, top_k=critical_top_k, train_steps=train_steps),
+        critical=CriticalConfig(beta=critical_beta, top_k=critical_top_k, logits_memory_mb=logits_memory_mb,
+                                train=ContrastTrainConfig.named(contrast_recipe, **{k: v for k, v in (
+                                    ("steps", train_steps), ("epochs", train_epochs), ("lr", train_lr),
+                                    ("batch", train_batch)) if v is not None})),
         routing=RoutingConfig(small=routing_small, verifier=routing_verifier, judge_model=judge_model,
                               judge_template=judge_template.read_text() if judge_template else None),
         hallucination=HallucinationConfig(extractors=extractor or None, annotator=annotator,
@@ -283,6 +329,14 @@ def label(
     t0 = time.time()
     _run_label(cfg)
     _print_label_summary(lake, run_id, time.time() - t0)
+
+
+def _chat_template(mode: str) -> str:
+    from tokenmill.models.chat import CHAT_TEMPLATE_MODES
+
+    if mode not in CHAT_TEMPLATE_MODES:
+        raise TokenmillError(f"--chat-template {mode!r} is not a mode", fix=f"use one of: {', '.join(CHAT_TEMPLATE_MODES)}")
+    return mode
 
 
 @app.command()
@@ -306,6 +360,10 @@ def run(
     max_tokens: int = typer.Option(96),
     seed: int = typer.Option(0),
     logprobs: int = typer.Option(5, help="Top-k alternatives stored per token."),
+    stop: list[str] = typer.Option([], help="A completion also ends after the token completing this string; repeatable."),
+    stop_id: list[int] = typer.Option([], help="A completion also ends at this token id (besides every EOS id); repeatable."),
+    chat_template: str = typer.Option("auto", help="auto: each model's chat template where it has one; none: raw text."),
+    system_prompt: Optional[str] = typer.Option(None, help="System message (default: the chat template's own)."),
     shard_size: int = typer.Option(64, help="Prompts per generation task."),
     task_runner: str = RunnerOpt,
     ray_address: Optional[str] = RayAddressOpt,
@@ -324,7 +382,8 @@ def run(
         lake=lake, run_id=run_id or new_run_id(), sources=sources, models=model, engine=engine, shard_size=shard_size,
         engine_options=parse_options(engine_option), runner=runner_config(task_runner, ray_address, gpus),
         sampling=SamplingConfig(n=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-                                logprobs=logprobs),
+                                logprobs=logprobs, stop=stop, stop_token_ids=stop_id),
+        chat_template=_chat_template(chat_template), system_prompt=system_prompt,
     )
     t0 = time.time()
     _run_rollouts(cfg)
@@ -465,14 +524,22 @@ def check(lake: str = LakeOpt,
 
 @models_app.command("list")
 def models_list():
-    """The bundled models and where they live."""
+    """The models known by name (bundled tiny ones, packaged real ones) and where they live."""
+    from rich.table import Table
+
+    from tokenmill.models.packaged import PACKAGED, describe
     from tokenmill.models.registry import BUNDLED, resolve_model
 
+    table = Table("name", "kind", "what", "where")
     for name in BUNDLED:
         try:
-            console.print(f"{name:12} {resolve_model(name).path}")
+            where = resolve_model(name).path
         except TokenmillError as e:
-            console.print(f"{name:12} {e}", markup=False)
+            where = str(e)
+        table.add_row(name, "bundled", "tiny Llama trained on the worlds", where)
+    for name, spec in PACKAGED.items():
+        table.add_row(name, "packaged", spec.about, describe(name))
+    console.print(table)
 
 
 @models_app.command("build")
@@ -765,7 +832,7 @@ def main() -> None:
     except TokenmillError as e:
         from rich.markup import escape
 
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # one line
         sys.exit(2)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from tokenmill import ids
 
@@ -87,6 +87,8 @@ class SamplingConfig(BaseModel):
     max_tokens: int = Field(96, ge=1)
     seed: int = 0
     logprobs: int = Field(5, ge=0, le=20, description="top-k alternatives kept per token")
+    stop: list[str] = Field([], description="a completion also ends after the token completing one of these strings")
+    stop_token_ids: list[int] = Field([], description="a completion also ends at these token ids (besides every EOS id)")
 
 
 class RolloutConfig(BaseModel):
@@ -100,6 +102,9 @@ class RolloutConfig(BaseModel):
         description="passed to the engine: e.g. max_model_len, tensor_parallel_size (vllm); device, dtype, batch_size (hf)",
     )
     sampling: SamplingConfig = SamplingConfig()
+    chat_template: Literal["auto", "none"] = Field(
+        "auto", description="auto: render prompts with each model's chat template where it has one; none: raw text")
+    system_prompt: str | None = Field(None, description="system message (None: the chat template's own default)")
     shard_size: int = Field(64, ge=1, description="prompts per generation shard (one Prefect task each)")
     runner: RunnerConfig = RunnerConfig()
 
@@ -125,15 +130,81 @@ class RewardsConfig(BaseModel):
 
 
 
+class ContrastTrainConfig(BaseModel):
+    """How cDPO's positive / negative contrast models are fine-tuned from the policy. The
+    defaults are the cDPO authors' recipe (recipe `cdpo`; what they run and where tokenmill
+    differs: tasks/labels/critical.py); recipe `tiny` is the full fine-tune tuned for the
+    bundled tiny models (`ContrastTrainConfig.named("tiny")`)."""
+
+    method: Literal["lora", "full"] = Field("lora", description="lora: adapters on `lora_targets`, merged into the "
+                                            "weights after training; full: every weight trained")
+    lr: float = Field(3e-4, gt=0, description="peak learning rate (AdamW)")
+    epochs: int = Field(1, ge=1, description="passes over the training rollouts (when `steps` is unset)")
+    steps: int | None = Field(None, ge=1, description="optimizer steps; overrides `epochs`")
+    batch: int = Field(6, ge=1, description="sequences per optimizer step")
+    warmup_steps: int = Field(100, ge=0, description="linear warm-up from 0 (steps)")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="learning rate after warm-up")
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling = lora_alpha / lora_r")
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    lora_targets: list[str] = Field(["gate_proj", "up_proj", "down_proj"], description="names of the Linear modules "
+                                    "that get adapters")
+    data: Literal["cdpo", "all"] = Field("cdpo", description="cdpo: per prompt, one correct rollout (pos) and one "
+                                         "rollout per incorrect answer until half the prompt's incorrect rollouts "
+                                         "are covered (neg); all: every correct / incorrect rollout")
+    save_dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="dtype of the saved (merged) weights")
+
+    @classmethod
+    def named(cls, recipe: str, **overrides) -> "ContrastTrainConfig":
+        if recipe not in CONTRAST_RECIPES:
+            from tokenmill.errors import TokenmillError
+
+            raise TokenmillError(f"unknown contrast-model recipe {recipe!r}", fix=f"use one of {', '.join(CONTRAST_RECIPES)}")
+        return cls(**{**CONTRAST_RECIPES[recipe], **overrides})
+
+
+CONTRAST_RECIPES: dict[str, dict] = {
+    "cdpo": {},  # the defaults above
+    # what the bundled 1k-vocabulary models learn from in a few seconds on CPU (tokenmill's
+    # settings before the authors' recipe became the default)
+    "tiny": {"method": "full", "lr": 5e-4, "steps": 150, "batch": 16, "warmup_steps": 0, "schedule": "constant",
+             "data": "all", "save_dtype": "float32"},
+}
+_LEGACY_TRAIN = {"train_steps": "steps", "train_lr": "lr", "train_batch": "batch"}
+
+
 class CriticalConfig(BaseModel):
     beta: float = Field(1.0, ge=0, description="contrast strength β")
     top_k: int | None = Field(3, ge=1, description="mark this many lowest-p_CE tokens per rollout critical")
     threshold: float | None = Field(None, gt=0, lt=1, description="or: mark tokens with p_CE below this")
     include_correct: bool = Field(False, description="also label correct rollouts")
-    train_steps: int = Field(150, ge=1, description="fine-tuning steps of each contrast model")
-    train_lr: float = Field(5e-4, gt=0)
-    train_batch: int = Field(16, ge=1)
+    train: ContrastTrainConfig = Field(default_factory=ContrastTrainConfig,
+                                       description="contrast-model training: settings, or a recipe name (cdpo, tiny)")
     seed: int = 0
+    logits_memory_mb: float = Field(512.0, gt=0, description="most MiB of [tokens, vocab] float32 arrays one p_CE pass "
+                                    "keeps alive (sets the tokens per LM-head call; results do not depend on it)")
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _recipe_name(cls, v):
+        return ContrastTrainConfig.named(v) if isinstance(v, str) else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_train_fields(cls, data):
+        """train_steps / train_lr / train_batch: the flat spellings, applied over `train`."""
+        if not isinstance(data, dict) or not _LEGACY_TRAIN.keys() & data.keys():
+            return data
+        data = dict(data)
+        train = data.get("train", "cdpo")
+        train = ContrastTrainConfig.named(train) if isinstance(train, str) else train
+        train = train.model_dump() if isinstance(train, BaseModel) else dict(train)
+        for old, new in _LEGACY_TRAIN.items():
+            if old in data and data[old] is not None:
+                train[new] = data[old]
+            data.pop(old, None)
+        data["train"] = train
+        return data
 
 
 

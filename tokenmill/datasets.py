@@ -1,9 +1,11 @@
 """Token-weighted datasets: what curation writes and training reads.
 
 A dataset lives in the lake under `_datasets/<dataset_id>/`: Parquet shards and a
-`manifest.json` (recipe, parameters, source run ids, row and token counts, content hash),
-copied in with the `DONE` marker last, so a half-written dataset is never read. The id
-hashes recipe, parameters, runs and content: curating the same data again writes nothing.
+`manifest.json` (recipe, parameters, source run ids, the models whose rollouts its token
+ids come from, row and token counts, content hash), copied in with the `DONE` marker last,
+so a half-written dataset is never read. The id hashes recipe, parameters, runs and
+content: curating the same data again writes nothing. Token ids mean something only under
+the tokenizer that wrote them: training checks its base model against `models`.
 
 sequences  input_ids (list<int32>) = prompt ⊕ completion, loss_mask (list<int8>: 1 on
            completion tokens), weights (list<float32>: 0 on the prompt, the recipe's
@@ -33,6 +35,7 @@ from typing import Iterator
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -42,6 +45,7 @@ from tokenmill.storage.lake import Lake
 
 DATASET_DIR = "_datasets"
 ROWS_PER_SHARD = 50_000
+ROLLOUT_ID_COLUMNS = ("rollout_id", "chosen_rollout_id", "rejected_rollout_id")
 
 SEQUENCES_SQL = """
 SELECT list_concat(prompt_token_ids, completion_token_ids)::INT[] AS input_ids,
@@ -121,6 +125,7 @@ def write(lake: Lake, table: pa.Table, *, recipe: str, kind: str, params: dict, 
     tokens = int(sum(len(x) for x in table.column(id_col).to_pylist())) if table.num_rows else 0
     manifest = {
         "dataset_id": dataset_id, "path": rel, "recipe": recipe, "kind": kind, "params": params, "runs": runs,
+        "models": source_models(lake, table, runs),
         "rows": table.num_rows, "tokens": tokens, "content_hash": chash, "columns": table.column_names,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "shards": [f"part-{i:05d}.parquet" for i in range(max(1, -(-table.num_rows // ROWS_PER_SHARD)))],
@@ -132,6 +137,22 @@ def write(lake: Lake, table: pa.Table, *, recipe: str, kind: str, params: dict, 
             json.dump(manifest, f, indent=1)
         lake.put_dir(tmp, rel)
     return manifest
+
+
+def source_models(lake: Lake, table: pa.Table, runs: list[str]) -> list[str]:
+    """The models that generated a dataset's rows (their tokenizer wrote its token ids): of
+    the rows' rollouts where the rows name them, else every model of the source runs (a
+    user's recipe may drop the rollout ids)."""
+    cols = [c for c in ROLLOUT_ID_COLUMNS if c in table.column_names]
+    flt = None
+    if cols:
+        wanted = pc.unique(pa.chunked_array([table.column(c).cast(pa.string()) for c in cols]).combine_chunks())
+        flt = pc.field("rollout_id").isin(wanted.drop_null())
+    models: set[str] = set()
+    for run in runs:
+        if lake.files("rollouts", run):
+            models |= set(lake.read("rollouts", run, columns=["model"], filter=flt).column("model").to_pylist())
+    return sorted(models)
 
 
 def local_path(lake: Lake, dataset_id: str) -> Path:

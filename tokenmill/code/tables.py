@@ -6,6 +6,13 @@ completion characters [s_j, e_j); inside the block its first non-whitespace char
 (or s_j when it is all whitespace) is converted to a UTF-8 byte offset of the code (byte
 lengths from code points, cumulative), and the token's node is the innermost named node
 covering that byte (`universal_ast.innermost_named`). All per-token steps are array ops.
+
+File ids hash everything that changes a file's rows: a rollout block's id is rollout,
+block index, language, code and `CONVERTER_VERSION`; a source file's is path (its
+extension picks the language), content hash and `CONVERTER_VERSION`. `ast_files` and
+`ast_nodes` dedupe on the id, so the same code parsed the same way is stored once, and
+relabelling with another language (or after a converter change) adds its own rows
+instead of pointing new `ast_tokens` at the old parse's nodes.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from tokenmill.code.universal_ast import ParsedFile, innermost_named, normalise_
 from tokenmill.errors import TokenmillError
 from tokenmill.schema import AST_FILES, AST_NODES
 
+# bump when `universal_ast` converts a tree differently (categories, node columns, names):
+# every file id changes with it, so new parses never dedupe against old ones
+CONVERTER_VERSION = "1"
 FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 
 
@@ -92,9 +102,10 @@ def nodes_table(files: list[tuple[str, ParsedFile]]) -> pa.Table:
     return pa.table({f.name: pa.array(cols[f.name], f.type) for f in AST_NODES.schema}, schema=AST_NODES.schema)
 
 
-def rollout_file_id(rollout_id: str, block: int) -> str:
-    return ids.content_id("ast-rollout", rollout_id, str(block))
+def rollout_file_id(rollout_id: str, block: int, language: str | None, code: str) -> str:
+    """The id of a rollout's code block as parsed in `language` (None: skipped)."""
+    return ids.content_id("ast-rollout", rollout_id, str(block), str(language), code, CONVERTER_VERSION)
 
 
 def source_file_id(path: str, source_hash: str | None) -> str:
-    return ids.content_id("ast-source", path, str(source_hash))
+    return ids.content_id("ast-source", path, str(source_hash), CONVERTER_VERSION)

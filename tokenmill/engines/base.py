@@ -112,10 +112,21 @@ def token_stats(logits: torch.Tensor, token_ids: torch.Tensor, top_k: int):
     """
     logp = torch.log_softmax(logits.float(), dim=-1)
     chosen = logp.gather(-1, token_ids.long().unsqueeze(-1)).squeeze(-1)
-    ent = -(logp.exp() * logp).nan_to_num(0.0).sum(-1)  # 0·log 0 = 0
+    ent = entropy_of(logp)
     k = min(top_k, logp.shape[-1])
     top_lp, top_ids = logp.topk(k, dim=-1) if k > 0 else (logp[:, :0], logp[:, :0].long())
     return chosen, ent, top_ids.int(), top_lp
+
+
+def entropy_of(logp: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
+    """H = -Σ_v p_v · logp_v per row, as one fused dot product over the vocabulary; rows with
+    −inf logprobs (masked logits: 0 · −inf = NaN) are redone with 0 · log 0 = 0."""
+    p = logp.exp() if p is None else p
+    ent = -torch.einsum("rv,rv->r", p, logp)
+    bad = ~torch.isfinite(ent)
+    if bool(bad.any()):
+        ent[bad] = -(p[bad] * logp[bad]).nan_to_num(0.0).sum(-1)
+    return ent
 
 
 def eos_token_ids(tokenizer, generation_config=None, params: SamplingParams | None = None) -> list[int]:

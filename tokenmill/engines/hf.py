@@ -11,19 +11,29 @@ positions, so no logits are computed for prompt tokens.
 
 from __future__ import annotations
 
+import inspect
 import os
 from functools import lru_cache
 from typing import Sequence
 
 import torch
 
-from tokenmill.engines.base import (NON_FINITE_FIX, Generation, NextTokenFeatures, SamplingParams, Scored, pad_rows,
-                                    prompt_token_ids, split_rows, token_stats)
+from tokenmill.engines.base import (NON_FINITE_FIX, Generation, NextTokenFeatures, SamplingParams, Scored,
+                                    entropy_of, eos_token_ids, pad_rows, prompt_token_ids, split_rows, token_stats)
 from tokenmill.errors import EngineError
 from tokenmill.models.registry import resolve_model
 
 
-LOGITS_CHUNK = 2048  # completion tokens per LM-head call when scoring
+LOGITS_CHUNK = 2048  # most completion tokens per LM-head call when scoring (fewer where `logits_rows` says)
+LOGITS_MEMORY_MB = 512.0  # default MiB for the [tokens, vocab] float32 arrays one LM-head call keeps alive
+HEAD_COPIES = 4  # [tokens, vocab] float32 arrays alive at once in `token_stats` (logits, log p, p·log p, nan_to_num)
+
+
+def logits_rows(vocab: int, memory_mb: float = LOGITS_MEMORY_MB, copies: int = 1, bytes_per: int = 4) -> int:
+    """Most tokens whose `copies` live [tokens, vocab] arrays of `bytes_per`-byte floats fit in
+    `memory_mb` MiB (at least 1): ⌊memory_mb · 2²⁰ / (vocab · bytes_per · copies)⌋. At 512 MiB
+    and 3 float32 copies: 910 tokens for a 49,152-token vocabulary, 294 for 152,064."""
+    return max(1, int(memory_mb * 2**20) // (vocab * bytes_per * copies))
 
 
 def _device(device: str | None) -> torch.device:
@@ -80,6 +90,11 @@ class HFEngine:
         # ~1.6x faster than 32k on 2 cores, bench/bench_score.py); GPUs want large ones
         self.token_budget = token_budget or (32768 if self.device.type == "cuda" else 8192)
         self.max_context = getattr(self.model.config, "max_position_embeddings", None)  # prompt + completion
+        # prefill computes only the last position's logits where the model supports it:
+        # [batch, prompt, vocab] logits would cost more memory than the KV cache
+        accepts = inspect.signature(self.model.forward).parameters
+        self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
+        self._stop_cache: dict[tuple, object] = {}
 
     # -- generation -------------------------------------------------------------------
     @torch.inference_mode()
@@ -94,56 +109,102 @@ class HFEngine:
         return results
 
     def _generate_batch(self, prompt_ids: list[list[int]], prompt_index: list[int], params: SamplingParams, seed: int):
-        tok, eos = self.tokenizer, self.tokenizer.eos_token_id
-        ids, attn = pad_rows(prompt_ids, tok.pad_token_id, left=True)  # generation continues at the right edge
-        width = ids.shape[1]
-        # a completion ends where prompt + completion fills the context, like vLLM's max_model_len:
-        # each row is cut at its own room (finish_reason "length"); steps past it are discarded
+        """One decode loop over a batch: per-step statistics as it runs, finished rows dropped.
+
+        Each unique prompt is prefilled once (its KV cache repeated to its n samples), and
+        only the last position's logits are computed. Every step records the chosen token's
+        raw logprob, the exact entropy and the top-k from the raw logits of the live rows
+        only, so memory holds the KV cache and [rows, steps, k] numbers, never
+        [rows, steps, vocab] logits. A row ends at an EOS id (`eos_token_ids`), a stop
+        string, its `max_tokens`, or where prompt + completion fills the context; its KV
+        cache rows are then dropped, so finished rows stop costing compute.
+        """
+        dev, tok = self.device, self.tokenizer
+        greedy = params.temperature <= 0
+        n = 1 if greedy else params.n  # greedy samples are all alike: decode once, repeat below
+        # a completion ends where prompt + completion fills the context, like vLLM's max_model_len
         # (a prefix that fills the context gets an empty completion; the generate stage refuses
         # such prompts up front, naming them)
-        room = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
-        room = ((self.max_context - room) if self.max_context else torch.full_like(room, params.max_tokens)).clamp(min=0)
-        max_new = max(1, min(params.max_tokens, int(room.max())))
-        torch.manual_seed(seed)
-        greedy = params.temperature <= 0
-        try:
-            out = self.model.generate(
-                input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
-                do_sample=not greedy, temperature=None if greedy else params.temperature,
-                top_p=None if greedy else params.top_p, top_k=None, max_new_tokens=max_new,
-                # greedy samples are all alike (and transformers refuses n > 1 without sampling):
-                # decode once, repeat below
-                num_return_sequences=1 if greedy else params.n, output_logits=True, return_dict_in_generate=True,
-                pad_token_id=tok.pad_token_id, eos_token_id=eos,
-            )
-        except RuntimeError as e:
-            if "probability tensor contains" not in str(e):
-                raise
-            raise EngineError(f"model {self.model_id!r} gave NaN/inf probabilities while sampling", fix=NON_FINITE_FIX) from None
-        seqs, logits = out.sequences[:, width:], out.logits  # [R, T], T × [R, V]
+        p_len = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
+        room = ((self.max_context - p_len) if self.max_context else torch.full_like(p_len, params.max_tokens)).clamp(min=0)
+        cap = room.clamp(max=params.max_tokens)
+        max_new = max(1, int(cap.max()))
+        ids, attn = pad_rows(prompt_ids, tok.pad_token_id, left=True)
+        ids, attn = ids.to(dev), attn.to(dev)
+        pos = (attn.cumsum(1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        eos = torch.tensor(self._eos_ids(params), device=dev)
+        stop_strings = self._stop_criteria(params)
+        k = params.logprobs
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, **self._last_only)
+        logits, cache = out.logits[:, -1], out.past_key_values
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits, attn = logits.repeat_interleave(n, 0), attn.repeat_interleave(n, 0)
+        rows = len(prompt_ids) * n
+        live = torch.arange(rows, device=dev)  # which row each live batch entry is
+        next_pos = attn.sum(1)
+        row_cap = cap.to(dev).repeat_interleave(n)
+        steps_ids = torch.full((rows, max_new), tok.pad_token_id, dtype=torch.long, device=dev)
+        steps_lp = torch.zeros((rows, max_new), device=dev)
+        steps_ent = torch.zeros((rows, max_new), device=dev)
+        steps_top_ids = torch.zeros((rows, max_new, k), dtype=torch.int32, device=dev)
+        steps_top_lp = torch.zeros((rows, max_new, k), device=dev)
+        lengths = row_cap.clamp(min=0).clone()
+        stopped = torch.zeros(rows, dtype=torch.bool, device=dev)
+        for t in range(max_new):
+            nxt, lp, ent, top_ids, top_lp = _decode_step(logits.float(), params, gen, k)
+            steps_ids[live, t], steps_lp[live, t], steps_ent[live, t] = nxt, lp, ent
+            steps_top_ids[live, t], steps_top_lp[live, t] = top_ids, top_lp
+            hit = torch.isin(nxt, eos)
+            if stop_strings is not None:
+                hit |= stop_strings(steps_ids[live, : t + 1], None).to(dev)
+            hit &= t < row_cap[live]  # a stop past the row's room does not count
+            done = hit | (t + 1 >= row_cap[live])
+            stopped[live[hit]] = True
+            lengths[live[hit]] = t + 1
+            if bool(done.all()):
+                break
+            if bool(done.any()):  # drop finished rows from the batch and the cache
+                keep = (~done).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                live, nxt, attn, next_pos = live[keep], nxt[keep], attn[keep], next_pos[keep]
+            attn = torch.cat([attn, attn.new_ones((len(live), 1))], 1)
+            out = self.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+                             past_key_values=cache, use_cache=True)
+            logits, cache, next_pos = out.logits[:, -1], out.past_key_values, next_pos + 1
         if greedy and params.n > 1:
-            seqs, logits = seqs.repeat_interleave(params.n, 0), [lg.repeat_interleave(params.n, 0) for lg in logits]
-        rows, steps = seqs.shape
-        cap = room.to(seqs.device).repeat_interleave(params.n).clamp(max=steps)  # [R]
-        is_eos = (seqs == eos) & (torch.arange(steps, device=seqs.device)[None, :] < cap[:, None])
-        has_eos = is_eos.any(1)
-        lengths = torch.where(has_eos, is_eos.int().argmax(1) + 1, cap)
-        valid = torch.arange(steps, device=seqs.device)[None, :] < lengths[:, None]
-        # one step at a time (each vectorised over the batch and vocabulary): never a
-        # [rows, steps, vocab] copy, which for a 150k vocabulary would not fit
-        per_step = [token_stats(logits[t], seqs[:, t], params.logprobs) for t in range(steps)]
-        lp, ent, top_ids, top_lp = (torch.stack([st[i] for st in per_step], dim=1)[valid] for i in range(4))
+            steps_ids, steps_lp, steps_ent, steps_top_ids, steps_top_lp, lengths, stopped = (
+                t.repeat_interleave(params.n, 0) for t in (steps_ids, steps_lp, steps_ent, steps_top_ids, steps_top_lp,
+                                                            lengths, stopped))
+        valid = torch.arange(max_new, device=dev)[None, :] < lengths[:, None]
         lens = lengths.tolist()
-        cols = [split_rows(t.cpu().numpy(), lens) for t in (seqs[valid].int(), lp, ent, top_ids, top_lp)]
+        cols = [split_rows(t[valid].cpu().numpy(), lens)
+                for t in (steps_ids.int(), steps_lp, steps_ent, steps_top_ids, steps_top_lp)]
         gens = []
-        for r in range(rows):
+        for r in range(len(lens)):
             p = r // params.n
             gens.append(Generation(
                 prompt_index=prompt_index[p], sample_index=r % params.n, prompt_token_ids=list(prompt_ids[p]),
                 token_ids=cols[0][r], logprobs=cols[1][r], entropy=cols[2][r], topk_ids=cols[3][r],
-                topk_logprobs=cols[4][r], finish_reason="stop" if bool(has_eos[r]) else "length",
+                topk_logprobs=cols[4][r], finish_reason="stop" if bool(stopped[r]) else "length",
             ))
         return gens
+
+    def _eos_ids(self, params: SamplingParams) -> list[int]:
+        return eos_token_ids(self.tokenizer, getattr(self.model, "generation_config", None), params)
+
+    def _stop_criteria(self, params: SamplingParams):
+        """transformers' StopStringCriteria (vectorised over the batch: it precomputes which
+        token tails can complete each string) for the run's stop strings, or None."""
+        if not params.stop:
+            return None
+        from transformers.generation.stopping_criteria import StopStringCriteria
+
+        key = tuple(params.stop)
+        if key not in self._stop_cache:
+            self._stop_cache[key] = StopStringCriteria(self.tokenizer, list(key))
+        return self._stop_cache[key]
 
     # -- teacher-forced scoring -------------------------------------------------------
     @torch.inference_mode()
@@ -200,15 +261,42 @@ class HFEngine:
             out[i] = Scored(cols[0][r], cols[1][r], cols[2][r], cols[3][r], hidden[r] if hidden else None)
 
     @torch.inference_mode()
-    def full_logprobs(self, prompt_ids, completion_ids) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    def full_logprobs(self, prompt_ids, completion_ids,
+                      memory_mb: float | None = LOGITS_MEMORY_MB) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """Full-vocabulary raw log-probs at every completion token, for labelers that need
-        more than the top-k (cDPO's contrastive softmax): ([N, V] float32, [N] targets,
-        per-sequence lengths), N = all completion tokens. Callers bound N by batching.
+        more than the top-k: ([N, V] float32, [N] targets, per-sequence lengths), N = all
+        completion tokens. Within `memory_mb` MiB (None: unbounded): the result takes at
+        most half (more tokens are refused: batch by `logits_rows(V, memory_mb / 2)`), the
+        LM head fills it in chunks that take the other half. Labelers that need less than
+        all [N, V] at once go chunk by chunk: `completion_states`, then `head_logprobs`.
         """
-        batch = list(range(len(prompt_ids)))
-        h, targets, c_len, _ = self._completion_states(batch, prompt_ids, completion_ids, None)
-        logits = self.model.get_output_embeddings()(h)
-        return torch.log_softmax(logits.float(), dim=-1), targets, c_len.tolist()
+        h, targets, lengths = self.completion_states(prompt_ids, completion_ids)
+        vocab, n = self.model.get_output_embeddings().weight.shape[0], h.shape[0]
+        budget = memory_mb / 2 if memory_mb is not None else None
+        if budget is not None and n > logits_rows(vocab, budget):
+            raise EngineError(f"full_logprobs: {n} tokens × {vocab} vocabulary in float32 is {n * vocab * 4 / 2**20:.0f} "
+                              f"MiB, over half the {memory_mb:g} MiB budget",
+                              fix=f"pass at most {logits_rows(vocab, budget)} completion tokens per call, raise "
+                                  "memory_mb, or use completion_states + head_logprobs chunk by chunk")
+        out = torch.empty(n, vocab, dtype=torch.float32, device=h.device)
+        step = logits_rows(vocab, budget if budget is not None else LOGITS_MEMORY_MB, copies=2)
+        for i in range(0, n, step):
+            out[i : i + step] = self.head_logprobs(h[i : i + step])
+        return out, targets, lengths
+
+    @torch.inference_mode()
+    def completion_states(self, prompt_ids, completion_ids) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """One decoder pass over the given rollouts, in their order: ([N, d] the final states
+        the LM head reads to predict each completion token, [N] those tokens, lengths). Small
+        next to [N, V] logits: apply `head_logprobs` to row chunks of it."""
+        h, targets, c_len, _ = self._completion_states(list(range(len(prompt_ids))), prompt_ids, completion_ids, None)
+        return h, targets, c_len.tolist()
+
+    @torch.inference_mode()
+    def head_logprobs(self, h: torch.Tensor) -> torch.Tensor:
+        """[n, V] float32 raw log-probs from states of `completion_states`: the LM head, then
+        log-softmax (two [n, V] float32 arrays at the peak, one after)."""
+        return torch.log_softmax(self.model.get_output_embeddings()(h).float(), dim=-1)
 
     def _completion_states(self, batch, prompt_ids, completion_ids, hidden_layer):
         """One decoder pass: (final state predicting each completion token [N, d], the
@@ -270,6 +358,44 @@ class HFEngine:
         self.model = None
 
 
+def warp_logits(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Logits as transformers' sampling warps them: / T, then top-p (the tokens whose
+    ascending cumulative probability is ≤ 1 − p get −inf, keeping at least one)."""
+    z = logits / temperature
+    if top_p < 1.0:
+        sorted_z, order = torch.sort(z, descending=False)
+        drop = sorted_z.softmax(-1).cumsum(-1) <= (1 - top_p)
+        drop[:, -1] = False
+        z = z.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return z
+
+
+def _decode_step(raw: torch.Tensor, params: SamplingParams, gen: torch.Generator, k: int):
+    """(next token, its raw logprob, entropy, top-k ids, top-k logprobs) of each live row from
+    its raw logits [rows, V]: one log-softmax serves the statistics and, at T = 1 without
+    top-p, the draw too."""
+    logp = torch.log_softmax(raw, dim=-1)
+    p = logp.exp()
+    ent = entropy_of(logp, p)
+    top_lp, top_ids = logp.topk(k, dim=-1) if k > 0 else (logp[:, :0], logp[:, :0].long())
+    if params.temperature <= 0:
+        nxt = top_ids[:, 0] if k > 0 else raw.argmax(-1)
+    else:
+        plain = params.temperature == 1.0 and params.top_p >= 1.0
+        nxt = _draw(p if plain else warp_logits(raw, params.temperature, params.top_p).softmax(-1), gen)
+    return nxt, logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1), ent, top_ids.int(), top_lp
+
+
+def _draw(probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One index per row drawn from `probs` by inverting its CDF with one uniform per row, on
+    the engine's seeded generator (never the global RNG). Same law as torch.multinomial, which
+    on CPU takes ~4x longer for a 49k vocabulary; the CDF is summed in float64 so tokens in
+    the far tail keep their share."""
+    cdf = probs.double().cumsum(-1)
+    u = torch.rand((probs.shape[0], 1), generator=gen, dtype=torch.float64, device=probs.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp(max=probs.shape[1] - 1).squeeze(1)  # never a p = 0 token
+
+
 def _shared_prefix_buckets(prompt_ids, completion_ids, budget: int) -> list[list[int]]:
     """Scoring batches: rollouts in order of completion length (little padding), each batch
     under `budget` padded tokens as `_completion_states` runs it — each unique prompt once at
@@ -296,7 +422,9 @@ def _shared_prefix_buckets(prompt_ids, completion_ids, budget: int) -> list[list
     return batches
 
 
-def _over_head_chunks(h, fn, head):
-    """[fn(head(h[rows]), rows)] over row chunks of `h`: the LM head never materialises more
-    than LOGITS_CHUNK × vocab logits (one call even when `h` is empty)."""
-    return [fn(head(h[i : i + LOGITS_CHUNK]), slice(i, i + LOGITS_CHUNK)) for i in range(0, max(h.shape[0], 1), LOGITS_CHUNK)]
+def _over_head_chunks(h, fn, head, memory_mb: float = LOGITS_MEMORY_MB, copies: int = HEAD_COPIES):
+    """[fn(head(h[rows]), rows)] over row chunks of `h`: `copies` [rows, vocab] float32 arrays
+    of one call fit `memory_mb` (`logits_rows`), and a chunk holds at most LOGITS_CHUNK rows
+    (one call even when `h` is empty)."""
+    step = min(LOGITS_CHUNK, logits_rows(head.weight.shape[0], memory_mb, copies))
+    return [fn(head(h[i : i + step]), slice(i, i + step)) for i in range(0, max(h.shape[0], 1), step)]

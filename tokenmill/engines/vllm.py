@@ -49,6 +49,7 @@ def _flat(container, k: int, skip_first: bool = False) -> tuple[np.ndarray, np.n
 class VLLMEngine:
     name = "vllm"
     logprobs_kind = "raw"
+    exact_entropy = False  # score(entropy=None) in the score stage leaves it out
 
     def __init__(self, model: str, max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
                  dtype: str | None = None, seed: int = 0, max_logprobs: int = 20, **llm_options):
@@ -67,6 +68,9 @@ class VLLMEngine:
                 # Sized from utilisation, the CPU worker subtracts the whole process's RSS, so
                 # a second engine in one process (a small/large pair) gets none: size it.
                 llm_options.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
+        if os.environ.get("VLLM_LOGGING_LEVEL", "").upper() in ("ERROR", "CRITICAL"):
+            # quiet (the CLI without --verbose): no weight-loading progress bar either
+            llm_options.setdefault("use_tqdm_on_load", False)
         self.max_logprobs = max_logprobs
         try:
             self.llm = vllm.LLM(
@@ -122,9 +126,12 @@ class VLLMEngine:
               hidden_layer: int | None = None) -> list[Scored]:
         if entropy:
             raise EngineError("the vllm engine cannot compute exact entropy",
-                              fix="call score(..., entropy=False) or use the hf engine")
+                              fix="score with --engine hf (`tokenmill label --engine hf`), or leave out the labels "
+                              "that need entropy (rewards kinds d3s and entropy: --kinds dpo,grpo,tempo,rlpr); "
+                              "from Python: score(..., entropy=False)")
         if hidden_layer is not None:
-            raise EngineError("the vllm engine does not return hidden states", fix="use the hf engine for hidden states")
+            raise EngineError("the vllm engine does not return hidden states",
+                              fix="score with --engine hf, or leave out --hidden-layer")
         from vllm import SamplingParams as VSP
         from vllm.inputs import TokensPrompt
 

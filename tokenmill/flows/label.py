@@ -2,7 +2,8 @@
 
   prepare   ×L   run-level work of each labeler (critical: train or find pos/neg models;
                  routing: refuse small/large pairs with different tokenizers)
-  score     ×S   each rollouts shard under every role a labeler needs (missing rows only)
+  score     ×S   each rollouts shard under every role a labeler needs (missing rows only),
+                 with exact entropy only where a labeler needs it (`entropy_needs`)
   label     ×S×L one labeler on one shard; a finished (labeler config, shard) is skipped
 
 Shards are the run's committed `rollouts` files (each holds whole prompt groups). Tasks
@@ -17,7 +18,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from tokenmill.config import LabelConfig
-from tokenmill.errors import TokenmillError
+from tokenmill.engines import check_engine
+from tokenmill.errors import EngineError, TokenmillError
 from tokenmill.flows.rollouts import _retry_unless_user_error
 from tokenmill.flows.naming import run_name
 from tokenmill.flows.report import report_task
@@ -26,11 +28,13 @@ from tokenmill.report import artifacts, progress
 from tokenmill.storage.lake import Lake, check_run_id
 from tokenmill.tasks import score as score_stage
 from tokenmill.tasks.labels import build_labeler
+from tokenmill.tasks.labels.base import entropy_needs
 
 
 def check_label_run(cfg: LabelConfig) -> list[str]:
-    """The run's rollouts shards; every labeler and role checked before any work."""
+    """The run's rollouts shards; every labeler, role and engine checked before any work."""
     check_run_id(cfg.run_id)
+    check_engine(cfg.engine, cfg.engine_options)
     lake = Lake(cfg.lake)
     labelers = [build_labeler(name, cfg) for name in cfg.labelers]
     for lab in labelers:
@@ -40,7 +44,36 @@ def check_label_run(cfg: LabelConfig) -> list[str]:
         runs = lake.runs("rollouts")
         raise TokenmillError(f"run {cfg.run_id!r} has no rollouts in {cfg.lake}",
                              fix=f"runs there: {', '.join(runs[-5:])}" if runs else "run `tokenmill run` or `tokenmill demo` first")
+    check_engine_gives(cfg, labelers, lake)
     return shards
+
+
+def check_engine_gives(cfg: LabelConfig, labelers: list, lake: Lake) -> None:
+    """Refuse a scoring engine that cannot give what a requested label needs (vLLM: no exact
+    entropy, no hidden states), naming the label and the options that avoid it."""
+    if score_stage.engine_gives_entropy(cfg.engine):
+        return
+    if cfg.hidden_layer is not None and score_roles(cfg):
+        raise EngineError(f"--hidden-layer {cfg.hidden_layer} needs hidden states, which the {cfg.engine} engine "
+                          "cannot give", fix="label with --engine hf, or leave out --hidden-layer")
+    needs = entropy_needs(labelers)
+    if needs and not score_stage.tokens_have_entropy(lake, cfg.run_id):  # generation gave none either
+        drop = [hint for lab in labelers if lab.needs_entropy and (hint := lab.without_entropy())]
+        names = ", ".join(needs)
+        raise EngineError(f"{names} need{'s' if len(needs) == 1 else ''} exact entropy, which the {cfg.engine} engine "
+                          f"cannot give (nor do the run's tokens have it)",
+                          fix="label with --engine hf" + (f", or leave {'it' if len(needs) == 1 else 'them'} out: "
+                                                          f"{' '.join(drop)}" if drop else ""))
+
+
+def score_entropy(cfg: LabelConfig, lake: Lake | None = None) -> bool | None:
+    """What the score stage asks the engine for: exact entropy (True) where a requested label
+    needs it and the run's tokens lack it; else None, entropy only where the engine gives it
+    anyway (hf, at no cost; vLLM cannot: `scores.entropy` is then null)."""
+    labelers = [build_labeler(name, cfg) for name in cfg.labelers]
+    if entropy_needs(labelers) and not score_stage.tokens_have_entropy(lake or Lake(cfg.lake), cfg.run_id):
+        return True
+    return None
 
 
 def score_roles(cfg: LabelConfig) -> dict[str, str]:
@@ -60,9 +93,9 @@ def prepare_labeler(cfg: LabelConfig, name: str) -> dict:
 
 @task(name="score-shard", tags=["model"], cache_policy=NONE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=_retry_unless_user_error, task_run_name=run_name("score {shard}"))
-def score_shard(cfg: LabelConfig, shard: str, roles: dict[str, str]) -> dict:
+def score_shard(cfg: LabelConfig, shard: str, roles: dict[str, str], entropy: bool | None = None) -> dict:
     out = score_stage.score_shard(Lake(cfg.lake), cfg.run_id, shard, roles, cfg.engine, cfg.engine_options,
-                                  hidden_layer=cfg.hidden_layer)
+                                  hidden_layer=cfg.hidden_layer, entropy=entropy)
     progress.advance("score")
     return out
 
@@ -85,6 +118,7 @@ def label_flow(cfg: LabelConfig) -> dict:
     get_run_logger().info("run %s: %d shards, labelers %s", cfg.run_id, len(shards), ", ".join(cfg.labelers))
     prepared = dict(zip(cfg.labelers, model_tasks(cfg.runner, [(prepare_labeler, (cfg, n), {}) for n in cfg.labelers])))
     roles = score_roles(cfg)
+    entropy = score_entropy(cfg) if roles else None
     if roles:
         progress.start("score", len(shards))
     for name in cfg.labelers:
@@ -97,14 +131,14 @@ def label_flow(cfg: LabelConfig) -> dict:
 
     if on_ray():  # all shards scored across the cluster, then all (labeler, shard) pairs
         if roles:
-            model_tasks(cfg.runner, [(score_shard, (cfg, shard, roles), {}) for shard in shards])
+            model_tasks(cfg.runner, [(score_shard, (cfg, shard, roles, entropy), {}) for shard in shards])
         jobs = [(name, shard) for shard in shards for name in cfg.labelers]
         for (name, _), out in zip(jobs, model_tasks(cfg.runner, [(label_shard, (cfg, n, s), {}) for n, s in jobs])):
             add(name, out)
     else:  # one engine uses every core: a shard at a time
         for shard in shards:
             if roles:
-                score_shard(cfg, shard, roles)
+                score_shard(cfg, shard, roles, entropy)
             for name in cfg.labelers:
                 add(name, label_shard(cfg, name, shard))
     artifacts.label_summary(cfg.lake, cfg.run_id, cfg.labelers)

@@ -112,8 +112,9 @@ def probe_flow(cfg: ProbeConfig) -> dict:
         log.warning("no probe for %s: %s", m, why)
     probes = {m: train_probe_task(cfg, m) for m in models}
     for m, p in probes.items():
-        log.info("probe %s of %s: layer %d, span AUC %.3f (1 - min_prob %.3f)", p["artifact_id"], m,
-                 p["layer"], p["auc"]["span:probe"], p["auc"]["span:1 - min_prob"])
+        aucs = (p["auc"]["span:probe"], p["auc"]["span:1 - min_prob"])  # null where a class is missing
+        log.info("probe %s of %s: layer %d, span AUC %s (1 - min_prob %s)", p["artifact_id"], m, p["layer"],
+                 *("n/a" if a is None else f"{a:.3f}" for a in aucs))
     if probes:
         report_task(cfg.lake, cfg.run_id)  # adds the probes' ROC curves
     return {"probes": probes, "skipped": skipped, "seconds": round(time.time() - t0, 1)}

@@ -215,6 +215,8 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     y = np.asarray(labels).astype(bool)
     keep = ~np.isnan(s)
     s, y = s[keep], y[keep]
+    if not len(s):  # no scores (e.g. entropy of vLLM rollouts): no threshold, the origin alone
+        return np.zeros(1), np.zeros(1)
     order = np.argsort(-s, kind="mergesort")
     s, y = s[order], y[order]
     cut = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last index of each run of equal scores
@@ -240,11 +242,13 @@ def plot_probe_roc(lake: Lake, run_id: str, out: Path) -> list[Path]:
             drawn = 0
             for method in dict.fromkeys(part.column("method").to_pylist()):
                 m = part.filter(pa.compute.equal(part.column("method"), method))
-                s, y = m.column("score").to_numpy().astype(np.float64), m.column("label").to_numpy()
-                if y.all() or not y.any():
+                s = m.column("score").to_numpy(zero_copy_only=False).astype(np.float64)  # null → NaN
+                y = m.column("label").to_numpy()
+                auc = roc_auc(s, y)
+                if np.isnan(auc):  # one class, or no scores at all (entropy of vLLM rollouts): no curve
                     continue
                 fpr, tpr = roc_curve(s, y)
-                ax.plot(fpr, tpr, lw=2.2 if method == "probe" else 1.2, label=f"{method} (AUC {roc_auc(s, y):.2f})")
+                ax.plot(fpr, tpr, lw=2.2 if method == "probe" else 1.2, label=f"{method} (AUC {auc:.2f})")
                 drawn += 1
             ax.plot([0, 1], [0, 1], ":", color="#9aa3ad")
             if not drawn:

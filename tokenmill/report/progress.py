@@ -4,7 +4,8 @@ The CLI installs a rich progress bar with `use_sink`. Inside a Prefect flow or t
 `start` also creates a progress artifact per stage and `advance` moves it, so the Prefect
 UI shows how far a long flow is (updates are throttled to whole percents). Progress
 reported in another process than the one that started the stage (a Ray worker) only
-reaches that process's sink.
+reaches that process's sink. `advance(..., note=…)` attaches a short text to the stage (a
+training loss): the bars show it beside the count, the artifact in its description.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ _sink: Callable[[str, int, int], None] | None = None
 _lock = threading.Lock()
 _totals: dict[str, list[int]] = {}
 _artifacts: dict[str, list] = {}  # stage -> [artifact id, last percent published]
+_notes: dict[str, str] = {}  # stage -> the latest note
 
 
 def start(stage: str, total: int) -> None:
     with _lock:
         _totals[stage] = [0, total]
         _artifacts.pop(stage, None)
+        _notes.pop(stage, None)
     _emit(stage)
     from tokenmill.report import artifacts
 
@@ -32,10 +35,12 @@ def start(stage: str, total: int) -> None:
             _artifacts[stage] = [aid, 0]
 
 
-def advance(stage: str, amount: int = 1) -> None:
+def advance(stage: str, amount: int = 1, note: str | None = None) -> None:
     with _lock:
         done_total = _totals.setdefault(stage, [0, 0])
         done_total[0] += amount
+        if note is not None:
+            _notes[stage] = note
     _emit(stage)
     _publish(stage)
 
@@ -56,7 +61,13 @@ def _publish(stage: str) -> None:
         art[1] = pct
     from tokenmill.report import artifacts
 
-    artifacts.update_progress(art[0], stage, done, total)
+    text = _notes.get(stage)
+    artifacts.update_progress(art[0], f"{stage} ({text})" if text else stage, done, total)
+
+
+def note_of(stage: str) -> str:
+    """The stage's latest note ("" if none)."""
+    return _notes.get(stage, "")
 
 
 @contextlib.contextmanager
@@ -68,6 +79,7 @@ def use_sink(sink: Callable[[str, int, int], None]):
     finally:
         _sink = previous
         _totals.clear()
+        _notes.clear()
 
 
 @contextlib.contextmanager
@@ -76,12 +88,13 @@ def rich_bars():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bars: dict[str, int] = {}
-    with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as prog:
+    with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[note]}")) as prog:
 
         def sink(stage: str, done: int, total: int) -> None:
             if stage not in bars:
-                bars[stage] = prog.add_task(stage, total=total or None)
-            prog.update(bars[stage], completed=done, total=total or None)
+                bars[stage] = prog.add_task(stage, total=total or None, note="")
+            prog.update(bars[stage], completed=done, total=total or None, note=note_of(stage))
 
         with use_sink(sink):
             yield

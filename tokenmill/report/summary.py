@@ -27,13 +27,14 @@ def run_summary(lake: Lake, run_id: str) -> pa.Table:
 
 
 def render_table(table: pa.Table, title: str | None = None):
-    """A rich Table of a (small) arrow table."""
+    """A rich Table of a (small) arrow table. Text too wide for the console wraps instead of
+    being cut: two long model paths that differ only at the end must still differ."""
     from rich.table import Table
 
     out = Table(title=title, title_justify="left")
     for name in table.column_names:
         numeric = pa.types.is_integer(table.schema.field(name).type) or pa.types.is_floating(table.schema.field(name).type)
-        out.add_column(name, justify="right" if numeric else "left")
+        out.add_column(name, justify="right" if numeric else "left", overflow="fold")
     for row in table.to_pylist():
         out.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
     return out

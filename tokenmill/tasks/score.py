@@ -5,6 +5,9 @@ maps to what is loaded: a bundled name, a path or a hub id. The role `policy` me
 "each rollout's own model" (`rollouts.model`), so a run with several models is scored by
 each under its own policy. Per token: raw logprob of the actual token, exact entropy,
 top-1 id, top-k ids and logprobs → table `scores`, keyed by (rollout_id, pos, model=role).
+Entropy is asked for where a labeler needs it (`entropy=True`: an engine that cannot give
+it, vLLM, refuses) and otherwise kept where the engine gives it anyway (`entropy=None`:
+hf yes, vLLM no — the column is then null).
 Optionally the hidden state of one layer at each token → table `hidden_states`, float16.
 
 Batching is the engine's: sequences sorted by length and cut into buckets under a token
@@ -22,10 +25,11 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from tokenmill.engines import Engine, load_tokenizer, tokenizer_difference
 from tokenmill.engines.base import NON_FINITE_FIX, first_non_finite
-from tokenmill.errors import EngineError
+from tokenmill.errors import EngineError, unreadable_file
 from tokenmill.schema import HIDDEN_STATES, SCORES
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.tasks.generate import _cat, cached_engine, list_array, token_keys
@@ -34,6 +38,35 @@ from tokenmill.tasks.train.artifacts import artifact_path
 
 POLICY = "policy"  # the role of each rollout's own model
 SCORE_COLUMNS = ["rollout_id", "model", "prompt_token_ids", "completion_token_ids"]
+NO_EXACT_ENTROPY = ("vllm",)  # engines whose scoring cannot give exact entropy (nor hidden states)
+
+
+def engine_gives_entropy(engine_kind: str) -> bool:
+    return engine_kind not in NO_EXACT_ENTROPY
+
+
+def tokens_have_entropy(lake: Lake, run_id: str) -> bool:
+    """Whether every generated token of the run has its exact entropy in `tokens` (the hf
+    engine gives it while generating, vLLM does not). Read from the files' footers (null
+    counts), a file's column itself only where its footer has no statistics."""
+    files = lake.files("tokens", run_id)
+    for path in files:
+        try:
+            meta = pq.read_metadata(path, filesystem=lake.fs)
+        except (pa.ArrowException, OSError) as e:
+            raise unreadable_file(path, e, lake.uri) from None
+        nulls = 0
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            stats = next((group.column(j).statistics for j in range(group.num_columns)
+                          if group.column(j).path_in_schema == "entropy"), None)
+            if stats is None or not stats.has_null_count:
+                nulls = lake.read_part(path, columns=["entropy"]).column("entropy").null_count
+                break
+            nulls += stats.null_count
+        if nulls:
+            return False
+    return bool(files)
 
 
 def scores_table(rollout_ids: list[str], completions: list[np.ndarray], scored, role: str, model_id: str) -> pa.Table:
@@ -79,8 +112,11 @@ def hidden_table(scores: pa.Table, scored, layer: int) -> pa.Table:
 
 
 def score(rollouts: pa.Table, engine: Engine, role: str, top_k: int = 5, hidden_layer: int | None = None,
-          model_id: str | None = None) -> tuple[pa.Table, pa.Table | None]:
+          model_id: str | None = None, entropy: bool | None = None) -> tuple[pa.Table, pa.Table | None]:
     """Score every rollout's completion under `engine`: (scores, hidden_states or None).
+
+    `entropy`: True asks for exact entropy (an engine that cannot give it refuses), False
+    leaves it out, None keeps it where the engine gives it (hf; not vLLM): null otherwise.
 
     A rollout longer than the engine's context, or a NaN/inf logprob, is an EngineError
     naming the rollout, the role and the model: never a silent NaN in `scores`."""
@@ -98,7 +134,9 @@ def score(rollouts: pa.Table, engine: Engine, role: str, top_k: int = 5, hidden_
                               f"{engine.model_id!r} (role {role!r})" + (f"; {len(over) - 1} more do too" if len(over) > 1 else ""),
                               where=f"rollout {rids[i]}",
                               fix="score with a model whose context holds the run's rollouts (the policy's, or longer)")
-    scored = engine.score(prompts, completions, top_k=top_k, entropy=True, hidden_layer=hidden_layer)
+    if entropy is None:
+        entropy = getattr(engine, "exact_entropy", True)
+    scored = engine.score(prompts, completions, top_k=top_k, entropy=entropy, hidden_layer=hidden_layer)
     lengths = [len(c) for c in completions]
     bad = first_non_finite(lengths, _cat([s.logprobs for s in scored], np.float32),
                            _cat([s.topk_logprobs.reshape(-1) for s in scored], np.float32))
@@ -160,11 +198,12 @@ def missing(lake: Lake, table: str, run_id: str, rollout_ids: pa.Array, role: st
 
 def score_shard(lake: Lake, run_id: str, shard: str, roles: dict[str, str], engine_kind: str = "hf",
                 engine_options: dict | None = None, top_k: int = 5, hidden_layer: int | None = None,
-                where: pc.Expression | None = None) -> dict[str, int]:
+                where: pc.Expression | None = None, entropy: bool | None = None) -> dict[str, int]:
     """Score one rollouts shard under each role, only what the lake does not have yet.
 
     `roles` maps role → model (`{"ref": "tiny-small", "policy": "policy"}`); `where`
-    restricts the rollouts (e.g. only incorrect ones). Returns rows written per role.
+    restricts the rollouts (e.g. only incorrect ones); `entropy` as in `score` (the label
+    flow passes True only where a labeler needs it). Returns rows written per role.
     """
     rollouts = read_rollouts_shard(lake, shard, SCORE_COLUMNS + ["verdict"])
     if where is not None:
@@ -186,7 +225,8 @@ def score_shard(lake: Lake, run_id: str, shard: str, roles: dict[str, str], engi
             if rows.num_rows == 0:
                 continue
             engine = cached_engine(engine_kind, model_source(lake, name), **(engine_options or {}))
-            table, hidden = score(rows, engine, role, top_k, hidden_layer, model_id=None if model == POLICY else model)
+            table, hidden = score(rows, engine, role, top_k, hidden_layer, model_id=None if model == POLICY else model,
+                                  entropy=entropy)
             if hidden is not None:
                 lake.commit("hidden_states", run_id, hidden)
             written[role] += lake.commit("scores", run_id, table).rows_written

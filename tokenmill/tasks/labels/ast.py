@@ -1,11 +1,20 @@
 """AST labels of code in rollouts (MLCPD's universal schema, `code/universal_ast.py`).
 
 For each rollout, code comes from its fenced blocks (language from the fence tag, else
-`language`) or, for the worlds in `whole_completion_worlds` (default: code), from the
-whole completion when it has no fence. Every block is parsed with tree-sitter and
-converted to the universal schema → `ast_files`, `ast_nodes`; every generated token
-inside a block gets the innermost named node it starts in → `ast_tokens` (`code/tables.py`
-for the character → byte → node mapping, correct for non-ASCII code).
+`language`) or, when it has no fence, from the whole completion if
+
+  - its world is one of `whole_completion_worlds` (default: code), or
+  - it comes from a file source (no world) and `language` was given (`--code-language`):
+    a file of code tasks answers in bare code, and naming the language says so. Without
+    `language` nothing says such a completion is code rather than prose, so it is left
+    alone; the other built-in worlds (arithmetic, bios) answer in prose and are never
+    parsed whole.
+
+Every block is parsed with tree-sitter and converted to the universal schema →
+`ast_files`, `ast_nodes`; every generated token inside a block gets the innermost named
+node it starts in → `ast_tokens` (`code/tables.py` for the character → byte → node
+mapping, correct for non-ASCII code, and for file ids: a block parsed in another language
+is another file).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, 
 
 class AstLabeler(Labeler):
     name = "ast"
-    version = "1"
+    version = "2"  # 2: file ids hash language and code; file sources' bare code parsed with a given language
 
     def __init__(self, config: AstConfig | None = None):
         self.cfg = config or AstConfig()
@@ -57,10 +66,10 @@ class AstLabeler(Labeler):
         t_pos, t_s, t_e = (tokens.column(c).to_numpy() for c in ("pos", "char_start", "char_end"))
         file_rows, parsed_files, tok_parts = [], [], []
         for rid, world, text in zip(*(rollouts.column(c).to_pylist() for c in ("rollout_id", "world", "completion"))):
-            whole = world in self.cfg.whole_completion_worlds
+            whole = world in self.cfg.whole_completion_worlds or (world is None and self.cfg.language is not None)
             language = self.cfg.language or ("python" if world == "code" else None)
             for b, (c0, code, lang, reason) in enumerate(code_blocks(text or "", language, whole)):
-                fid = rollout_file_id(rid, b)
+                fid = rollout_file_id(rid, b, lang, code)
                 if reason:
                     file_rows.append(file_row(fid, None, rollout_id=rid, block=b, char_start=c0,
                                               n_bytes=len(code.encode()), skipped=reason))

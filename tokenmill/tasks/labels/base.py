@@ -1,9 +1,10 @@
 """What every labeler shares: provenance columns, config ids, and "shard done" markers.
 
 A labeler is a small class with a `name`, a `version`, the model roles it needs scored
-(`roles`), an optional run-level `prepare` step (critical trains its contrast models
-there) and `label_shard`, which reads one rollouts shard from the lake and commits its
-rows. A new labeler is one subclass registered in `tasks.labels.LABELERS`.
+(`roles`), which of its labels need exact entropy (`needs_entropy`), an optional run-level
+`prepare` step (critical trains its contrast models there) and `label_shard`, which reads
+one rollouts shard from the lake and commits its rows. A new labeler is one subclass
+registered in `tasks.labels.LABELERS`.
 
 Idempotence has two layers: label rows dedupe on (rollout_id, config_id) in the lake,
 and a finished (labeler config, shard) leaves a marker in staging so a re-run skips it
@@ -60,6 +61,11 @@ def read_rollouts_shard(lake: Lake, shard: str, columns: list[str] | None = None
         raise unreadable_file(shard, e, lake.uri) from None
 
 
+def entropy_needs(labelers: list["Labeler"]) -> list[str]:
+    """The union of the labelers' `needs_entropy`: what of a label run needs exact entropy."""
+    return [need for lab in labelers for need in lab.needs_entropy]
+
+
 def shard_name(shard: str) -> str:
     return shard.rsplit("/", 1)[-1].removesuffix(".parquet")
 
@@ -83,6 +89,20 @@ class Labeler(ABC):
     def roles(self) -> dict[str, str]:
         """Model roles (role → model) whose `scores` the labeler reads."""
         return {}
+
+    @property
+    def needs_entropy(self) -> list[str]:
+        """The labels of this configuration that need each token's exact entropy under its
+        policy (read from `tokens` where generation gave it, else from the policy's
+        `scores`), e.g. ["rewards kind 'entropy'"]; empty when none does. The label flow asks
+        the score stage for entropy only then, and refuses an engine that cannot give it
+        before any work."""
+        return []
+
+    def without_entropy(self) -> str | None:
+        """Command-line options that keep this labeler's other labels but need no entropy
+        (for the refusal's fix), or None."""
+        return None
 
     def prepare(self, lake: Lake, run_id: str) -> dict:
         """Run-level work before the shards (e.g. training models); returns a summary."""

@@ -21,11 +21,72 @@ Token-Level Contrastive Estimation Enhances LLM's Reasoning Capability" (cDPO).
    rates; a token is truly critical when replacing it raises the success rate by at least
    `margin`. `precision_at_k` compares p_CE's ranking with this truth, next to entropy
    and random rankings.
+
+The authors' recipe, as their code runs it (github.com/chenzhiling9954/Critical-Tokens-Matter,
+commit 228991e, paths under src/), and where tokenmill differs:
+
+- Data. 64 samples per training question (configs/data_config.py:51-70) at a temperature
+  set per model so that a question has about 10 incorrect answers (data_config.py:6-21,
+  55-59). Per question (pipeline.py:62-136, selection data_config.py:87-91), answers are
+  ranked by how many samples gave them; the positive model gets ONE response of the most
+  frequent correct answer (`sft_pos` top-k 1, pipeline.py:97-101), the negative model one
+  response per incorrect answer — the first always, later ones only if more than one
+  sample gave them — until those answers cover half the incorrect samples (`sft_neg`
+  top-p 0.5, pipeline.py:79-80, 102-108). The same responses become the DPO pair that is
+  then scored (pipeline.py:95, 109-112): the contrast models score text they were trained
+  on. tokenmill: `ContrastTrainConfig.data = "cdpo"` (default) is this selection over the
+  run's rollouts of the policy, with "answer" = what the verifier saw (`verify_detail`);
+  `data = "all"` trains on every correct / incorrect rollout.
+- Training (train/train_sft.py:50-115, configs/train_config.py:27-47): pos and neg alike
+  from the base model (pipeline.py:258-265), LoRA r = 8, α = 2r = 16, dropout 0.1 on
+  gate_proj/up_proj/down_proj (train_sft.py:52-58, train_config.py:38-39), AdamW lr 3e-4,
+  cosine schedule, 100 warm-up steps, 1 epoch, batch 6 (2 × 3 accumulation only for 70B,
+  train_sft.py:62-67), bf16, completion-only loss after "Answer:"/"Solution:"
+  (train_sft.py:88-94), sequences ≤ 1024 tokens (train_sft.py:103); the adapters are
+  merged and the model saved in bfloat16 (train_sft.py:115, utils/utils.py:22-35).
+  tokenmill's defaults (`ContrastTrainConfig`, recipe `cdpo`) are these; it differs in
+  not holding out the last 300 examples and picking the best of checkpoints every 200
+  steps by their loss (train_sft.py:13, 37-39, 82; tokenmill keeps the last step),
+  in float32 training on CPU (bf16 autocast on CUDA), in not truncating sequences (they
+  fit the policy's context), and in its own few-line LoRA (peft's layer, see
+  tasks/train/finetune.py). Recipe `tiny` (`--contrast-recipe tiny`) keeps the settings
+  tuned for the bundled 1k-vocabulary models: a full fine-tune, lr 5e-4 constant, 150
+  steps of 16 sequences, every rollout, float32 saves.
+- p_CE (pipeline.py:189-247): both models in bf16 (utils/sampling.py:15), one forward
+  pass over prompt + response, `cd_logits = (1 + 1) * pos_logits - 1 * neg_logits`
+  (pipeline.py:228: β = 1, fixed), softmax over the vocabulary, the probability of the
+  actual next token (pipeline.py:229-232). On raw logits z rather than log-probs, but
+  log p = z − logsumexp(z) differs from z by one constant per row, which the softmax
+  removes: tokenmill's formula is the same function (`test_p_ce_on_logits_equals_p_ce_on_log_probs`).
+  They compute it on the chosen and the rejected response; only the rejected weights
+  1 − p_CE are used (train/train_cdpo.py:132-158 with only_neg = True,
+  train_config.py:62), as `include_correct=False` does. The DPO β = 0.1 of
+  train_config.py:54 belongs to cDPO's policy training, not to p_CE.
+- Saturation. With tokenmill's earlier settings (now recipe `tiny`) p_CE piled up at 0 on
+  a real model (35 % of values < 1e-6 on SmolLM2-135M). That is not the formula — the
+  authors' is the same — but the contrast models: a full fine-tune at lr 5e-4 over 150 ×
+  16 sequences is many epochs over a run's few hundred rollouts, so p_neg learns the very
+  incorrect rollouts it then scores (p_neg(y_t) → 1) and p_CE ∝ p_pos(y_t)^(1+β) /
+  p_neg(y_t)^β collapses. With the authors' recipe (one epoch of rank-8 adapters, warm-up)
+  both models stay near the policy, and p_CE(y_t) stays near the policy's own probability
+  of the sampled token (exactly that when p_pos = p_neg), which a sampled token rarely
+  has below 1e-6.
+
+Memory. p_CE needs full-vocabulary log-probs of two models for the same tokens. Each
+decoder pass covers up to the engine's `token_budget` completion tokens ([tokens, hidden]
+states are small); the LM heads then run on row chunks of `p_ce_rows(vocab,
+logits_memory_mb)` tokens, so the LIVE_COPIES [tokens, vocab] float32 arrays of a chunk
+(log p_pos, log p_neg, one temporary; the contrast is computed in place in log p_pos) fit
+`CriticalConfig.logits_memory_mb` (`--logits-memory-mb`, default 512 MiB: 910 tokens at a
+49,152-token vocabulary, 294 at 152,064). Results do not depend on the budget.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import random
+from collections import defaultdict
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +94,8 @@ import pyarrow.compute as pc
 import torch
 
 from tokenmill import ids
-from tokenmill.engines.base import Scored, SamplingParams, first_non_finite, split_rows, token_stats
+from tokenmill.engines.base import Scored, SamplingParams, first_non_finite, split_rows
+from tokenmill.engines.hf import logits_rows
 from tokenmill.config import CriticalConfig, TruthConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.schema import CRITICAL, CRITICAL_TRUTH
@@ -45,20 +107,80 @@ from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, 
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 
 ARTIFACT_DIR = f"{ARTIFACTS_DIR}/models"
+LIVE_COPIES = 3  # [tokens, vocab] float32 arrays alive at once in `contrast_pass`: log p_pos, log p_neg, a temporary
+SCORE_TOP_K = 5  # top-k of the pos/neg statistics written to `scores`
 
 
 class NoContrastData(TokenmillError):
     """A policy lacks correct or incorrect rollouts, so one of its contrast models cannot be trained."""
-TOKENS_PER_BATCH = 4096  # completion tokens per full-vocabulary pass: bounds [tokens, vocab] memory
 
 
 # ------------------------------------------------------------------ formula
 
 
-def contrastive_p_ce(logp_pos: torch.Tensor, logp_neg: torch.Tensor, targets: torch.Tensor, beta: float) -> torch.Tensor:
-    """p_CE(y_t) = softmax_v((1+β)·log p_pos(v) − β·log p_neg(v))[y_t], rows = tokens."""
-    s = (1 + beta) * logp_pos - beta * logp_neg
-    return torch.log_softmax(s, dim=-1).gather(-1, targets.long()[:, None])[:, 0].exp()
+def contrastive_p_ce(logp_pos: torch.Tensor, logp_neg: torch.Tensor, targets: torch.Tensor, beta: float,
+                     inplace: bool = False) -> torch.Tensor:
+    """p_CE(y_t) = softmax_v((1+β)·log p_pos(v) − β·log p_neg(v))[y_t], rows = tokens.
+
+    One [N, V] array besides the inputs; none with `inplace` (then `logp_pos` is overwritten).
+    The log-softmax is written out (s − max − log Σ exp(s − max)) so it runs in place."""
+    s = logp_pos.mul_(1 + beta) if inplace else logp_pos * (1 + beta)
+    s.sub_(logp_neg, alpha=beta)
+    picked = s.gather(-1, targets.long()[:, None])[:, 0]
+    top = s.amax(-1)
+    s.sub_(top[:, None]).exp_()
+    return (picked - top - s.sum(-1).log()).exp()
+
+
+def logprob_stats(logp: torch.Tensor, targets: torch.Tensor, top_k: int):
+    """(chosen log-prob, entropy, top-k ids, top-k log-probs) per row of [N, V] log-probs, with
+    one temporary [N, V] array (`engines.base.token_stats` starts from logits and makes more)."""
+    chosen = logp.gather(-1, targets.long()[:, None])[:, 0]
+    plogp = logp.exp().mul_(logp).nan_to_num_(0.0)  # 0·log 0 = 0
+    ent = -plogp.sum(-1)
+    del plogp
+    top_lp, top_ids = logp.topk(min(top_k, logp.shape[-1]), dim=-1)
+    return chosen, ent, top_ids.int(), top_lp
+
+
+def p_ce_rows(vocab: int, memory_mb: float) -> int:
+    """Tokens per LM-head chunk of `contrast_pass`: its LIVE_COPIES float32 [tokens, vocab]
+    arrays fit `memory_mb` MiB."""
+    return logits_rows(vocab, memory_mb, copies=LIVE_COPIES)
+
+
+def contrast_pass(pos, neg, prompts, completions, beta: float, memory_mb: float) -> tuple[np.ndarray, dict]:
+    """(p_CE of every completion token, flat [N] float32; {"pos": [Scored], "neg": [Scored]})
+    for rollouts given as token ids, under the contrast models' HF engines `pos` and `neg`.
+
+    One decoder pass per model per batch of rollouts (≤ the engine's `token_budget`
+    completion tokens, at least one rollout), then both LM heads on chunks of
+    `p_ce_rows(vocab, memory_mb)` tokens; a rollout may span chunks."""
+    heads = [e.model.get_output_embeddings().weight.shape[0] for e in (pos, neg)]
+    if heads[0] != heads[1]:
+        raise TokenmillError(f"critical: the pos and neg models have different vocabularies ({heads[0]} vs {heads[1]})",
+                             fix="train both contrast models from the same policy")
+    rows = p_ce_rows(heads[0], memory_mb)
+    lengths = np.array([len(c) for c in completions], dtype=np.int64)
+    p_ce, stats = [], {"pos": [], "neg": []}
+    for batch in _token_batches(lengths, pos.token_budget):
+        p_ids, c_ids = [prompts[i] for i in batch], [completions[i] for i in batch]
+        h_pos, targets, lens = pos.completion_states(p_ids, c_ids)
+        h_neg, _, _ = neg.completion_states(p_ids, c_ids)
+        parts: dict[str, list] = {"pos": [], "neg": []}
+        with torch.inference_mode():
+            for i in range(0, max(len(targets), 1), rows):  # one chunk even when the batch has no tokens
+                t = targets[i : i + rows]
+                lp = pos.head_logprobs(h_pos[i : i + rows])
+                parts["pos"].append(logprob_stats(lp, t, SCORE_TOP_K))
+                lq = neg.head_logprobs(h_neg[i : i + rows]).to(lp.device)
+                parts["neg"].append(logprob_stats(lq, t, SCORE_TOP_K))
+                p_ce.append(contrastive_p_ce(lp, lq, t, beta, inplace=True).float().cpu().numpy())
+                del lp, lq
+        for role in ("pos", "neg"):
+            cols = [split_rows(torch.cat([part[k] for part in parts[role]]).cpu().numpy(), lens) for k in range(4)]
+            stats[role] += [Scored(*row) for row in zip(*cols)]
+    return (np.concatenate(p_ce) if p_ce else np.zeros(0, np.float32)), stats
 
 
 def rank_in_rollout(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -74,19 +196,59 @@ def rank_in_rollout(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------ contrast models
 
 
+def select_training_rollouts(rows: pa.Table, verdict: str, data: str = "cdpo", seed: int = 0) -> pa.Table:
+    """The rollouts (with `prompt_id`, `verify_detail`, `verdict`, `rollout_id`) a contrast
+    model learns from. `all`: every rollout with `verdict`. `cdpo`, the authors' selection
+    (pipeline.py:62-136): per prompt, answers = rollouts grouped by what the verifier saw,
+    most frequent first (ties in a seeded random order); correct: one rollout of the most
+    frequent answer; incorrect: one rollout per answer — the first always, later ones only
+    if more than one rollout gave them — until the answers taken cover ⌈½⌉ of the prompt's
+    incorrect rollouts. Rows come back in their table order."""
+    rows = rows.filter(pc.field("verdict") == verdict)
+    if data == "all" or rows.num_rows == 0:
+        return rows
+    rng = random.Random(seed)
+    by_prompt: dict[str, list] = defaultdict(list)
+    for i, (pid, rid, detail) in enumerate(zip(*(rows.column(c).to_pylist() for c in
+                                                 ("prompt_id", "rollout_id", "verify_detail")))):
+        by_prompt[pid].append((rid, detail or "", i))
+    keep = []
+    for pid in sorted(by_prompt):
+        items = sorted(by_prompt[pid])
+        rng.shuffle(items)  # as the authors shuffle a question's responses before grouping them
+        groups: dict[str, list] = {}
+        for item in items:
+            groups.setdefault(item[1], []).append(item)
+        ranked = sorted(groups.values(), key=len, reverse=True)  # stable: ties keep first-seen order
+        if verdict == "correct":
+            keep.append(rng.choice(ranked[0])[2])
+            continue
+        need = total = math.ceil(0.5 * len(items))
+        for group in ranked:
+            if need > 0 and (need == total or len(group) > 1):
+                keep.append(rng.choice(group)[2])
+                need -= len(group)
+    return rows.take(sorted(keep))
+
+
+def _train_settings(cfg: CriticalConfig) -> dict:
+    return {**cfg.train.model_dump(), "seed": cfg.seed}
+
+
 def artifact_id(role: str, policy: str, rollout_ids: list[str], cfg: CriticalConfig) -> str:
-    return ids.content_id("cdpo", role, policy, cfg.model_dump_json(include={"train_steps", "train_lr", "train_batch", "seed"}),
-                          *sorted(rollout_ids))
+    return ids.content_id("cdpo", role, policy, ids.canonical_json(_train_settings(cfg)), *sorted(rollout_ids))
 
 
 def train_contrast_models(lake: Lake, run_id: str, policy: str, cfg: CriticalConfig) -> dict[str, str]:
     """{"pos": local path, "neg": local path}: fine-tuned from `policy` on its correct /
-    incorrect rollouts of the run. An artifact already in the lake is reused, not retrained."""
-    rollouts = lake.read("rollouts", run_id, columns=["rollout_id", "prompt_token_ids", "completion_token_ids", "verdict"],
+    incorrect rollouts of the run (`select_training_rollouts`). An artifact already in the
+    lake is reused, not retrained."""
+    rollouts = lake.read("rollouts", run_id, columns=["rollout_id", "prompt_id", "prompt_token_ids",
+                                                      "completion_token_ids", "verdict", "verify_detail"],
                          filter=pc.field("model") == policy)
     out = {}
     for role, verdict in (("pos", "correct"), ("neg", "incorrect")):
-        rows = rollouts.filter(pc.field("verdict") == verdict)
+        rows = select_training_rollouts(rollouts, verdict, cfg.train.data, cfg.seed)
         if rows.num_rows == 0:
             raise NoContrastData(f"critical: policy {policy!r} has no {verdict} rollouts in run {run_id!r} to train "
                                  f"its {role} model", fix="sample more rollouts (more prompts or samples per prompt)")
@@ -99,22 +261,22 @@ def train_contrast_models(lake: Lake, run_id: str, policy: str, cfg: CriticalCon
 
 
 def _train_and_store(lake, run_id, role, policy, rows, aid, rel, cfg: CriticalConfig) -> None:
-    from tokenmill.tasks.train.finetune import finetune
+    from tokenmill.tasks.train.finetune import finetune, save_model
 
     prompts = rows.column("prompt_token_ids").to_pylist()
     completions = rows.column("completion_token_ids").to_pylist()
-    model, tok, losses = finetune(policy, prompts, completions, cfg.train_steps, cfg.train_lr, cfg.train_batch, cfg.seed)
+    name = policy.rstrip("/").rsplit("/", 1)[-1]
+    model, tok, losses = finetune(policy, prompts, completions, cfg.train, cfg.seed, stage=f"train {role} model ({name})")
 
     def save(tmp: str) -> None:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        save_model(model, tok, tmp, cfg.train.save_dtype)
 
     lineage = {"method": "cdpo-contrast", "policy": policy, "run_id": run_id, "verdict": "correct" if role == "pos" else "incorrect",
                "rollout_ids_hash": ids.content_id(*sorted(rows.column("rollout_id").to_pylist())),
-               "train": cfg.model_dump(include={"train_steps", "train_lr", "train_batch", "seed"})}
+               "train": _train_settings(cfg)}
     store_artifact(lake, run_id, rel, save, artifact_id=aid, role=role, base_model=policy, train_rollouts=rows.num_rows,
                    train_tokens=int(pc.sum(pc.list_value_length(rows.column("completion_token_ids"))).as_py()),
-                   steps=cfg.train_steps, final_loss=float(np.mean(losses[-10:])), lineage=lineage)
+                   steps=len(losses), final_loss=float(np.mean(losses[-10:])), lineage=lineage)
 
 
 # ------------------------------------------------------------------ labeler
@@ -122,7 +284,7 @@ def _train_and_store(lake, run_id, role, policy, rows, aid, rel, cfg: CriticalCo
 
 class CriticalLabeler(Labeler):
     name = "critical"
-    version = "1"
+    version = "2"  # 2: contrast models by the authors' recipe (LoRA, their data selection, bf16 saves)
 
     def __init__(self, config: CriticalConfig | None = None):
         self.cfg = config or CriticalConfig()
@@ -179,23 +341,13 @@ class CriticalLabeler(Labeler):
         prompts = rollouts.column("prompt_token_ids").to_pylist()
         completions = [np.asarray(c, np.int32) for c in rollouts.column("completion_token_ids").to_pylist()]
         lengths = np.array([len(c) for c in completions], dtype=np.int64)
-        p_ce, stats = [], {"pos": [], "neg": []}
-        for batch in _token_batches(lengths, TOKENS_PER_BATCH):
-            p_ids, c_ids = [prompts[i] for i in batch], [completions[i] for i in batch]
-            lp_pos, targets, lens = pos.full_logprobs(p_ids, c_ids)
-            lp_neg, _, _ = neg.full_logprobs(p_ids, c_ids)
-            p_ce.append(contrastive_p_ce(lp_pos, lp_neg, targets, self.cfg.beta).numpy())
-            for role, lp in (("pos", lp_pos), ("neg", lp_neg)):
-                chosen, ent, top_ids, top_lp = (t.numpy() for t in token_stats(lp, targets, 5))
-                cols = [split_rows(a, lens) for a in (chosen, ent, top_ids, top_lp)]
-                stats[role] += [Scored(*row) for row in zip(*cols)]
-        p = np.concatenate(p_ce) if p_ce else np.zeros(0, np.float32)
+        p, stats = contrast_pass(pos, neg, prompts, completions, self.cfg.beta, self.cfg.logits_memory_mb)
         bad = first_non_finite(lengths, p)
         if bad:  # e.g. a contrast model whose fine-tuning diverged
             raise TokenmillError(f"critical: p_CE is NaN/inf on {bad[2]} of {len(p)} tokens, first at token {bad[1]} "
                                  f"(contrast models {models['pos']}, {models['neg']})", where=f"rollout {rids[bad[0]]}",
                                  fix="the contrast models give non-finite log-probabilities: check the policy's "
-                                     "weights, or train them with a lower train_lr / fewer --train-steps")
+                                     "weights, or train them with a lower train_lr (--train-lr) / fewer --train-steps")
         rank = rank_in_rollout(p, lengths)
         crit = (rank <= self.cfg.top_k) if self.cfg.top_k else np.zeros(len(p), bool)
         if self.cfg.threshold is not None:

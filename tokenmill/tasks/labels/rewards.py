@@ -14,6 +14,9 @@ its paper):
 - `d3s`     score_t = |A_t|·H_t, flag = among the top `keep_frac` of the shard (D³S).
 - `entropy` value = H_t, flag = trailing window mean of H ≥ τ (τ given, or the shard's
             `quantile`) — high-entropy "forking" regions.
+            H_t (d3s, entropy) is the policy's exact entropy: from `tokens` where generation
+            gave it (hf), else the policy scored with the hf engine (`needs_entropy`; vLLM
+            cannot give it, and the label flow refuses that pairing up front).
 - `rlpr`    r = (1/|y*|)·Σ_i p(y*_i | x, z, y*_<i): the reference answer y* put after the
             rollout's reasoning z (the completion up to and including its last `Answer:`;
             the empty string where there is none), scored by the policy (RLPR). The
@@ -35,6 +38,7 @@ import pyarrow.compute as pc
 
 from tokenmill.config import REWARD_KINDS as KINDS
 from tokenmill.config import RewardsConfig
+from tokenmill.errors import TokenmillError
 from tokenmill.schema import TOKEN_REWARDS
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks import score as score_stage
@@ -43,6 +47,7 @@ from tokenmill.tasks.labels import reward_math as rm
 from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance, read_rollouts_shard
 
 _ANSWER = re.compile(r"Answer:")
+ENTROPY_KINDS = ("d3s", "entropy")  # kinds that read each token's exact entropy
 ROLLOUT_COLUMNS = ["rollout_id", "prompt_id", "model", "sampling", "reward", "num_tokens",
                    "prompt_token_ids", "completion_token_ids", "completion"]
 
@@ -51,6 +56,11 @@ def aligned(table: pa.Table, rollout_ids: pa.Array) -> pa.Table:
     """Rows of a per-token table in the order (rollout order of `rollout_ids`, pos)."""
     order = pa.table({"rollout_id": rollout_ids, "_r": pa.array(np.arange(len(rollout_ids)), pa.int64())})
     return table.join(order, "rollout_id").sort_by([("_r", "ascending"), ("pos", "ascending")]).drop(["_r"])
+
+
+def _tokens_have_entropy(lake: Lake, run_id: str, rids: pa.Array, lengths: np.ndarray) -> bool:
+    tok = lake.read("tokens", run_id, columns=["entropy"], filter=pc.field("rollout_id").isin(rids))
+    return tok.num_rows == lengths.sum() and tok.column("entropy").null_count == 0
 
 
 def _floats(values: np.ndarray) -> pa.Array:
@@ -66,8 +76,6 @@ class RewardsLabeler(Labeler):
         self.cfg = config or RewardsConfig()
         unknown = [k for k in self.cfg.kinds if k not in KINDS]
         if unknown:
-            from tokenmill.errors import TokenmillError
-
             raise TokenmillError(f"unknown reward kind {unknown[0]!r}", fix=f"choose from {', '.join(KINDS)}")
         self.models = {"policy": score_stage.POLICY, **(models or {})}
         self.engine, self.engine_options = engine, engine_options or {}
@@ -76,6 +84,14 @@ class RewardsLabeler(Labeler):
         if "dpo" not in self.cfg.kinds:
             return {}
         return {r: self._model(r) for r in (self.cfg.dpo_role, self.cfg.ref_role)}
+
+    @property
+    def needs_entropy(self) -> list[str]:
+        return [f"rewards kind {k!r}" for k in self.cfg.kinds if k in ENTROPY_KINDS]
+
+    def without_entropy(self) -> str | None:
+        rest = [k for k in self.cfg.kinds if k not in ENTROPY_KINDS]
+        return f"--kinds {','.join(rest)}" if rest else None
 
     def prepare(self, lake: Lake, run_id: str) -> dict:
         """Refuse a scoring role whose model reads the run's token ids with another tokenizer,
@@ -89,8 +105,6 @@ class RewardsLabeler(Labeler):
 
     def _model(self, role: str) -> str:
         if role not in self.models:
-            from tokenmill.errors import TokenmillError
-
             raise TokenmillError(f"rewards: no model given for role {role!r}",
                                  fix=f"pass --model {role}=MODEL (e.g. {role}=tiny-small)")
         return self.models[role]
@@ -122,6 +136,10 @@ class RewardsLabeler(Labeler):
         lengths = rollouts.column("num_tokens").to_numpy().astype(np.int64)
         if "dpo" in todo:
             score_stage.score_shard(lake, run_id, shard, self.roles(), self.engine, self.engine_options)
+        if set(ENTROPY_KINDS) & set(todo) and not _tokens_have_entropy(lake, run_id, rids, lengths):
+            # the policy's exact entropy, where generation did not give it (missing rows only)
+            score_stage.score_shard(lake, run_id, shard, {"policy": score_stage.POLICY}, self.engine,
+                                    self.engine_options, entropy=True)
         values = self.compute(lake, run_id, rollouts, rids, lengths, todo)
         written = {}
         keys = token_keys(rids.to_pylist(), lengths)
@@ -196,8 +214,13 @@ class RewardsLabeler(Labeler):
         if tok.column("entropy").null_count == 0 and tok.num_rows == lengths.sum():
             return tok.column("entropy").to_numpy().astype(np.float64)
         sc = lake.read("scores", run_id, columns=["rollout_id", "pos", "entropy"], filter=flt & (pc.field("model") == "policy"))
-        if sc.num_rows < lengths.sum():
-            raise ValueError("entropy: tokens have no exact entropy; score the run under role 'policy' with the hf engine")
+        if sc.num_rows < lengths.sum() or sc.column("entropy").null_count:
+            # e.g. the policy was scored by vLLM for dpo earlier: those rows stay (scores dedupe)
+            raise TokenmillError(f"rewards kinds {'/'.join(ENTROPY_KINDS)}: run {run_id!r} has no exact entropy for "
+                                 f"{sc.column('entropy').null_count + max(int(lengths.sum()) - sc.num_rows, 0)} tokens "
+                                 "(generated and scored under role 'policy' by an engine that cannot give it, vllm)",
+                                 fix=f"leave those kinds out (--kinds), or delete {lake.uri}/scores/run_id={run_id} (the "
+                                 "label flow re-scores what is missing) and label again with --engine hf")
         return aligned(sc, rids).column("entropy").to_numpy().astype(np.float64)
 
     def _rlpr(self, lake: Lake, run_id: str, rollouts: pa.Table) -> np.ndarray:

@@ -92,6 +92,8 @@ def consistency(span_rollout: np.ndarray, group: np.ndarray, entity_type: np.nda
                 group_sizes: dict) -> np.ndarray:
     """Share of the other samples of each span's group (prompt × model) that state a span of
     the same type and normalised text; NaN for groups of one sample."""
+    if len(text) == 0:  # Arrow would type the empty columns `null`, which no join takes
+        return np.zeros(0)
     norm = np.array([str(t).strip().casefold() for t in text], dtype=object)  # per span
     t = pa.table({"rollout": span_rollout, "group": group, "type": entity_type, "norm": norm,
                   "i": np.arange(len(norm))})

@@ -34,3 +34,10 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     avg = (starts + ends + 1) / 2.0  # 1-based ranks starts+1 … ends, averaged
     ranks[order] = np.repeat(avg, ends - starts)
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auc_or_none(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """`roc_auc`, or None where it is undefined (a class missing, or no score at all): what
+    lake tables and JSON records store as null, never NaN."""
+    auc = roc_auc(scores, labels)
+    return None if np.isnan(auc) else auc

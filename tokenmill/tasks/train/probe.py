@@ -16,7 +16,9 @@ token; the annealing lets the token loss shape the direction first). Validation 
 whole prompts out. Reported on them: ROC AUC at span level (probe: max p_t over the span)
 next to each uncertainty score (1 − min prob, 1 − mean prob, mean entropy, 1 − CCP,
 1 − consistency), and at token level next to 1 − p(token) and entropy. The threshold
-maximises span-level F1 on validation. Saved with its layer and threshold.
+maximises span-level F1 on validation. Saved with its layer and threshold. An AUC that
+is undefined (the held-out rows hold one class, or a method has no scores: entropy of
+vLLM rollouts) is null in `probe_eval` and in the probe's record, never NaN.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.tasks.labels.base import only_config
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
-from tokenmill.tasks.train.metrics import roc_auc, split_by_prompt
+from tokenmill.tasks.train.metrics import auc_or_none, split_by_prompt
 
 PROBE_DIR = f"{ARTIFACTS_DIR}/probes"
 HELDOUT_FILE = "heldout.parquet"  # held-out scores per level and method, for ROC curves
@@ -202,6 +204,9 @@ def train_probe(lake: Lake, run_id: str, model: str, layer: int = -2, config: st
         l_tok = F.binary_cross_entropy_with_logits(logits[tok_train], y[tok_train], pos_weight=pos_weight)
         l_span = F.binary_cross_entropy_with_logits(span_max(logits, tok_i, span_i, len(tr_spans)), span_y)
         loss = (1 - lam) * l_tok + lam * l_span
+        if not torch.isfinite(loss):  # diverged: the probe, its threshold and its loss would all be NaN
+            raise TokenmillError(f"probe: loss is {loss.item()} at step {step} ({model}, layer {layer})",
+                                 fix=f"lower the learning rate (ProbeConfig.lr, now {lr:g})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -239,13 +244,13 @@ def _evaluate(d: dict, p: np.ndarray, val_tok: np.ndarray, val_span: np.ndarray)
     ys = d["span_y"][vs]
     scores = {"probe": probe_span, **{name: sign * d["span_scores"][col][vs] for name, (col, sign) in SPAN_BASELINES.items()}}
     for name, s in scores.items():
-        rows.append({"level": "span", "method": name, "auc": roc_auc(s, ys), "positives": int(ys.sum()),
+        rows.append({"level": "span", "method": name, "auc": auc_or_none(s, ys), "positives": int(ys.sum()),
                      "negatives": int(len(ys) - ys.sum())})
         held.append(("span", name, s, ys))
     vt = val_tok & (d["y"] != -100)
     yt = d["y"][vt]
     for name, s in (("probe", p[vt]), ("1 - prob", 1 - d["prob"][vt]), ("entropy", d["entropy"][vt])):
-        rows.append({"level": "token", "method": name, "auc": roc_auc(s, yt), "positives": int(yt.sum()),
+        rows.append({"level": "token", "method": name, "auc": auc_or_none(s, yt), "positives": int(yt.sum()),
                      "negatives": int(len(yt) - yt.sum())})
         held.append(("token", name, s, yt))
     threshold, f1 = best_f1_threshold(probe_span, ys)
@@ -263,7 +268,7 @@ def _eval_table(pid: str, model: str, layer: int, rows: list[dict]) -> pa.Table:
     return pa.table({
         "probe_id": [pid] * n, "model": [model] * n, "layer": pa.array([layer] * n, pa.int32()),
         "level": [r["level"] for r in rows], "method": [r["method"] for r in rows],
-        "auc": pa.array([r["auc"] for r in rows], pa.float32()),
+        "auc": pa.array([r["auc"] for r in rows], pa.float32(), from_pandas=True),  # NaN → null: no class, no AUC
         "positives": pa.array([r["positives"] for r in rows], pa.int32()),
         "negatives": pa.array([r["negatives"] for r in rows], pa.int32()),
     }, schema=PROBE_EVAL.schema)

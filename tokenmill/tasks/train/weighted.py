@@ -5,7 +5,9 @@ with a seeded RNG, right-pad them, and optimise the losses in `losses.py` with A
 gradient accumulation and gradient clipping; float32 weights, with the forward passes under
 bf16 autocast on GPU (bf16 weights would round away AdamW updates below half their spacing).
 The result is a model artifact in the lake (`_artifacts/models/<id>/`, lineage: dataset,
-manifest hash, base model, settings) and its logged metrics in `train_metrics`.
+manifest hash, base model, settings) and its logged metrics in `train_metrics`. Refused
+before any weights load: a base model whose tokenizer is not that of the models that
+generated the dataset (manifest `models`); stopped with nothing stored: a non-finite loss.
 
   sft   weighting `dataset`: the dataset's `weights`; `plain`: the loss mask (plain SFT)
   dpo   pairs; the reference is the frozen base model. Weighting `dataset`: the dataset's
@@ -75,12 +77,42 @@ def check_weighting(table: pa.Table, manifest: dict, objective: str, weighting: 
                                  "then curate dpo-pairs again")
 
 
+def check_tokenizer(lake: Lake, manifest: dict, table: pa.Table, base_model: str) -> None:
+    """Refuse a base model whose tokenizer reads the dataset's token ids as other text (or
+    has fewer of them: an IndexError in the embedding), before any weights are loaded."""
+    from tokenmill.engines import load_tokenizer, tokenizer_difference
+    from tokenmill.tasks.score import model_source
+
+    models = manifest.get("models") or D.source_models(lake, table, manifest["runs"])  # manifests from before `models`
+    base = load_tokenizer(model_source(lake, base_model))
+    for model in models:
+        if model == base_model:
+            continue
+        try:
+            problem = tokenizer_difference(load_tokenizer(model_source(lake, model)), base)
+        except TokenmillError:  # the generating model is gone from here: its token ids must at least exist
+            problem = _ids_beyond(table, len(base))
+        if problem:
+            raise TokenmillError(
+                f"train: base model {base_model} has a different tokenizer from {model}, whose rollouts dataset "
+                f"{manifest['dataset_id']} holds: {problem}",
+                fix=f"train a model with {model}'s tokenizer (e.g. --model {model}), or curate a dataset from rollouts "
+                    f"of {base_model}")
+
+
+def _ids_beyond(table: pa.Table, vocab: int) -> str | None:
+    cols = [c for c in table.column_names if c.endswith("input_ids")]
+    top = max((pc.max(pc.list_flatten(table.column(c))).as_py() or 0 for c in cols), default=0)
+    return f"token ids up to {top}, vocabulary of {vocab}" if top >= vocab else None
+
+
 def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str = "sft", weighting: str = "dataset",
                    steps: int = 100, lr: float = 5e-5, batch: int = 8, grad_accum: int = 1, beta: float = 0.1,
                    alpha: float = 0.5, seed: int = 0, run_id: str | None = None, log_every: int = 10) -> dict:
     """Train `base_model` on a dataset; returns the artifact record {artifact_id, path, …}."""
     manifest, table = _read(lake, dataset_id)
     check_weighting(table, manifest, objective, weighting)
+    check_tokenizer(lake, manifest, table, base_model)
     if weighting == "tgdpo":  # pairs without guidance on both sides cannot be weighted
         table = table.filter(pc.is_valid(table.column("chosen_token_rewards")))
     params = {"objective": objective, "weighting": weighting, "steps": steps, "lr": lr, "batch": batch,
@@ -118,6 +150,9 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
             (loss / grad_accum).backward()
             total += loss.item() / grad_accum
             seen += n
+        if not np.isfinite(total):  # diverged: every later step and the stored model would be NaN
+            raise TokenmillError(f"train: loss is {total} at step {step}",
+                                 where=f"dataset {dataset_id}, base model {base_model}", fix=f"lower --lr (now {lr:g})")
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         progress.advance(f"train {objective}")
