@@ -78,16 +78,17 @@ def verify_and_commit(lake, run_id: str, shard: str, generated: str) -> dict:
     """Verify a generated shard and commit it: `tokens` first, then `rollouts`.
 
     A rollout row is the proof its tokens are in: a crash between the two commits
-    leaves tokens without a rollout, which the re-run's commit completes.
+    leaves tokens without a rollout, which the re-run's commit completes. Returns the rows
+    this commit added (rows already in the lake, the same work done before, are not counted).
     """
     from tokenmill.tasks.prompts import read_shard
 
     prompts = {p.prompt_id: p for p in read_shard(lake, shard)}
     rollouts = verify(_read_generated(lake, f"{generated}/rollouts.parquet"), prompts)
     tokens = _read_generated(lake, f"{generated}/tokens.parquet")
-    lake.commit("tokens", run_id, tokens)
-    lake.commit("rollouts", run_id, rollouts)
-    return {"rollouts": rollouts.num_rows, "tokens": tokens.num_rows}
+    added_tokens = lake.commit("tokens", run_id, tokens).rows_written
+    added = lake.commit("rollouts", run_id, rollouts)
+    return {"rollouts": added.rows_written, "tokens": added_tokens, "existing": added.rows_skipped}
 
 
 def _read_generated(lake, rel: str) -> pa.Table:
