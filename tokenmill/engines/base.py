@@ -30,6 +30,7 @@ class SamplingParams:
     # of these ids (the stopping token is kept, as EOS is)
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False  # run every row to max_tokens (benchmarks: a fixed amount of work)
 
     def __post_init__(self):  # lists from a config or JSON: stored as tuples, hashable
         object.__setattr__(self, "stop", tuple(str(x) for x in self.stop))
@@ -39,7 +40,7 @@ class SamplingParams:
         """The parameters as ids and the lake record them: the stop lists only when given, so
         runs without them keep the ids they had before the lists existed."""
         d = asdict(self)
-        for key in ("stop", "stop_token_ids"):
+        for key in ("stop", "stop_token_ids", "ignore_eos"):
             if d[key]:
                 d[key] = list(d[key])
             else:
@@ -133,8 +134,9 @@ def eos_token_ids(tokenizer, generation_config=None, params: SamplingParams | No
     """Ids that end a completion: the tokenizer's EOS ∪ the generation config's EOS list ∪
     the run's stop ids (an instruct model's config often lists its end-of-turn token there)."""
     ids: set[int] = set()
-    for value in (getattr(tokenizer, "eos_token_id", None), getattr(generation_config, "eos_token_id", None),
-                  list(params.stop_token_ids) if params else None):
+    eos = () if params and params.ignore_eos else (getattr(tokenizer, "eos_token_id", None),
+                                                   getattr(generation_config, "eos_token_id", None))
+    for value in (*eos, list(params.stop_token_ids) if params else None):
         if isinstance(value, int):
             ids.add(value)
         elif value:

@@ -133,7 +133,7 @@ class HFEngine:
         ids, attn = ids.to(dev), attn.to(dev)
         pos = (attn.cumsum(1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
         gen = torch.Generator(device=dev).manual_seed(seed)
-        eos = torch.tensor(self._eos_ids(params), device=dev)
+        eos = torch.tensor(self._eos_ids(params), dtype=torch.long, device=dev)
         stop_strings = self._stop_criteria(params)
         k = params.logprobs
         out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, **self._last_only)

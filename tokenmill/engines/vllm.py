@@ -108,7 +108,8 @@ class VLLMEngine:
         stops = dict(stop=list(params.stop), include_stop_str_in_output=True) if params.stop else {}
         sp = VSP(n=params.n, temperature=0.0 if greedy else params.temperature, top_p=1.0 if greedy else params.top_p,
                  max_tokens=params.max_tokens, seed=params.seed, logprobs=k, flat_logprobs=True,
-                 detokenize=bool(params.stop), stop_token_ids=list(params.stop_token_ids) or None, **stops)
+                 detokenize=bool(params.stop), stop_token_ids=list(params.stop_token_ids) or None,
+                 ignore_eos=params.ignore_eos, **stops)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=e) for e in enc], sp, use_tqdm=False)
         gens = []
         for p, out in enumerate(outs):

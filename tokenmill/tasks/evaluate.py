@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from tokenmill import ids
 from tokenmill.config import EvalConfig
 from tokenmill.engines import SamplingParams
+from tokenmill.models.chat import PromptFormat
 from tokenmill.schema import MODEL_EVAL
 from tokenmill.sources.worlds import get_world
 from tokenmill.tasks.generate import cached_engine, generate
@@ -27,7 +28,8 @@ def accuracy(model_path: str, world: str, split: str, n: int, engine: str = "hf"
     """{prompts, accuracy, mean_reward, verdicts, details} of greedy generation on `n` prompts."""
     prompts = get_world(world).prompts(n, seed=seed, split=split)
     params = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, logprobs=1)
-    rollouts, _ = generate(prompts, cached_engine(engine, model_path), params)
+    # rendered as the rollout flow renders by default: a chat model gets its template
+    rollouts, _ = generate(prompts, cached_engine(engine, model_path), params, PromptFormat())
     checked = verify(rollouts, {p.prompt_id: p for p in prompts})
     verdicts = checked.column("verdict").to_pylist()
     return {"prompts": len(prompts), "accuracy": sum(v == "correct" for v in verdicts) / len(verdicts),
