@@ -196,11 +196,13 @@ def demo(
     _run_rollouts(cfg)
     _print_summary(lake, run_id, time.time() - t0)
     if not no_label:
-        from tokenmill.config import LabelConfig
+        from tokenmill.config import CriticalConfig, LabelConfig
 
         t0 = time.time()
+        # the tiny models learn their contrast models from the "tiny" recipe in seconds; the
+        # authors' LoRA recipe (the default) is for real checkpoints
         _run_label(LabelConfig(lake=lake, run_id=run_id, engine=engine, models={"ref": "tiny-small"},
-                               labelers=["rewards", "critical", "hallucination", "ast"]))
+                               labelers=["rewards", "critical", "hallucination", "ast"], critical=CriticalConfig(train="tiny")))
         _print_label_summary(lake, run_id, time.time() - t0)
         _print_ast_shares(lake, run_id)
         _demo_probes(lake, run_id)
@@ -320,7 +322,7 @@ def label(
     train_epochs: Optional[int] = typer.Option(None, help="critical: passes over the training rollouts (without --train-steps)."),
     train_lr: Optional[float] = typer.Option(None, help="critical: peak learning rate of the pos/neg models."),
     train_batch: Optional[int] = typer.Option(None, help="critical: sequences per fine-tuning step."),
-    logits_memory_mb: float = typer.Option(512.0, help="critical: MiB of [tokens, vocab] float32 arrays one p_CE pass "
+    logits_memory_mb: float = typer.Option(512.0, help="critical: MiB of \\[tokens, vocab] float32 arrays one p_CE pass "
                                            "may hold (sets the tokens per LM-head call)."),
     routing_small: str = typer.Option("tiny-small", help="routing: the small model (every other model's rollouts are labelled)."),
     routing_verifier: str = typer.Option("outcome", help="routing: outcome (exact-answer worlds) or judge."),

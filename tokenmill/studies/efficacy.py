@@ -45,7 +45,8 @@ def study_configs(lake: str, seeds: list[int], prompts: int = 512, samples: int 
         out.append(PipelineConfig(
             lake=lake, run_id=f"{run_prefix}-s{s}", model="tiny-small", world="arithmetic", prompts=prompts, engine=engine,
             sampling=SamplingConfig(n=samples, temperature=1.0, max_tokens=64, seed=s), labelers=["rewards", "critical"],
-            critical=CriticalConfig(train_steps=critical_steps, seed=s, include_correct=True), arms=seeded,
+            # the tiny models' contrast recipe (full fine-tune, 150 steps) the README's table was measured with
+            critical=CriticalConfig(train="tiny", train_steps=critical_steps, seed=s, include_correct=True), arms=seeded,
             eval=EvalConfig(world="arithmetic", split="test", prompts=eval_prompts, max_tokens=64)))
     return out
 

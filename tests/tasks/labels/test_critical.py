@@ -54,7 +54,8 @@ def test_contrast_models_are_artifacts_with_lineage(labelled):
     arts = lake.read("model_artifacts", "r1").to_pylist()
     assert {a["role"] for a in arts} == {"pos", "neg"}
     con = connect(lake)
-    n_correct = con.execute("SELECT count(*) FROM rollouts WHERE verdict = 'correct'").fetchone()[0]
+    # the authors' selection: one correct rollout per prompt that has one
+    n_correct = con.execute("SELECT count(DISTINCT prompt_id) FROM rollouts WHERE verdict = 'correct'").fetchone()[0]
     assert {a["role"]: a["train_rollouts"] for a in arts}["pos"] == n_correct
     assert all('"policy":"tiny-small"' in a["lineage"] and lake.has_dir(a["path"]) for a in arts)
     # preparing again finds the artifacts instead of training

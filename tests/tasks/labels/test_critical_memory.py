@@ -151,13 +151,15 @@ def test_measured_peak_at_a_152k_vocabulary_stays_near_the_budget(tmp_path):
                                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512))
     model.save_pretrained(tmp_path / "big-vocab")
     load_tokenizer("tiny-small").save_pretrained(tmp_path / "big-vocab")
+    # (budgets whose arrays pass glibc's 32 MiB mmap threshold: smaller freed blocks may stay
+    # in the heap and count in RSS, though nothing holds them)
     extra = {}
-    for budget in (48, 192):
+    for budget in (128, 512):
         out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / "big-vocab"), str(budget)],
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-2000:]
         got = json.loads(out.stdout.strip().splitlines()[-1])
         assert got["tokens"] == 1536
         extra[budget] = got["extra"]
-    assert extra[48] < 48 + 40, extra  # the budget + decoder activations and allocator slack
-    assert extra[192] < 192 + 40 and extra[192] > extra[48] + 80, extra
+    assert extra[128] < 128 + 40, extra  # the budget + decoder activations and allocator slack
+    assert extra[512] < 512 + 40 and extra[512] > extra[128] + 250, extra
