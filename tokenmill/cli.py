@@ -210,7 +210,8 @@ def demo(
             _demo_routing(lake, f"{run_id}-route", engine, route_prompts)
         _print_report(lake, run_id)
     if real_prompts:
-        _demo_real_model(lake, f"{run_id}-smollm2", engine, real_prompts, samples, label=not no_label)
+        # two samples per prompt whatever --samples says: a 135M model on 2 cores is the slow part
+        _demo_real_model(lake, f"{run_id}-smollm2", engine, real_prompts, 2, label=not no_label)
     if not no_label:
         console.print("\nSee the tokens with their labels (hover one, or compare two rollouts of a prompt):")
         console.print(f"  tokenmill view --lake {lake} --run {run_id}", highlight=False, soft_wrap=True)
