@@ -67,6 +67,7 @@ def rollouts_table(ids: list[str]) -> pa.Table:
             "seed": pa.array([2**40 + i for i in range(n)], pa.int64()),
             "sampling": ['{"t":0.7}'] * n,
             "logprobs_kind": ["raw"] * n,
+            "prompt_format": [None] * n,
             "reward": pa.array([1.0 if i % 2 else None for i in range(n)], pa.float32()),
             "verdict": ["correct"] * n,
             "verifier": ["arith-v1"] * n,
