@@ -323,7 +323,7 @@ def test_a_missing_staging_file_is_regenerated_by_a_rerun(tmp_path):
         verify.verify_and_commit(lake, "r", shard, out)
     assert "re-run" in e.value.fix and not lake.files("rollouts")
     assert generate.generate_shard(lake, "r", shard, "hf", "tiny-small", params) == out  # the re-run regenerates it
-    assert verify.verify_and_commit(lake, "r", shard, out) == {"rollouts": 2, "tokens": 8, "existing": 0}
+    assert verify.verify_and_commit(lake, "r", shard, out) == {"rollouts": 2, "tokens": 8, "added": 2}
 
 
 def test_a_wrong_lake_uri_is_refused_before_any_write(tmp_path):

@@ -20,7 +20,7 @@ def _run(lake, run_id, engine="hf", model="tiny-small", fmt=None, params=None, n
     added = 0
     for shard in prompts.load_and_shard(lake, run_id, [SourceConfig(world="arithmetic", n=n_prompts, seed=1)], 64):
         out = generate.generate_shard(lake, run_id, shard, engine, model, params, fmt=fmt)
-        added += verify.verify_and_commit(lake, run_id, shard, out)["rollouts"]
+        added += verify.verify_and_commit(lake, run_id, shard, out)["added"]
     return added
 
 

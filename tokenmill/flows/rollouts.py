@@ -90,7 +90,8 @@ def rollouts_flow(cfg: RolloutConfig) -> dict:
     return {
         "run_id": cfg.run_id,
         "lake": cfg.lake,
-        "rollouts": sum(c["rollouts"] for c in counts),
+        "rollouts": sum(c["rollouts"] for c in counts),  # what the run holds of this work
+        "added": sum(c["added"] for c in counts),  # what this execution added
         "tokens": sum(c["tokens"] for c in counts),
         "seconds": round(time.time() - t0, 1),
         "config_hash": ids.content_id(cfg.model_dump_json(exclude={"run_id"})),

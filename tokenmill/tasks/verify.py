@@ -79,16 +79,17 @@ def verify_and_commit(lake, run_id: str, shard: str, generated: str) -> dict:
 
     A rollout row is the proof its tokens are in: a crash between the two commits
     leaves tokens without a rollout, which the re-run's commit completes. Returns the rows
-    this commit added (rows already in the lake, the same work done before, are not counted).
+    the shard holds and, as `added`, the rollouts this commit added (rows already in the lake — the
+same work done before — are not new).
     """
     from tokenmill.tasks.prompts import read_shard
 
     prompts = {p.prompt_id: p for p in read_shard(lake, shard)}
     rollouts = verify(_read_generated(lake, f"{generated}/rollouts.parquet"), prompts)
     tokens = _read_generated(lake, f"{generated}/tokens.parquet")
-    added_tokens = lake.commit("tokens", run_id, tokens).rows_written
+    lake.commit("tokens", run_id, tokens)
     added = lake.commit("rollouts", run_id, rollouts)
-    return {"rollouts": added.rows_written, "tokens": added_tokens, "existing": added.rows_skipped}
+    return {"rollouts": rollouts.num_rows, "tokens": tokens.num_rows, "added": added.rows_written}
 
 
 def _read_generated(lake, rel: str) -> pa.Table:
