@@ -41,7 +41,7 @@ def main() -> None:
     params = SamplingParams(n=args.n, temperature=1.0, max_tokens=64, seed=0)
     for shard in prompts.load_and_shard(lake, "eval", [SourceConfig(world="arithmetic", n=args.prompts)], 64):
         verify.verify_and_commit(lake, "eval", shard, generate.generate_shard(lake, "eval", shard, "hf", args.model, params))
-    labeler = CriticalLabeler(CriticalConfig(top_k=args.top, train="tiny"))  # the README table's recipe
+    labeler = CriticalLabeler(CriticalConfig(top_k=args.top, train="tiny"))  # the recipe docs/BENCHMARKS.md was measured with
     labeler.prepare(lake, "eval")
     for shard in lake.files("rollouts", "eval"):
         labeler.label_shard(lake, "eval", shard)

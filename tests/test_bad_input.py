@@ -1,4 +1,4 @@
-"""Bad input, system-wide: the cases of the README's "Bad input" table not tested elsewhere.
+"""Bad input, system-wide: the cases of docs/BAD_INPUT.md not tested elsewhere.
 
 Real parts only: the bundled tiny models (and copies of tiny-small with corrupted weights,
 another tokenizer or other settings), real Parquet lakes, real DuckDB, the real `tokenmill`

@@ -49,13 +49,18 @@ def test_the_quiet_filter_drops_prefect_reports_of_user_errors_only():
     assert keep(record("Finished in state Completed()", level=logging.INFO))
 
 
+def _python_unconfigured(code: str, timeout: int) -> subprocess.CompletedProcess:
+    """`python -c code` without the logging settings pytest's environment gives."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_LOGGING", "TORCH_"))}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+
+
 def test_quiet_mode_sets_engine_logging_up_before_they_are_imported():
     code = ("import os, sys, logging; from tokenmill.cli import _quiet_prefect; _quiet_prefect(False); "
             "assert 'vllm' not in sys.modules and 'torch' not in sys.modules; "
             "print(os.environ['VLLM_LOGGING_LEVEL'], os.environ['TORCH_CPP_LOG_LEVEL'], os.environ['TORCH_LOGS'], "
             "len(logging.getLogger('prefect.task_runs').filters), len(logging.getLogger('prefect.flow_runs').filters))")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_LOGGING", "TORCH_"))}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    r = _python_unconfigured(code, 120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["ERROR", "ERROR", "-all", "1", "1"]
 
@@ -67,7 +72,6 @@ def test_quiet_mode_keeps_vllm_silent():
             "from tokenmill.engines import SamplingParams, get_engine; "
             "e = get_engine('vllm', 'tiny-small'); "
             "print(len(e.generate(['1+2='], SamplingParams(max_tokens=4))[0].token_ids) > 0)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_LOGGING", "TORCH_"))}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    r = _python_unconfigured(code, 300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "True" and r.stderr.strip() == "", r.stderr

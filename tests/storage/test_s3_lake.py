@@ -126,7 +126,10 @@ def _counts(lake: str) -> dict:
 
 
 @pytest.mark.slow
-def test_rollouts_and_label_flows_on_an_s3_lake_are_queryable_and_idempotent(prefect_harness, s3_lake):
+def test_rollouts_and_label_flows_on_an_s3_lake_are_queryable_and_idempotent(prefect_harness, s3_lake, tmp_path,
+                                                                              monkeypatch):
+    # an object-store lake's plots go to ./tokenmill-reports/: keep them out of the checkout
+    monkeypatch.chdir(tmp_path)
     from tokenmill.flows.label import label_flow
     from tokenmill.flows.rollouts import rollouts_flow
 

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from tokenmill.engines.base import (NON_FINITE_FIX, Generation, NextTokenFeatures, SamplingParams, Scored,
+from tokenmill.engines.base import (Generation, NextTokenFeatures, SamplingParams, Scored,
                                     entropy_of, eos_token_ids, pad_rows, prompt_token_ids, split_rows, token_stats)
 from tokenmill.errors import EngineError
 from tokenmill.models.registry import resolve_model

@@ -16,6 +16,7 @@ from tokenmill.models.chat import RAW, PromptFormat
 from tokenmill.models.registry import resolve_model
 from tokenmill.sources import Prompt, build_source, prompts_from_table, prompts_table
 from tokenmill.storage.lake import Lake, check_run_id
+from tokenmill.tasks.train.artifacts import model_source
 
 
 def load_sources(sources: list[SourceConfig]) -> list[Prompt]:
@@ -27,8 +28,6 @@ def load_sources(sources: list[SourceConfig]) -> list[Prompt]:
 
 def check_run(cfg: RolloutConfig) -> None:
     """The cheap checks: run id, engine, models (a lake artifact must be finished), lake URI."""
-    from tokenmill.tasks.score import model_source
-
     check_run_id(cfg.run_id)
     check_engine(cfg.engine, cfg.engine_options)
     lake = Lake(cfg.lake)  # a bad URI fails here
@@ -45,15 +44,12 @@ def preflight(cfg: RolloutConfig) -> list[Prompt]:
     """Every check a run depends on, sources included; returns the loaded prompts."""
     check_run(cfg)
     prompts = load_sources(cfg.sources)
-    check_context(prompts, model_paths(cfg.lake, cfg.models), cfg.engine_options, prompt_format(cfg))
+    check_context(prompts, model_paths(Lake(cfg.lake), cfg.models), cfg.engine_options, prompt_format(cfg))
     return prompts
 
 
-def model_paths(lake_uri: str, models: list[str]) -> list[str]:
+def model_paths(lake: Lake, models: list[str]) -> list[str]:
     """What loads each model (a lake artifact loads from its local copy)."""
-    from tokenmill.tasks.score import model_source
-
-    lake = Lake(lake_uri)
     return [model_source(lake, m) for m in models]
 
 
@@ -115,9 +111,7 @@ def load_and_shard(lake: Lake, run_id: str, sources: list[SourceConfig], shard_s
     """
     loaded = load_sources(sources)
     if models:
-        from tokenmill.tasks.score import model_source
-
-        check_context(loaded, [model_source(lake, m) for m in models], engine_options, fmt)
+        check_context(loaded, model_paths(lake, models), engine_options, fmt)
     table = prompts_table(loaded)
     lake.commit("prompts", run_id, table)
     shards = []

@@ -31,10 +31,10 @@ from tokenmill.engines import Engine, load_tokenizer, tokenizer_difference
 from tokenmill.engines.base import NON_FINITE_FIX, first_non_finite
 from tokenmill.errors import EngineError, unreadable_file
 from tokenmill.schema import HIDDEN_STATES, SCORES
-from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
+from tokenmill.storage.lake import Lake
 from tokenmill.tasks.generate import _cat, cached_engine, list_array, token_keys
 from tokenmill.tasks.labels.base import read_rollouts_shard
-from tokenmill.tasks.train.artifacts import artifact_path
+from tokenmill.tasks.train.artifacts import model_source  # noqa: F401 (callers import it from here too)
 
 POLICY = "policy"  # the role of each rollout's own model
 SCORE_COLUMNS = ["rollout_id", "model", "prompt_token_ids", "completion_token_ids"]
@@ -162,19 +162,6 @@ def check_scoring_tokenizer(role: str, model: str, policies: list[str]) -> None:
             raise EngineError(f"role {role!r}: {model} has a different tokenizer from {policy}, which generated the "
                               f"rollouts: {problem}",
                               fix=f"score with a model of {policy}'s family (same tokenizer), e.g. --model {role}={policy}")
-
-
-def model_source(lake: Lake, model: str) -> str:
-    """What loads `model`. A model trained into the lake is named by its lake path
-    (`_artifacts/models/<id>`): that name stays the same wherever the lake is mounted, so
-    label config ids and `scores.model_id` do too; it loads from the artifact's local copy.
-    Anything else loads as given."""
-    if not model.startswith(ARTIFACTS_DIR + "/"):
-        return model
-    if not lake.has_dir(model):
-        raise EngineError(f"no finished model artifact {model!r} in the lake", where=lake.uri,
-                          fix="train it first, or name a bundled model, a local directory or a hub id")
-    return artifact_path(lake, model)
 
 
 def role_rows(role: str, model: str) -> pc.Expression:

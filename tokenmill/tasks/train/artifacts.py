@@ -11,7 +11,8 @@ import pyarrow as pa
 
 from tokenmill import ids
 from tokenmill.schema import MODEL_ARTIFACTS
-from tokenmill.storage.lake import Lake
+from tokenmill.errors import EngineError
+from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 
 CACHE = tempfile.gettempdir() + "/tokenmill-artifacts"
 
@@ -41,3 +42,16 @@ def store_artifact(lake: Lake, run_id: str, rel: str, save: Callable[[str], None
 def artifact_path(lake: Lake, rel: str) -> str:
     """A local directory holding the artifact's files."""
     return lake.local_dir(rel, cache=CACHE)
+
+
+def model_source(lake: Lake, model: str) -> str:
+    """What loads `model`. A model trained into the lake is named by its lake path
+    (`_artifacts/models/<id>`): that name stays the same wherever the lake is mounted, so
+    label config ids and `scores.model_id` do too; it loads from the artifact's local copy.
+    Anything else loads as given."""
+    if not model.startswith(ARTIFACTS_DIR + "/"):
+        return model
+    if not lake.has_dir(model):
+        raise EngineError(f"no finished model artifact {model!r} in the lake", where=lake.uri,
+                          fix="train it first, or name a bundled model, a local directory or a hub id")
+    return artifact_path(lake, model)
