@@ -141,3 +141,50 @@ def test_shared_prompt_prefix_gives_the_same_scores_as_whole_sequences(hf_small,
             np.testing.assert_allclose(got.hidden, c.hidden, atol=1e-4)
             np.testing.assert_array_equal(got.topk_ids, c.topk_ids)
     assert len(shared[4].logprobs) == 0
+
+
+def test_scoring_buckets_cover_every_rollout_once_within_the_budget():
+    import random
+
+    from tokenmill.engines.hf import _batch_cost, _segment_tokens, _shared_prefix_buckets
+
+    rng = random.Random(0)
+    prompts = [[rng.randrange(3, 900) for _ in range(rng.randrange(5, 60))] for _ in range(9)]
+    p_ids = [prompts[i % 9] for i in range(60)]
+    c_ids = [[7] * rng.randrange(0, 200) for _ in range(60)]
+    for budget in (300, 2000, 50_000):
+        batches = _shared_prefix_buckets(p_ids, c_ids, budget)
+        assert sorted(i for b in batches for i in b) == list(range(60))
+        costs = []
+        for b in batches:
+            lengths = [len(c_ids[i]) for i in b]
+            cost = _batch_cost(len(b), len({tuple(p_ids[i]) for i in b}), max(len(p_ids[i]) for i in b),
+                               _segment_tokens(lengths), max(len(p_ids[i]) + len(c_ids[i]) for i in b))
+            assert cost <= budget or len(b) == 1
+            costs.append(cost)
+        # never worse than running every rollout alone, each with its own batch overhead
+        alone = sum(len(p) + len(c) for p, c in zip(p_ids, c_ids)) + 60 * budget / 8
+        assert sum(costs) + len(batches) * budget / 8 <= alone
+
+
+def test_segmented_completions_score_as_whole_sequences(hf_small, monkeypatch):
+    # many samples of two prompts, completions of very different lengths: the shared-prefix
+    # pass runs them in several segments, rows leaving the batch as their completions end
+    import tokenmill.engines.hf as hf
+
+    prompts = [p.prompt for p in get_world("bios").prompts(2, split="all")]
+    gens = hf_small.generate(prompts, SamplingParams(n=6, temperature=1.0, max_tokens=90, seed=5))
+    p_ids = [g.prompt_token_ids for g in gens]
+    c_ids = [list(g.token_ids)[: 5 + 15 * i] for i, g in enumerate(gens)]
+    assert hf._segment(max(map(len, c_ids))) < max(map(len, c_ids))  # more than one segment
+    def no_joint_pass(*_):
+        raise AssertionError("these rollouts share prompts: the shared-prefix pass should run them")
+
+    monkeypatch.setattr(hf.HFEngine, "_joint_states", no_joint_pass)
+    shared = hf_small.score(p_ids, c_ids, hidden_layer=1)
+    monkeypatch.undo()
+    alone = [hf_small.score([p], [c], hidden_layer=1)[0] for p, c in zip(p_ids, c_ids)]
+    for got, want in zip(shared, alone):
+        np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-5)
+        np.testing.assert_allclose(got.entropy, want.entropy, atol=1e-5)
+        np.testing.assert_allclose(got.hidden, want.hidden, atol=1e-4)

@@ -107,17 +107,19 @@ class Engine(Protocol):
 
 
 def token_stats(logits: torch.Tensor, token_ids: torch.Tensor, top_k: int, entropy: bool = True,
-                overwrite: bool = False):
+                overwrite: bool = False, out: torch.Tensor | None = None):
     """Per-row raw logprob of `token_ids`, entropy (None unless `entropy`) and top-k, from [N, V] logits.
 
     logp = log_softmax(z);  H = -Σ_v p_v · logp_v  (exact, full vocabulary).
 
     Four passes over [N, V] (log-softmax, exp, p · logp, sum) plus the top-k's (`topk_rows`),
     and at most two [N, V] float32 arrays besides `logits`; with `overwrite` (the caller
-    drops the logits) p and p · logp are written over float32 logits, so at most two in all.
+    drops the logits) p and p · logp are written over float32 logits, so at most two in all,
+    and with `out` (a float32 [≥ N, V] buffer to reuse) log p goes there: reused buffers,
+    unlike fresh ones, cost no page faults (on CPU, more than the log-softmax itself).
     """
     z = logits.float()
-    logp = torch.log_softmax(z, dim=-1)
+    logp = torch.log_softmax(z, dim=-1, out=out[: z.shape[0]]) if out is not None else torch.log_softmax(z, dim=-1)
     chosen = logp.gather(-1, token_ids.long().unsqueeze(-1)).squeeze(-1)
     ent = None
     if entropy:

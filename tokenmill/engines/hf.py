@@ -214,10 +214,7 @@ class HFEngine:
             raise EngineError("score: prompt_ids and completion_ids differ in length")
         out: list[Scored | None] = [None] * len(prompt_ids)
         for batch in self._buckets(prompt_ids, completion_ids):
-            self._score_batch(batch, prompt_ids, completion_ids, top_k, hidden_layer, out)
-        if not entropy:
-            for s in out:
-                s.entropy = None
+            self._score_batch(batch, prompt_ids, completion_ids, top_k, hidden_layer, out, entropy)
         return out  # type: ignore[return-value]
 
     @torch.inference_mode()
@@ -249,16 +246,41 @@ class HFEngine:
                               fix="truncate completions or use a model with a longer context")
         return _shared_prefix_buckets(prompt_ids, completion_ids, self.token_budget)
 
-    def _score_batch(self, batch, prompt_ids, completion_ids, top_k, hidden_layer, out):
+    def _score_batch(self, batch, prompt_ids, completion_ids, top_k, hidden_layer, out, entropy=True):
         h, targets, c_len, hidden = self._completion_states(batch, prompt_ids, completion_ids, hidden_layer)
-        head = self.model.get_output_embeddings()
-        parts = _over_head_chunks(h, lambda logits, rows: token_stats(logits, targets[rows], top_k), head)
-        lp, ent, top_ids, top_lp = (torch.cat([pt[i] for pt in parts]) for i in range(4))
+        lp, ent, top_ids, top_lp = self._head_stats(h, targets, top_k, entropy)
         lens = c_len.tolist()
         hidden = split_rows(hidden.float().cpu().numpy(), lens) if hidden is not None else None
-        cols = [split_rows(t.cpu().numpy(), lens) for t in (lp, ent, top_ids, top_lp)]
+        cols = [split_rows(t.cpu().numpy(), lens) if t is not None else [None] * len(lens)
+                for t in (lp, ent, top_ids, top_lp)]
         for r, i in enumerate(batch):
             out[i] = Scored(cols[0][r], cols[1][r], cols[2][r], cols[3][r], hidden[r] if hidden else None)
+
+    def _head_stats(self, h, targets, top_k: int, entropy: bool):
+        """`token_stats` of the LM head's logits at states `h` [N, d], concatenated over row
+        chunks sized as `_over_head_chunks` sizes them (≤ LOGITS_CHUNK rows, HEAD_COPIES
+        [rows, V] float32 arrays within LOGITS_MEMORY_MB). A float32 `nn.Linear` head writes
+        every chunk's logits into one reused buffer and log p into a second, so memory holds
+        two [rows, V] arrays and no chunk faults in fresh pages (on CPU that alone cost more
+        than the log-softmax; bench/bench_score_real.py)."""
+        head = self.model.get_output_embeddings()
+        n, vocab = h.shape[0], head.weight.shape[0]
+        step = max(1, min(LOGITS_CHUNK, logits_rows(vocab, LOGITS_MEMORY_MB, HEAD_COPIES), n))
+        reuse = isinstance(head, torch.nn.Linear) and head.weight.dtype == h.dtype == torch.float32
+        if reuse:
+            z_buf = torch.empty(step, vocab, device=h.device)
+            lp_buf = torch.empty(step, vocab, device=h.device)
+        parts = []
+        for i in range(0, max(n, 1), step):
+            rows = slice(i, i + step)
+            if reuse:
+                z = torch.mm(h[rows], head.weight.t(), out=z_buf[: h[rows].shape[0]])
+                if head.bias is not None:
+                    z += head.bias
+                parts.append(token_stats(z, targets[rows], top_k, entropy, overwrite=True, out=lp_buf))
+            else:
+                parts.append(token_stats(head(h[rows]), targets[rows], top_k, entropy, overwrite=True))
+        return tuple(torch.cat([pt[k] for pt in parts]) if parts[0][k] is not None else None for k in range(4))
 
     @torch.inference_mode()
     def full_logprobs(self, prompt_ids, completion_ids,
@@ -302,16 +324,24 @@ class HFEngine:
         """One decoder pass: (final state predicting each completion token [N, d], the
         tokens [N], completion lengths, chosen layer's state at each token or None).
 
-        Rollouts of one prompt share its prefix: when the batch repeats a prompt, the prompt
-        runs once per unique prompt and its KV cache is gathered to every rollout.
+        Rollouts of one prompt share its prefix: when the batch repeats a prompt and that runs
+        fewer padded tokens (`_batch_cost`), the prompt runs once per unique prompt and its
+        KV cache is gathered to every rollout; then the completions, longest first, in up to
+        COMPLETION_SEGMENTS segments of `_segment` tokens, each a decoder call over the rows
+        still running (the others leave the batch and the cache), so a completion is padded
+        to the end of its own segment, not to the longest completion.
         """
         if any(len(prompt_ids[i]) == 0 for i in batch):
             raise EngineError("score: a completion token at position 0 has no context",
                               fix="give at least one prompt token (e.g. BOS)")
         uniq: dict[tuple, int] = {}
         which = [uniq.setdefault(tuple(prompt_ids[i]), len(uniq)) for i in batch]
-        c_len = torch.tensor([len(completion_ids[i]) for i in batch])
-        if len(uniq) == len(batch) or int(c_len.max()) == 0:
+        lengths = [len(completion_ids[i]) for i in batch]
+        c_len = torch.tensor(lengths)
+        p_len = [len(prompt_ids[i]) for i in batch]
+        max_t = max(p + c for p, c in zip(p_len, lengths))
+        if max(lengths) == 0 or (_batch_cost(len(batch), len(uniq), max(p_len), _segment_tokens(lengths), max_t)
+                                 == len(batch) * max_t):
             return self._joint_states(batch, prompt_ids, completion_ids, hidden_layer)
         dev = self.device
         base = self.decoder()
@@ -319,21 +349,36 @@ class HFEngine:
         p_pos = (p_attn.cumsum(1) - 1).clamp(min=0)  # left padding: real tokens start at 0
         res_p = base(input_ids=p_ids.to(dev), attention_mask=p_attn.to(dev), position_ids=p_pos.to(dev),
                      use_cache=True)
-        rows = torch.tensor(which, device=dev)
+        order = sorted(range(len(batch)), key=lambda r: -lengths[r])  # the running rows: a prefix
+        rows = torch.tensor([which[r] for r in order], device=dev)
         cache = res_p.past_key_values
-        cache.batch_select_indices(rows)  # the prompt's keys/values, once per rollout
-        c_ids, c_attn = pad_rows([completion_ids[i] for i in batch], self.tokenizer.pad_token_id)
+        c_ids, c_attn = pad_rows([completion_ids[batch[r]] for r in order], self.tokenizer.pad_token_id)
         c_ids, c_attn = c_ids.to(dev), c_attn.to(dev)
-        c_pos = p_attn.sum(1).to(dev)[rows, None] + torch.arange(c_ids.shape[1], device=dev)
-        res_c = base(input_ids=c_ids, attention_mask=torch.cat([p_attn.to(dev)[rows], c_attn], 1),
-                     position_ids=c_pos, past_key_values=cache, use_cache=True,
-                     output_hidden_states=hidden_layer is not None)
+        attn, start = p_attn.to(dev)[rows], p_attn.sum(1).to(dev)[rows]
+        n, width, d = len(batch), c_ids.shape[1], res_p.last_hidden_state.shape[-1]
+        states = res_p.last_hidden_state.new_empty(n, width, d)
+        hidden = res_p.last_hidden_state.new_empty(n, width, d) if hidden_layer is not None else None
+        seg, live = _segment(width), n
+        for t0 in range(0, width, seg):
+            running = sum(1 for c in lengths if c > t0)
+            if t0 == 0 or running < live:  # the prompt's keys/values, once per running rollout
+                cache.batch_select_indices(rows[:running] if t0 == 0 else torch.arange(running, device=dev))
+                live, attn = running, attn[:running]
+            ids, mask = c_ids[:live, t0 : t0 + seg], c_attn[:live, t0 : t0 + seg]
+            attn = torch.cat([attn, mask], 1)
+            res = base(input_ids=ids, attention_mask=attn, position_ids=start[:live, None] + t0 +
+                       torch.arange(ids.shape[1], device=dev), past_key_values=cache, use_cache=True,
+                       output_hidden_states=hidden_layer is not None)
+            states[:live, t0 : t0 + ids.shape[1]] = res.last_hidden_state
+            if hidden is not None:
+                hidden[:live, t0 : t0 + ids.shape[1]] = res.hidden_states[hidden_layer]
         # the state predicting completion token j: the prompt's last state for j = 0, else
-        # the completion's state at j - 1
-        prev = torch.cat([res_p.last_hidden_state[rows, -1:], res_c.last_hidden_state[:, :-1]], 1)
-        valid = c_attn.bool()
-        hidden = res_c.hidden_states[hidden_layer][valid] if hidden_layer is not None else None
-        return prev[valid], c_ids[valid], c_len.to(dev), hidden
+        # the completion's state at j - 1; back in the batch's order
+        back = torch.tensor(sorted(range(n), key=order.__getitem__), device=dev)
+        prev = torch.cat([res_p.last_hidden_state[rows, -1:], states[:, :-1]], 1)[back]
+        valid = c_attn.bool()[back]
+        hidden = hidden[back][valid] if hidden is not None else None
+        return prev[valid], c_ids[back][valid], c_len.to(dev), hidden
 
     def _joint_states(self, batch, prompt_ids, completion_ids, hidden_layer):
         """`_completion_states` over prompt + completion in one right-padded pass."""
@@ -396,30 +441,80 @@ def _draw(probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.searchsorted(cdf, u, right=True).clamp(max=probs.shape[1] - 1).squeeze(1)  # never a p = 0 token
 
 
-def _shared_prefix_buckets(prompt_ids, completion_ids, budget: int) -> list[list[int]]:
-    """Scoring batches: rollouts in order of completion length (little padding), each batch
-    under `budget` padded tokens as `_completion_states` runs it — each unique prompt once at
-    the widest prompt, each rollout at the widest completion. With n samples per prompt a
-    batch of a few hundred rollouts holds most samples of its prompts, so sharing stays high
-    (measured faster than keeping each prompt's samples together, bench/bench_score.py)."""
+BUCKET_ROWS = 1024  # most rollouts per scoring batch (bounds the search in `_shared_prefix_buckets`)
+COMPLETION_SEGMENTS = 4  # most decoder calls over the completions of a shared-prefix batch
+
+
+def _segment(max_c: int) -> int:
+    """Tokens per completion segment of a shared-prefix batch whose longest completion has
+    `max_c`: ⌈max_c / COMPLETION_SEGMENTS⌉ rounded up to a multiple of 16."""
+    per = -(-max_c // COMPLETION_SEGMENTS)
+    return max(16, -(-per // 16) * 16)
+
+
+def _segment_tokens(lengths) -> int:
+    """Padded completion tokens of a shared-prefix batch: each completion to the end of its
+    last segment (`_segment`)."""
+    seg = _segment(max(lengths, default=0))
+    return sum(-(-c // seg) * seg for c in lengths)
+
+
+def _batch_cost(n: int, n_prompts: int, max_p: int, seg_tokens: int, max_t: int) -> int:
+    """Padded tokens `_completion_states` runs for a batch of `n` rollouts with `n_prompts`
+    unique prompts: each unique prompt at the widest prompt, then the completions in
+    segments (`seg_tokens`, `_segment_tokens`: shared prefix), or each prompt + completion
+    at the widest total (joint pass), whichever is fewer."""
+    joint = n * max_t
+    return min(joint, n_prompts * max_p + seg_tokens) if n_prompts < n else joint
+
+
+def _shared_prefix_buckets(prompt_ids, completion_ids, budget: int, overhead: float | None = None) -> list[list[int]]:
+    """Scoring batches, each under `budget` padded tokens as `_completion_states` runs it
+    (`_batch_cost`), cut to run the fewest padded tokens in all: rollouts in order of
+    completion length (of prompt + completion when no prompt repeats), then the cut points
+    that minimise Σ cost + `overhead` per batch, by dynamic programming over that order (a
+    batch is contiguous in it and holds ≤ BUCKET_ROWS rollouts). With n samples per prompt
+    a batch shares each prompt's pass among the samples it holds, so the cuts trade prompt
+    sharing against padding (to the end of a completion's segment, or in a joint pass to
+    the longest prompt + completion). `overhead` (default budget / 8) is what a batch's own
+    decoder calls cost in padded tokens: tens of ms on an idle CPU, but seconds on a loaded
+    one, where each of a call's ~750 multi-threaded ops can wait for a descheduled thread
+    (measured on 2 shared cores: a 256-token prompt pass cost as much as ~1,000 tokens of a
+    large one), and kernel launches on a GPU. On bench/bench_score_real.py's rollout mix
+    (7,830 tokens; 5,727 without padding and repeated prompts) this runs 7,096 padded
+    tokens in one batch; the greedy fill it replaced, without segments, ran 9,236."""
+    n = len(completion_ids)
+    keys: dict[tuple, int] = {}
+    pid = [keys.setdefault(tuple(p), len(keys)) for p in prompt_ids]
+    p_len = [len(p) for p in prompt_ids]
     c_len = [len(c) for c in completion_ids]
+    if len(keys) == n:  # no prompt repeats: every batch is a joint pass
+        order = sorted(range(n), key=lambda i: (p_len[i] + c_len[i], c_len[i]))
+    else:
+        order = sorted(range(n), key=lambda i: (c_len[i], pid[i]))
+    overhead = budget / 8 if overhead is None else overhead
+    best = [0.0] + [float("inf")] * n  # best[j]: least cost of order[:j]
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        seen: set[int] = set()
+        max_p = max_t = seg_tokens = 0
+        seg = _segment(c_len[order[j - 1]])  # the longest completion of order[i:j] when sorted by it
+        for i in range(j - 1, max(-1, j - 1 - BUCKET_ROWS), -1):  # batch order[i:j]
+            r = order[i]
+            seen.add(pid[r])
+            max_p, max_t = max(max_p, p_len[r]), max(max_t, p_len[r] + c_len[r])
+            seg_tokens += -(-c_len[r] // seg) * seg
+            cost = _batch_cost(j - i, len(seen), max_p, seg_tokens, max_t)
+            if cost > budget and i < j - 1:  # a batch only grows dearer as it reaches back
+                break
+            if best[i] + cost + overhead < best[j]:
+                best[j], cut[j] = best[i] + cost + overhead, i
     batches: list[list[int]] = []
-    batch: list[int] = []
-    prompts: set[tuple] = set()
-    max_p = 0
-    for i in sorted(range(len(c_len)), key=c_len.__getitem__):
-        key = tuple(prompt_ids[i])
-        n_p = len(prompts) + (key not in prompts)
-        if batch and n_p * max(max_p, len(key)) + (len(batch) + 1) * c_len[i] > budget:
-            batches.append(batch)
-            batch, max_p = [], 0
-            prompts.clear()
-        batch.append(i)
-        prompts.add(key)
-        max_p = max(max_p, len(key))
-    if batch:
-        batches.append(batch)
-    return batches
+    j = n
+    while j > 0:
+        batches.append(order[cut[j] : j])
+        j = cut[j]
+    return batches[::-1]
 
 
 def _over_head_chunks(h, fn, head, memory_mb: float = LOGITS_MEMORY_MB, copies: int = HEAD_COPIES):
