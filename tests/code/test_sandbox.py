@@ -1,23 +1,57 @@
-"""Hostile generated code ends as a failed verdict with its reason — never harm."""
+"""The sandbox runs generated code against its tests; verdicts come from the harness."""
 
 import os
-import pwd
-import socket
+import subprocess
 import sys
-import threading
+import time
 from pathlib import Path
 
-from tokenmill.code.sandbox import Limits, interpreter, network_isolation, run_tests
+import pytest
+
+from tokenmill.code.sandbox import Limits, isolation, run_tests
+from tokenmill.code.sandbox.jail import RUN_UIDS
+from tokenmill.code.sandbox.wire import WireError, decode, encode
 from tokenmill.sources.worlds import get_world
 
 TESTS = ["assert f(1) == 2", "assert f(2) == 3"]
-FAST = Limits(wall_s=4, cpu_s=2, memory_mb=256)
+FAST = Limits(wall_s=6, cpu_s=2, memory_mb=256)
 
 
-def test_honest_code_passes_its_tests():
+def test_honest_code_passes_and_wrong_code_fails():
     assert run_tests("def f(x):\n    return x + 1\n", TESTS, FAST) == (2, None)
     passed, err = run_tests("def f(x):\n    return x\n", TESTS, FAST)
     assert passed == 0 and err.startswith("AssertionError")
+
+
+def test_humaneval_style_check_runs_in_the_harness():
+    check = "def check(candidate):\n    assert candidate([3, 1, 2]) == [1, 2, 3]\n    assert candidate([]) == []\n"
+    assert run_tests("def sort_list(xs):\n    return sorted(xs)\n", [check + "check(sort_list)"], FAST) == (1, None)
+    assert run_tests("def sort_list(xs):\n    return xs\n", [check + "check(sort_list)"], FAST)[0] == 0
+
+
+def test_exceptions_cross_as_their_builtin_type():
+    tests = ["try:\n    f(-1)\n    raise AssertionError('no error')\nexcept ValueError as e:\n    assert 'negative' in str(e)\n"]
+    assert run_tests("def f(x):\n    if x < 0:\n        raise ValueError('negative x')\n", tests, FAST) == (1, None)
+
+
+def test_plain_values_cross_and_arguments_are_updated_in_place():
+    code = ("def f(xs):\n    xs.sort()\n    return {'n': len(xs), 't': (1.5, None, b'ab'), 's': {1, 2}}\n"
+            "def g(n):\n    for i in range(n):\n        yield i * i\n"
+            "LIMIT = 7\n")
+    tests = ["xs = [3, 1, 2]\nassert f(xs) == {'n': 3, 't': (1.5, None, b'ab'), 's': {1, 2}}\nassert xs == [1, 2, 3]",
+             "assert list(g(4)) == [0, 1, 4, 9]", "assert LIMIT == 7"]
+    assert run_tests(code, tests, FAST) == (3, None)
+
+
+def test_a_crash_fails_its_test_and_the_next_test_gets_a_fresh_process():
+    code = "import os\ndef f(x):\n    if x == 1:\n        os._exit(3)\n    return x + 1\n"
+    passed, err = run_tests(code, TESTS, FAST)
+    assert passed == 1 and "ended (exit status 3)" in err
+
+
+def test_prints_go_nowhere():
+    code = "print('[2, null]')\ndef f(x):\n    print('noise', x)\n    return x + 1\n"
+    assert run_tests(code, TESTS, FAST) == (2, None)
 
 
 def test_infinite_loop_is_stopped_by_the_cpu_limit():
@@ -25,15 +59,9 @@ def test_infinite_loop_is_stopped_by_the_cpu_limit():
 
 
 def test_sleeping_code_is_stopped_by_the_wall_clock():
+    start = time.monotonic()
     passed, err = run_tests("import time\ntime.sleep(60)\n", TESTS, Limits(wall_s=1.5, cpu_s=2))
-    assert passed == 0 and err.startswith("timeout")
-
-
-def test_fork_bomb_starts_no_process():
-    passed, err = run_tests("import os\nwhile True:\n    os.fork()\n", TESTS, FAST)
-    assert passed == 0 and "os.fork is not allowed" in err
-    passed, err = run_tests("import subprocess\nsubprocess.run(['sh', '-c', ':(){ :|:& };:'])\n", TESTS, FAST)
-    assert passed == 0 and "not allowed" in err
+    assert passed == 0 and err.startswith("timeout") and time.monotonic() - start < 10
 
 
 def test_memory_hog_hits_the_memory_limit():
@@ -41,94 +69,96 @@ def test_memory_hog_hits_the_memory_limit():
     assert passed == 0 and err.startswith("memory limit")
 
 
-def test_writing_outside_its_directory_is_refused(tmp_path):
-    target = tmp_path / "evil.txt"
-    passed, err = run_tests(f"open({str(target)!r}, 'w').write('x')\n", TESTS, FAST)
-    assert passed == 0 and "no access" in err and not target.exists()
-    passed, err = run_tests(f"import os\nos.remove({str(tmp_path)!r})\n", TESTS, FAST)
-    assert passed == 0 and "no access" in err and tmp_path.exists()
-    # inside its own directory it may write
-    assert run_tests("open('scratch.txt', 'w').write('ok')\ndef f(x):\n    return x + 1\n", TESTS, FAST) == (2, None)
-
-
-def test_opening_a_socket_reaches_nothing():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(3)
-    port = server.getsockname()[1]
-    accepted = []
-    t = threading.Thread(target=lambda: accepted.append(_accept(server)))
-    t.start()
-    passed, err = run_tests(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\n", TESTS, FAST)
-    t.join()
-    server.close()
-    assert passed == 0 and "not allowed" in err and accepted == [None]
-
-
-def _accept(server):
-    try:
-        conn, _ = server.accept()
-        conn.close()
-        return "connected"
-    except OSError:
-        return None
-
-
-def test_reading_the_lake_is_refused(arith_lake):
-    parquet = next(arith_lake.rglob("*.parquet"))
-    passed, err = run_tests(f"print(open({str(parquet)!r}, 'rb').read(4))\n", TESTS, FAST)
-    assert passed == 0 and "no access" in err
-    passed, err = run_tests(f"import os\nprint(os.listdir({str(arith_lake)!r}))\n", TESTS, FAST)
-    assert passed == 0 and "no access" in err
-
-
-def test_network_namespace_where_the_kernel_allows_it():
-    prefix = network_isolation()
-    assert prefix == [] or prefix[0] == "unshare"
-
-
 def test_code_world_verdicts_carry_the_sandbox_reason():
     world = get_world("code")
     prompt = world.prompts(1)[0]
-    name = prompt.meta["tests"][0].split("(")[0].replace("assert ", "").strip()
+    name = prompt.meta["entry_point"]
     v = world.verify(prompt, f"def {name}(x):\n    while True:\n        pass\n")
     assert v.verdict == "incorrect" and v.reward == 0
     assert "limit" in v.detail["error"] or "timeout" in v.detail["error"]
     v = world.verify(prompt, "import os\nos.fork()\n")
     assert v.verdict == "incorrect" and "os.fork is not allowed" in v.detail["error"]
+    gold = world.instances(1)[0]
+    assert gold.prompt == prompt.prompt
+    assert world.verify(prompt, f"```python\n{gold.solution}```").reward == 1.0
 
 
-def test_run_by_root_the_code_runs_as_nobody_under_a_binding_process_limit():
-    """Where `nobody` can run an installation (a system Python), root's sandbox drops to it;
-    where it cannot (this venv's Python may live under /root), it stays root and says why."""
-    me = interpreter()
-    if os.geteuid() != 0:
-        assert me.drop == () and "not root" in me.user
-        return
-    nobody = pwd.getpwnam("nobody").pw_uid
-    system = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.path.exists(p)), None)
-    for python in filter(None, {sys.executable, system}):
-        interp = interpreter(python)
-        if not interp.drop:
-            assert "cannot" in interp.user
-            code = "import os\nuid = os.getuid()\n"
-            assert run_tests(code, ["assert uid == 0"], FAST, python=python) == (1, None)
-            continue
-        before = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit() and p.stat().st_uid == nobody)
-        code = "import os, resource, collections.abc\nuid = os.getuid()\nnproc = resource.getrlimit(resource.RLIMIT_NPROC)[0]\n"
-        tests = [f"assert uid == {nobody}, uid", f"assert nproc <= {before + 2}, nproc"]
-        assert run_tests(code, tests, FAST, python=python) == (2, None)  # and it reads its standard library
-        passed, err = run_tests("open('/root/.probe', 'w')\n", TESTS, FAST, python=python)
-        assert passed == 0 and "no access" in err
-    assert system is None or interpreter(system).drop, "a system Python is readable by everyone"
+def test_this_machine_jails_the_code():
+    """Root (CI, containers) always can; other users where user namespaces are allowed."""
+    iso = isolation()
+    if os.geteuid() == 0:
+        assert iso.jailed, iso.why
+    if not iso.jailed:
+        pytest.skip(iso.why)
+    assert iso.why.startswith("jailed")
 
 
-def test_the_sandbox_python_can_be_chosen_by_environment(tmp_path, monkeypatch):
-    link = tmp_path / "python-for-generated-code"
-    link.symlink_to(sys.executable)
-    monkeypatch.setenv("TOKENMILL_SANDBOX_PYTHON", str(link))
-    assert interpreter().python == str(link)
-    assert run_tests("import sys\nexe = sys.executable\n", [f"assert exe == {str(link)!r}, exe"], FAST) == (1, None)
+def _run_uid_processes() -> list[str]:
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if RUN_UIDS[0] <= p.stat().st_uid < RUN_UIDS[1]:
+                    found.append(p.name)
+            except OSError:
+                pass
+    return found
+
+
+def test_every_descendant_dies_with_the_run():
+    if not (isolation().jailed and os.geteuid() == 0):
+        pytest.skip("run uids exist only in a jail started by root")
+    # a setsid grandchild that would outlive a process-group kill, with room to fork
+    code = ("import os, time\n"
+            "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(600)\n    os._exit(0)\n"
+            "def f(x):\n    return x + 1\n")
+    assert run_tests(code, TESTS, Limits(wall_s=6, cpu_s=2, processes=4, hook=False)) == (2, None)
+    time.sleep(0.2)
+    assert _run_uid_processes() == []
+
+
+def test_the_jail_shows_no_host_files_and_a_read_only_root():
+    if not isolation().jailed:
+        pytest.skip(isolation().why)
+    code = ("import os\n"
+            "top = sorted(os.listdir('/'))\n"
+            "def writable(p):\n    try:\n        open(p, 'w').close()\n        return True\n"
+            "    except OSError:\n        return False\n"
+            "w = [writable(p) for p in ('/x', '/usr/x', '/sandbox/x')]\n")
+    tests = ["assert set(top) <= {'usr', 'lib', 'lib64', 'lib32', 'libx32', 'bin', 'sbin', 'etc', 'dev', 'sandbox', "
+             "'root', 'opt', 'home'}, top", "assert w == [False, False, True], w"]
+    assert run_tests(code, tests, Limits(wall_s=6, hook=False)) == (2, None)
+
+
+def test_the_sandbox_python_can_be_chosen_by_environment(monkeypatch):
+    system = "/usr/bin/python3"
+    if not os.path.exists(system):
+        pytest.skip("no system Python")
+    monkeypatch.setenv("TOKENMILL_SANDBOX_PYTHON", system)
+    assert isolation().python == os.path.realpath(system)
+    assert run_tests("import sys\nexe = sys.executable\n", [f"assert exe == {os.path.realpath(system)!r}, exe"],
+                     FAST) == (1, None)
     monkeypatch.delenv("TOKENMILL_SANDBOX_PYTHON")
-    assert interpreter().python == sys.executable
+    assert isolation().python == os.path.realpath(sys.executable)
+
+
+def test_wire_rebuilds_plain_values_and_refuses_everything_else():
+    value = [1, -2**80, 1.5, float("inf"), "s", b"\x00", None, True, (1, [2]), {"k": {3}}, frozenset({4}), 1 + 2j]
+    assert decode(encode(value)) == value
+    assert [type(v) for v in decode(encode(value))] == [type(v) for v in value]
+
+    class Sneaky(int):
+        def __eq__(self, other):
+            return True
+
+    for bad in (Sneaky(1), object(), [lambda: 0], {"k": object()}):
+        with pytest.raises(WireError):
+            encode(bad)
+    for forged in (["i", 5], ["x"], "i", ["d", [[["l", []], ["n"]]]], ["l", [["i", "1"]] * 2, "extra"]):
+        with pytest.raises(WireError):
+            decode(forged)
+
+
+def test_the_module_reports_how_code_runs_here():
+    out = subprocess.run([sys.executable, "-m", "tokenmill.code.sandbox"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "self-test    ok" in out.stdout and "isolation" in out.stdout

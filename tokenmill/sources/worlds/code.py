@@ -9,10 +9,11 @@ A chain step may state its constant as a sum or product ("adds 3 times 7 to x" â
 `x = x + 21`): writing the right code then takes the arithmetic the models learned.
 
 Verifier: the completion (or its first fenced block) must parse (`ast.parse`); then the
-world's unit tests run against it in the sandbox (`tokenmill/code/sandbox.py`: separate
-interpreter, empty directory, CPU/memory/process limits, no network, no files outside
-its directory). reward = passed / total tests; `correct` iff all pass; code that does
-not parse is `invalid`; hostile code ends as a failed verdict with the reason.
+world's unit tests run against it in the sandbox (`tokenmill/code/sandbox/`: the code in a
+jail of its own namespaces without privileges, the tests in a separate harness that only
+gets plain values back, so the code cannot write its own verdict). reward = passed /
+total tests, clamped to [0, 1]; `correct` iff all pass; code that does not parse is
+`invalid`; hostile code ends as a failed verdict with the reason.
 """
 
 from __future__ import annotations
@@ -121,13 +122,13 @@ class CodeWorld(World):
         tests = list(prompt.meta.get("tests", []))
         passed, error = run_tests(code, tests, self.timeout_s)
         total = len(tests)
-        reward = passed / total if total else 0.0
+        reward = min(1.0, max(0.0, passed / total)) if total else 0.0  # [0, 1] whatever the count says
         verdict = "correct" if total and passed == total else "incorrect"
         return Verdict(reward, verdict, {"parsed": True, "passed": passed, "total": total, "error": error})
 
 
 def run_tests(code: str, tests: list[str], timeout_s: float) -> tuple[int, str | None]:
-    """Run `tests` against `code` in the sandbox (`code/sandbox.py`); (tests passed, first error)."""
+    """Run `tests` against `code` in the sandbox (`code/sandbox/`); (tests passed, first error)."""
     from tokenmill.code.sandbox import Limits
     from tokenmill.code.sandbox import run_tests as sandboxed
 
