@@ -489,11 +489,18 @@ def view(
     out: Optional[Path] = typer.Option(None, "--out", help="Write one self-contained HTML file instead of serving."),
     where: Optional[str] = typer.Option(None, help="--out: keep rollouts matching this SQL WHERE over rollouts."),
     limit: int = typer.Option(200, help="--out: rollouts per run put in the file."),
+    query_timeout: float = typer.Option(10.0, "--query-timeout", min=0.01,
+                                        help="Seconds a query may run before it is stopped."),
+    memory_mb: int = typer.Option(1024, "--memory-mb", min=64, help="DuckDB's memory limit for the viewer's queries."),
     verbose: bool = typer.Option(False, help="Log every request."),
 ):
     """See tokens coloured by their labels: a local web page over the lake (or an HTML file
     with --out). Pick a run and a rollout, colour by any label, hover a token for all of
-    them, or compare two rollouts of one prompt at their branching point."""
+    them, or compare two rollouts of one prompt at their branching point.
+
+    The server binds loopback only and answers only its own URL (Host header) with the
+    random token it prints (set $TOKENMILL_VIEW_TOKEN to choose it): other pages in your
+    browser cannot read or drive it."""
     from tokenmill.report.viewer import ViewerServer, write_html
     from tokenmill.storage.lake import Lake
 
@@ -501,8 +508,9 @@ def view(
         path = write_html(Lake(lake), out, [run_id] if run_id else None, where, limit)
         console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser", highlight=False)
         return
-    server = ViewerServer(Lake(lake), host, port, run_id, verbose)
-    console.print(f"[bold]tokenmill view[/]: {server.url}{'?run=' + run_id if run_id else ''} — Ctrl-C to stop",
+    server = ViewerServer(Lake(lake), host, port, run_id, verbose, token=os.environ.get("TOKENMILL_VIEW_TOKEN") or None,
+                          query_timeout_s=query_timeout, memory_mb=memory_mb)
+    console.print(f"[bold]tokenmill view[/]: {server.url}{'&run=' + run_id if run_id else ''} — Ctrl-C to stop",
                   highlight=False, soft_wrap=True)
     try:
         server.serve_forever()

@@ -114,9 +114,10 @@ def test_server_binds_loopback_only():
         check_loopback("0.0.0.0")
 
 
-def _get(url: str):
+def _get(url: str, token: str | None = None):
+    req = urllib.request.Request(url, headers={"X-Tokenmill-Token": token} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, r.headers.get("Content-Type"), r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers.get("Content-Type"), e.read()
@@ -127,20 +128,20 @@ def test_server_answers_pages_as_json_and_errors_as_400(arith_lake):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        base = server.url
-        status, ctype, body = _get(base)
+        status, ctype, body = _get(server.url)
         assert status == 200 and ctype.startswith("text/html") and b'id="tm-data">null</script>' in body
-        assert json.loads(_get(base + "api/runs")[2])[0]["run"] == "r1"
-        page1 = json.loads(_get(base + "api/rollouts?run=r1&limit=5")[2])
+        base, tok = server.url.split("?")[0], server.token
+        assert json.loads(_get(base + "api/runs", tok)[2])[0]["run"] == "r1"
+        page1 = json.loads(_get(base + "api/rollouts?run=r1&limit=5", tok)[2])
         assert page1["total"] == 32 and len(page1["rows"]) == 5
         rid = page1["rows"][0]["rollout_id"]
-        detail = json.loads(_get(base + f"api/rollout?run=r1&id={rid}")[2])
+        detail = json.loads(_get(base + f"api/rollout?run=r1&id={rid}", tok)[2])
         assert detail["rollout"]["rollout_id"] == rid and len(detail["tokens"]["pos"]) == detail["rollout"]["num_tokens"]
-        status, _, body = _get(base + "api/rollouts?run=r1&where=nope%20%3E%201")
+        status, _, body = _get(base + "api/rollouts?run=r1&where=nope%20%3E%201", tok)
         assert status == 400 and "not a WHERE expression" in json.loads(body)["error"]
-        assert _get(base + "api/rollout?run=r1")[0] == 400
-        assert _get(base + "nothing-here")[0] == 404
-        assert {lb["name"] for lb in json.loads(_get(base + "api/labels")[2])} == set(V.LABEL_BY_NAME)
+        assert _get(base + "api/rollout?run=r1", tok)[0] == 400
+        assert _get(base + "nothing-here", tok)[0] == 404
+        assert {lb["name"] for lb in json.loads(_get(base + "api/labels", tok)[2])} == set(V.LABEL_BY_NAME)
     finally:
         server.shutdown()
         server.server_close()

@@ -8,6 +8,7 @@ Screenshots land in the test's tmp dir, and in $TOKENMILL_SCREENSHOTS when it is
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import Lake
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+REBIND = "rebind.attacker.test"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,8 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # the attacker's DNS-rebinding name resolves to loopback in this browser
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", f"--host-resolver-rules=MAP {REBIND} 127.0.0.1"])
         yield b
         b.close()
 
@@ -66,18 +69,21 @@ def viewer(tmp_path):
 
     procs = []
 
-    def start(lake: Path, run: str | None = None) -> str:
-        port = _free_port()
+    def start(lake: Path, run: str | None = None, *extra: str) -> str:
+        """The URL the user opens: http://127.0.0.1:<port>/?token=<token>."""
+        port, token = _free_port(), secrets.token_urlsafe(16)
         log = open(tmp_path / f"view-{port}.log", "wb")
-        args = [str(Path(sys.executable).with_name("tokenmill")), "view", "--lake", str(lake), "--port", str(port)]
+        args = [str(Path(sys.executable).with_name("tokenmill")), "view", "--lake", str(lake), "--port", str(port),
+                "--verbose", *extra]
         proc = subprocess.Popen(args + (["--run", run] if run else []), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, "TOKENMILL_VIEW_TOKEN": token})
         procs.append(proc)
-        url = f"http://127.0.0.1:{port}/"
+        base = f"http://127.0.0.1:{port}/"
         for _ in range(200):
             try:
-                urllib.request.urlopen(url + "api/runs", timeout=2)
-                return url
+                urllib.request.urlopen(urllib.request.Request(base + "api/runs", headers={"X-Tokenmill-Token": token}),
+                                       timeout=2)
+                return f"{base}?token={token}"
             except OSError:
                 assert proc.poll() is None, (tmp_path / f"view-{port}.log").read_text()
                 time.sleep(0.1)
@@ -195,7 +201,7 @@ def _lake_values(lake: Path, run: str, rid: str, name: str) -> list:
 def test_hovering_a_token_shows_its_id_text_logprob_and_labels(demo_lake, viewer, new_page, tmp_path):
     url = viewer(demo_lake)
     pg = new_page()
-    pg.goto(url + "?run=demo")
+    pg.goto(url + "&run=demo")
     pg.wait_for_selector("#rollouts li")
     _filter(pg, "world = 'bios' AND model = 'tiny-small'")
     rid = _pick(pg)
@@ -374,3 +380,82 @@ def test_the_out_file_works_without_a_server(demo_lake, new_page, tmp_path):
     pg.wait_for_selector(".pane[data-side='b'] .tok")
     _shot(pg, tmp_path, "viewer-file-compare")
     assert pg.errors == []
+
+
+# ------------------------------------------------------------------ who can drive the server
+
+
+def _log(tmp_path: Path, url: str) -> str:
+    port = url.split(":")[2].split("/")[0]
+    return (tmp_path / f"view-{port}.log").read_text()
+
+
+def test_the_page_works_after_the_token_leaves_the_address_bar(arith_lake, viewer, new_page):
+    url = viewer(arith_lake, "r1")
+    pg = new_page()
+    pg.goto(url)
+    pg.wait_for_selector("#rollouts li")
+    assert "token=" not in pg.url  # kept in a SameSite=Strict cookie and the page
+    pg.reload()  # a reload without the token in the URL still opens the page
+    pg.wait_for_selector("#rollouts li")
+    _pick(pg)
+    assert pg.errors == []
+
+
+def test_a_page_of_another_origin_can_neither_read_nor_drive_the_viewer(arith_lake, viewer, new_page, tmp_path):
+    url = viewer(arith_lake, "r1")
+    base = url.split("?")[0]
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "index.html").write_text("<html><body>attacker</body></html>")
+    port = _free_port()
+    site = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=evil,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pg = new_page()
+        for _ in range(100):
+            try:
+                pg.goto(f"http://127.0.0.1:{port}/")
+                break
+            except Exception:  # noqa: BLE001 — the attacker's server still starting
+                time.sleep(0.1)
+        # a cross-origin read (blocked by the browser) and a blind "simple" request (sent,
+        # but token-less: the server refuses it before any query); a forged header needs a
+        # CORS preflight, which the server never grants
+        result = pg.evaluate("""async (base) => {
+            const out = {};
+            try { const r = await fetch(base + "api/runs"); out.read = await r.text(); }
+            catch (e) { out.read = "blocked: " + e; }
+            await fetch(base + "api/rollouts?run=r1&where=" + encodeURIComponent("reward < 1"), {mode: "no-cors"});
+            try { await fetch(base + "api/runs", {headers: {"X-Tokenmill-Token": "guess"}}); out.header = "sent"; }
+            catch (e) { out.header = "blocked: " + e; }
+            return out;
+        }""", base)
+        assert result["read"].startswith("blocked") and result["header"].startswith("blocked"), result
+        log = _log(tmp_path, url)
+        assert '"GET /api/rollouts?run=r1&where=reward%20%3C%201 HTTP/1.1" 403' in log, log[-2000:]
+        assert "OPTIONS" in log or '"GET /api/runs HTTP/1.1" 403' in log
+    finally:
+        site.terminate()
+        site.wait()
+
+
+def test_a_dns_rebinding_name_gets_nothing_even_with_the_token(arith_lake, viewer, new_page):
+    url = viewer(arith_lake, "r1")
+    pg = new_page()
+    resp = pg.goto(url.replace("127.0.0.1", REBIND))  # the attacker's name, pointing at 127.0.0.1
+    assert resp.status == 403 and "is not this server's address" in pg.content()
+    assert pg.evaluate("fetch('/api/runs').then(r => r.status)") == 403
+
+
+def test_a_slow_filter_is_stopped_with_a_message(arith_lake, viewer, new_page):
+    url = viewer(arith_lake, "r1", "--query-timeout", "0.3")
+    pg = new_page()
+    pg.goto(url)
+    pg.wait_for_selector("#rollouts li")
+    pg.fill("#where", "levenshtein(repeat(completion, 150), reverse(repeat(completion, 150))) >= 0")
+    pg.press("#where", "Enter")
+    pg.wait_for_function("document.getElementById('error').textContent.includes('was stopped')", timeout=20_000)
+    pg.fill("#where", "reward < 2")  # and the server still answers
+    _fresh_list(pg, lambda: pg.press("#where", "Enter"))
+    assert pg.locator("#rollouts li").count() > 0

@@ -18,6 +18,7 @@ or the most severe category is kept, as the `token_labels` recipe query does.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 
 import duckdb
@@ -91,20 +92,49 @@ def list_runs(con: duckdb.DuckDBPyConnection) -> list[dict]:
     return con.sql(sql).to_arrow_table().to_pylist()
 
 
+_PROBE = "SELECT * FROM rollouts WHERE "
+
+
 def _where_sql(con: duckdb.DuckDBPyConnection, where: str | None) -> str:
-    """The user's `WHERE` over rollouts, checked to be one expression of a read-only query."""
+    """The user's `WHERE` over rollouts, checked to be one boolean expression and nothing
+    else, in DuckDB's own rendering of it.
+
+    The text is parsed as `SELECT * FROM rollouts WHERE (<where>)`; the parse must be one
+    plain SELECT of `rollouts` with no other clause (so `1=1) UNION ALL BY NAME SELECT …
+    WHERE (1=1`, a set operation, is refused), and what runs is DuckDB's rendering of that
+    parse tree (`json_deserialize_sql`), not the text: parentheses balanced, comments gone,
+    so nothing after the expression can reach the query around it. Subqueries may filter
+    (`rollout_id IN (SELECT rollout_id FROM critical)`): the page still holds only the
+    run's rows, fixed outside the filter."""
     where = (where or "").strip()
     if not where:
         return "TRUE"
-    probe = f"SELECT 1 FROM rollouts WHERE ({where})"
+    probe = f"{_PROBE}({where})"
     try:
         check_read_only(con, probe)
-        con.sql(f"SELECT 1 FROM rollouts WHERE ({where}) LIMIT 0")
-    except (LakeError, duckdb.Error) as e:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [probe]).fetchall()[0][0])
+        if tree.get("error"):
+            raise TokenmillError(tree.get("error_message", "does not parse"))
+        stmts = tree["statements"]
+        node = stmts[0]["node"] if len(stmts) == 1 else {}
+        if node.get("type") != "SELECT_NODE":
+            raise TokenmillError("it is not one expression (a set operation or another statement)")
+        table = node.get("from_table") or {}
+        extra = [k for k in ("group_expressions", "group_sets", "having", "qualify", "sample", "modifiers")
+                 if node.get(k) not in (None, [], {})]
+        if (table.get("type") != "BASE_TABLE" or table.get("table_name") != "rollouts" or table.get("schema_name")
+                or node.get("cte_map", {}).get("map") or extra or len(node.get("select_list", [])) != 1):
+            raise TokenmillError("it changes the query around it")
+        canonical = con.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchall()[0][0]
+        if not canonical.startswith(_PROBE):
+            raise TokenmillError("it changes the query around it")
+        cond = canonical[len(_PROBE):]
+        con.sql(f"SELECT 1 FROM rollouts WHERE {cond} LIMIT 0")
+    except (LakeError, TokenmillError, duckdb.Error) as e:
         detail = str(e).strip().splitlines()[0]
         raise TokenmillError(f"filter `{where}` is not a WHERE expression over rollouts: {detail}",
                              fix="write an SQL condition over rollouts' columns, e.g. world = 'bios' AND reward < 1") from None
-    return f"({where})"
+    return f"({cond})"
 
 
 def list_rollouts(con: duckdb.DuckDBPyConnection, run: str, where: str | None = None, search: str | None = None,

@@ -41,15 +41,19 @@ def _tables_hint() -> str:
     return f"tables: {', '.join(sorted(S.TABLES))}; see `tokenmill sql 'SHOW TABLES'`"
 
 
-def connect(lake: Lake, threads: int | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(lake: Lake, threads: int | None = None, read_only: bool = False,
+            memory_mb: int | None = None) -> duckdb.DuckDBPyConnection:
     """In-memory DuckDB connection with one view per lake table.
 
     With `read_only`, file access is confined to the lake root and the configuration is
-    locked once the views exist, so a query can neither read other files nor undo that.
+    locked once the views exist, so a query can neither read other files nor undo that
+    (nor raise `memory_mb`, DuckDB's memory limit for the connection's queries).
     """
     con = duckdb.connect(":memory:")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
+    if memory_mb:
+        con.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
     for name in sorted(S.TABLES):
         _create_view(con, lake, name)
     for name, sql in S.VIEWS.items():
