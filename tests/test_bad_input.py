@@ -287,7 +287,7 @@ def test_a_corrupted_rollouts_file_read_by_a_stage_names_it(copy_lake):
                   lambda: RewardsLabeler(RewardsConfig(kinds=["grpo"])).label_shard(lake, "r1", shard)):
         with pytest.raises(LakeError, match="cannot read this lake file") as e:
             stage()
-        assert e.value.where == shard and f"tokenmill check --lake {lake.uri}" in e.value.fix
+        assert e.value.where == shard and f"tokenmill check --deep --lake {lake.uri}" in e.value.fix
 
 
 def test_a_corrupted_file_fails_sql_and_curation_naming_it(copy_lake):

@@ -441,11 +441,13 @@ def sql(
     max_rows: int = typer.Option(100, help="Rows shown by --format table."),
 ):
     """Query the lake with DuckDB, read-only."""
-    from tokenmill.storage.catalog import format_result, run_query
+    from tokenmill.storage.catalog import check_out_path, format_result, run_query
     from tokenmill.storage.lake import Lake
 
-    result = run_query(Lake(lake), query)
-    text = format_result(result, format, str(out) if out else None, max_rows=max_rows if format == "table" else None)
+    lk = Lake(lake).require()
+    target = check_out_path(out, lk) if out else None  # before the query: a bad target costs nothing
+    result = run_query(lk, query)
+    text = format_result(result, format, target, max_rows=max_rows if format == "table" else None)
     if text is not None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
@@ -505,10 +507,10 @@ def view(
     from tokenmill.storage.lake import Lake
 
     if out:
-        path = write_html(Lake(lake), out, [run_id] if run_id else None, where, limit)
+        path = write_html(Lake(lake).require(), out, [run_id] if run_id else None, where, limit)
         console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser", highlight=False)
         return
-    server = ViewerServer(Lake(lake), host, port, run_id, verbose, token=os.environ.get("TOKENMILL_VIEW_TOKEN") or None,
+    server = ViewerServer(Lake(lake).require(), host, port, run_id, verbose, token=os.environ.get("TOKENMILL_VIEW_TOKEN") or None,
                           query_timeout_s=query_timeout, memory_mb=memory_mb)
     console.print(f"[bold]tokenmill view[/]: {server.url}{'&run=' + run_id if run_id else ''} — Ctrl-C to stop",
                   highlight=False, soft_wrap=True)
@@ -876,9 +878,23 @@ def _print_router(out: dict, wall: float) -> None:
         console.print(render_table(pa.Table.from_pylist(rows), title=f"routed generation — {wall:.1f} s wall time"))
 
 
+# config fields whose CLI option is not --<field>
+CONFIG_OPTIONS = {("SourceConfig", "n"): "--prompts", ("SamplingConfig", "n"): "-n/--samples",
+                  ("CriticalConfig", "beta"): "--critical-beta", ("CriticalConfig", "top_k"): "--critical-top-k",
+                  ("ContrastTrainConfig", "lr"): "--train-lr", ("ContrastTrainConfig", "steps"): "--train-steps",
+                  ("ContrastTrainConfig", "batch"): "--train-batch", ("ContrastTrainConfig", "epochs"): "--train-epochs"}
+
+
 def main() -> None:
+    import pydantic
+
+    from tokenmill.errors import invalid_config
+
     try:
-        app()
+        try:
+            app()
+        except pydantic.ValidationError as e:  # a config field out of range: the field, not a traceback
+            raise invalid_config(e, CONFIG_OPTIONS) from None
     except TokenmillError as e:
         from rich.markup import escape
 

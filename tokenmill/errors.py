@@ -44,4 +44,22 @@ def unreadable_file(path: str, err: BaseException, lake: str | None = None) -> L
                          fix="re-run the command; if it keeps happening, check what else writes to or cleans the lake")
     detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
     return LakeError(f"cannot read this lake file ({detail})", where=path,
-                     fix=f"run `tokenmill check{lake_opt}` to list unreadable files, then restore or remove them and re-run")
+                     fix=f"run `tokenmill check --deep{lake_opt}` to list unreadable files, then restore or remove them and re-run")
+
+
+def invalid_config(err, options: dict | None = None) -> TokenmillError:
+    """One line for a pydantic ValidationError of a config: the first bad field, its value,
+    what it must be, and how many other fields are wrong. `options` maps (config class,
+    field) to the CLI option that sets it, where that is not `--<field>`."""
+    errors = err.errors()
+    first = errors[0]
+    field = ".".join(str(p) for p in first.get("loc", ())) or "config"
+    msg = first.get("msg", "invalid").removeprefix("Value error, ")
+    got = first.get("input")
+    name = str(first.get("loc", ("",))[-1])
+    title = getattr(err, "title", "")
+    option = (options or {}).get((title, name)) or "--" + name.replace("_", "-")
+    value = "" if isinstance(got, dict) else f" {got!r}"
+    more = f"; {len(errors) - 1} more field(s) invalid" if len(errors) > 1 else ""
+    return TokenmillError(f"{option}{value}: {msg[:1].lower() + msg[1:]} (config field {title}.{field}){more}",
+                          fix="give an allowed value; `tokenmill <command> --help` lists the options")

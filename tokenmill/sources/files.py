@@ -212,6 +212,17 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def _has_non_finite(value: Any) -> bool:
+    """NaN or ±Infinity anywhere in a JSON-like value (Python's json reads them)."""
+    if isinstance(value, float):
+        return value != value or value in (float("inf"), float("-inf"))
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(v) for v in value)
+    if isinstance(value, Mapping):
+        return any(_has_non_finite(v) for v in value.values())
+    return False
+
+
 def _as_text(value: Any) -> str:
     """A reference/split value as text: strings as-is, anything else as its JSON."""
     if type(value) is str:
@@ -293,6 +304,13 @@ def _make_prompt(
         )
     reference = values.get("reference")
     split_value = values.get("split")
+    for role, value in (("reference", reference), ("split", split_value)):
+        if _has_non_finite(value):
+            raise SourceError(
+                f"field '{getattr(fields, role)}' holds NaN or Infinity, which no answer equals",
+                where=where,
+                fix="give the reference as a finite number or as text (or drop this record)",
+            )
     prompt = Prompt(
         source=source,
         prompt=text,

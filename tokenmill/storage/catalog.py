@@ -12,8 +12,11 @@ configuration is locked and whose file access is confined to the lake.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
+import os
 import re
 import shutil
 
@@ -72,13 +75,14 @@ def query(lake: Lake, sql: str, params=None) -> pa.Table:
         return con.sql(sql, params=params).to_arrow_table()
     except duckdb.Error as e:
         if _is_file_problem(e):
-            raise _unreadable(lake, e) from None
+            raise _unreadable(lake, e, sql=sql) from None
         raise
     finally:
         con.close()
 
 
-_CORRUPT = ("magic bytes", "thrift", "don't know what type", "corrupt")
+_CORRUPT = ("magic bytes", "thrift", "don't know what type", "corrupt", "tprotocolexception", "invalid ttype",
+            "exceeded size limit", "deserializ", "snappy", "zstd", "decompress")
 _GONE = ("no such file", "failed to open", "could not open", "could not read", "cannot open")
 
 
@@ -91,12 +95,37 @@ def _is_file_problem(e: Exception) -> bool:
     return any(p in msg for p in _CORRUPT) or (".parquet" in msg and any(p in msg for p in _GONE))
 
 
-def _unreadable(lake: Lake, e: Exception, table: str | None = None, path: str | None = None) -> LakeError:
+def _unreadable(lake: Lake, e: Exception, table: str | None = None, path: str | None = None,
+                sql: str | None = None) -> LakeError:
+    """The error for a lake file a query could not read, naming the file: from DuckDB's
+    message, else (a corrupt page behind an intact footer says only e.g. `invalid TType`)
+    the first file of the query's tables that does not read in full (failure path only)."""
     lines = [ln for ln in str(e).strip().splitlines() if ln.strip() and not ln.startswith(("LINE ", " "))]
     detail = lines[0] if lines else type(e).__name__
+    if path is None and sql is not None:
+        path = _find_unreadable(lake, sql, str(e))
     return LakeError(f"{'table ' + table + ': ' if table else ''}a lake file cannot be read ({detail})",
                      where=path or lake.uri,
-                     fix=f"run `tokenmill check --lake {lake.uri}` to list unreadable files, then restore or remove them")
+                     fix=f"run `tokenmill check --deep --lake {lake.uri}` to list every unreadable file, then restore "
+                         "or remove them and re-run")
+
+
+def _find_unreadable(lake: Lake, sql: str, message: str) -> str | None:
+    words = set(re.findall(r"[a-z_]+", sql.lower()))
+    for name in sorted(S.TABLES):
+        if name not in words:
+            continue
+        files = lake.files(name)
+        for f in files:
+            if f in message:
+                return f
+        for f in files:
+            try:
+                with lake.fs.open_input_file(f) as fh:
+                    pq.ParquetFile(fh).read()
+            except (pa.ArrowException, OSError, ValueError):
+                return f
+    return None
 
 
 def _first_unreadable(con: duckdb.DuckDBPyConnection, lake: Lake, name: str, e: Exception) -> str | None:
@@ -186,7 +215,7 @@ def run_query(lake: Lake, sql: str, threads: int | None = None) -> pa.Table:
                         fix=f"query the lake through its views ({_tables_hint()})") from None
     except duckdb.Error as e:
         if _is_file_problem(e):
-            raise _unreadable(lake, e) from None
+            raise _unreadable(lake, e, sql=sql) from None
         raise LakeError(f"sql: {e}", fix=_tables_hint()) from None
     finally:
         con.close()
@@ -195,21 +224,60 @@ def run_query(lake: Lake, sql: str, threads: int | None = None) -> pa.Table:
 # -------------------------------------------------------------------- formatting
 
 
+def check_out_path(out, lake: Lake | None = None) -> str:
+    """`out` as a path a result may be written to, or LakeError naming what is wrong: its
+    directory is missing, it is a directory, the directory is not writable, or it lies inside
+    the lake (a file there would be read as lake data, or shadow it)."""
+    path = os.path.abspath(os.fspath(out))
+    parent = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise LakeError(f"--out {out} is a directory", fix="give a file name, e.g. --out result.csv")
+    if not os.path.isdir(parent):
+        raise LakeError(f"--out {out}: directory {parent} does not exist", fix=f"create it (mkdir -p {parent}) or pick another path")
+    if not (os.path.exists(path) and not os.path.isfile(path)) and not os.access(parent, os.W_OK):
+        raise LakeError(f"--out {out}: directory {parent} is not writable", fix="pick a directory you can write")
+    if lake is not None and lake.is_local:
+        root = os.path.realpath(lake.root)
+        real = os.path.realpath(path)
+        if real == root or real.startswith(root.rstrip("/") + "/"):
+            raise LakeError(f"--out {out} is inside the lake ({lake.root})", fix="write results outside the lake")
+    return path
+
+
 def format_result(table: pa.Table, fmt: str, out: str | None = None, max_rows: int = 100) -> str | None:
-    """Render a query result. Returns the text, or None when it was written to `out`."""
+    """Render a query result. Returns the text, or None when it was written to `out`
+    (atomically: a temp file renamed over it, or straight into a device such as /dev/stdout)."""
     if fmt not in FORMATS:
         raise LakeError(f"unknown format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
-    if fmt == "parquet":
-        if not out:
-            raise LakeError("parquet output needs a file", fix="--out FILE.parquet")
-        pq.write_table(table, out, compression="zstd")
-        return None
-    text = {"table": _as_rich_text, "csv": _as_csv, "json": _as_json_lines}[fmt](table, max_rows)
-    if out:
-        with open(out, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        return None
-    return text
+    if fmt == "parquet" and not out:
+        raise LakeError("parquet output needs a file", fix="--out FILE.parquet")
+    if not out:
+        return {"table": _as_rich_text, "csv": _as_csv, "json": _as_json_lines}[fmt](table, max_rows)
+    write = ((lambda f: pq.write_table(table, f, compression="zstd")) if fmt == "parquet" else
+             (lambda f: f.write({"table": _as_rich_text, "csv": _as_csv, "json": _as_json_lines}[fmt](
+                 table, max_rows).encode("utf-8"))))
+    _write_out(out, write)
+    return None
+
+
+def _write_out(out: str, write) -> None:
+    device = os.path.exists(out) and not os.path.isfile(out)
+    tmp = out if device else f"{out}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            if not device:
+                os.fsync(fh.fileno())
+        if not device:
+            os.replace(tmp, out)
+    except OSError as e:
+        if not device:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        raise LakeError(f"cannot write --out {out} ({e.strerror or e})",
+                        fix="free space on that disk or pick another path" if e.errno == errno.ENOSPC else
+                        "pick a path you can write") from None
 
 
 def _is_nested(t: pa.DataType) -> bool:

@@ -161,6 +161,14 @@ class Lake:
     def partition_path(self, table: str, run_id: str) -> str:
         return posixpath.join(self.table_path(table), _PARTITION_PREFIX + check_run_id(run_id))
 
+    def require(self) -> "Lake":
+        """This lake, if its root exists; else LakeError (a reader given a mistyped --lake
+        would otherwise answer every query with 0 rows)."""
+        if self.fs.get_file_info(self.root).type == pafs.FileType.NotFound:
+            raise LakeError(f"no lake at {self.uri}", fix="check --lake (or $TOKENMILL_LAKE); `tokenmill run` or "
+                                                         "`make demo` creates one")
+        return self
+
     def exists(self, relpath: str) -> bool:
         """Whether `relpath` (relative to the lake root) exists, e.g. "_staging/gen/shard-0.parquet"."""
         return self.fs.get_file_info(self.path(relpath)).type != pafs.FileType.NotFound
@@ -223,7 +231,7 @@ class Lake:
             raise LakeError(
                 f"table {spec.name}: cannot read the existing files of run {run_id!r} to deduplicate: {e}",
                 where=self.partition_path(spec.name, run_id),
-                fix="run `Lake.check()` and remove or repair the unreadable files",
+                fix=f"run `tokenmill check --deep --lake {self.uri}` and restore or remove the unreadable files",
             ) from e
         existing = pa.table({c: existing.column(c).cast(spec.schema.field(c).type) for c in cols})
         seen = pc.unique(dedupe_key(spec, existing))
@@ -268,9 +276,14 @@ class Lake:
                 else:
                     pq.write_table(table, sink, compression=COMPRESSION)
             self.fs.move(tmp, path)  # rename(2): atomic replace within one directory
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(Exception):
                 self.fs.delete_file(tmp)
+            if _disk_full(e):  # the temp file is gone, the target untouched: a re-run resumes
+                raise LakeError("no space left on the lake's disk", where=path,
+                                fix="free space (or point --lake at a larger disk) and re-run with the same --run-id "
+                                    "(the run id is in the path): committed shards are kept, nothing partial was "
+                                    "written") from None
             raise
 
     def _write_one_put(self, path: str, table: pa.Table) -> None:
@@ -536,6 +549,16 @@ def _with_file_metadata(table: pa.Table, name: str) -> pa.Table:
     meta[S.META_SCHEMA_VERSION] = S.SCHEMA_VERSION.encode()
     meta[S.META_TABLE] = name.encode()
     return table.replace_schema_metadata(meta)
+
+
+def _disk_full(e: BaseException) -> bool:
+    """ENOSPC / EDQUOT, as OSError or as Arrow's IOError text."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e).lower()
+    return isinstance(e, (OSError, pa.ArrowException)) and ("no space left" in text or "quota exceeded" in text)
 
 
 def _as_run_list(run_id: str | list[str] | None) -> list[str] | None:
