@@ -109,7 +109,7 @@ def test_a_corrupt_page_names_the_file_and_the_deep_check(copy_lake, tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="a small tmpfs needs root (CI is root)")
-def test_a_full_disk_is_one_line_and_a_rerun_on_free_space_completes(tmp_path):
+def test_a_full_disk_is_one_line_naming_the_file_and_the_resume(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
     lake = mnt / "lake"

@@ -113,3 +113,32 @@ def test_serve_refuses_a_port_in_use(tmp_path):
         out = subprocess.run([str(BIN / "tokenmill"), "serve", "--port", str(port), "--home", str(tmp_path)],
                              capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and f"127.0.0.1:{port} is already in use" in out.stdout + out.stderr
+
+
+def test_the_ui_on_a_non_default_port_talks_to_its_own_api(served):
+    """A browser loads the dashboard from `serve --port N` and the UI's API calls reach N."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("no chromium here: apt-get install chromium")
+    port = served["port"]
+    assert port != 4200
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            calls, answered = [], []
+            page.on("request", lambda r: calls.append(r.url))
+            page.on("response", lambda r: answered.append((r.url, r.status)))
+            page.goto(f"http://127.0.0.1:{port}/dashboard", wait_until="networkidle", timeout=120_000)
+            page.wait_for_timeout(2000)
+            api = [u for u in calls if "/api/" in u]
+            assert api and all(u.startswith(f"http://127.0.0.1:{port}/api/") for u in api), api[:10]
+            assert any(u.startswith(f"http://127.0.0.1:{port}/api/") and status == 200 for u, status in answered)
+            text = page.inner_text("body")
+            assert "Can't connect" not in text and "cannot connect" not in text.lower(), text[:500]
+        finally:
+            browser.close()

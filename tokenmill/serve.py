@@ -162,8 +162,10 @@ def start(host: str = "127.0.0.1", port: int = 4200, pool: str = "tokenmill", ho
     stack = Stack(api_url, home)
     try:
         say(f"starting the Prefect server on http://{host}:{port} (logs: {logs})")
+        # the UI's own API address: without it the UI of a server on another port calls :4200
+        ui_env = {"PREFECT_UI_API_URL": api_url, "PREFECT_SERVER_API_HOST": host, "PREFECT_SERVER_API_PORT": str(port)}
         server = start_process("server", prefect_cmd() + ["server", "start", "--host", host, "--port", str(port)],
-                               prefect_env(None, home), logs)
+                               {**prefect_env(None, home), **ui_env}, logs)
         stack.services.append(server)
         wait_healthy(api_url, server, timeout)
         env = stack.env()
