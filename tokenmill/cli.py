@@ -105,19 +105,21 @@ def _run_rollouts(cfg) -> dict:
     from tokenmill.report import progress
 
     with progress.rich_bars():
-        return with_runner(rollouts_flow, cfg.runner)(cfg)
+        return with_runner(rollouts_flow, cfg.runner, cfg.work_tokens())(cfg)
 
 
 def _run_label(cfg) -> dict:
     from tokenmill.flows.label import check_label_run
 
     check_label_run(cfg)  # bad input fails before Prefect starts
-    from tokenmill.flows.label import label_flow
+    from tokenmill.flows.label import label_flow, run_tokens
     from tokenmill.flows.runners import with_runner
     from tokenmill.report import progress
+    from tokenmill.storage.lake import Lake
 
+    work = run_tokens(Lake(cfg.lake), cfg.run_id) * (1 + 3 * len(cfg.labelers))
     with progress.rich_bars():
-        return with_runner(label_flow, cfg.runner)(cfg)
+        return with_runner(label_flow, cfg.runner, work)(cfg)
 
 
 def _print_label_summary(lake: str, run_id: str, wall: float) -> None:

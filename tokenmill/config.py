@@ -44,8 +44,38 @@ def expand_run_id(run_id: str) -> str:
 RunId = Annotated[str, AfterValidator(expand_run_id)]
 
 
+class TimeoutConfig(BaseModel):
+    """Timeouts of flows and of tasks that load a model, sized from their work, so that a
+    hung night gives its deployment's concurrency slot back instead of holding it forever.
+
+    timeout = max(min_s, tokens × seconds_per_token), where `tokens` is the most model work
+    the flow or task can do (generated + scored tokens, from the config: prompts × samples ×
+    max_tokens, …). The default budget, 0.05 s a token, is ~3× what SmolLM2-135M costs on 2
+    CPU cores (docs/BENCHMARKS.md); a larger model or a slower machine needs a larger one.
+    """
+
+    seconds_per_token: float = Field(0.05, gt=0, description="budget per token of model work")
+    min_s: float = Field(900.0, gt=0, description="no flow or model task gets less")
+    task_s: float | None = Field(None, gt=0, description="override: the timeout of every model task")
+    flow_s: float | None = Field(None, gt=0, description="override: the timeout of every flow")
+    enabled: bool = Field(True, description="false: no timeouts at all")
+
+    def task(self, tokens: float) -> float | None:
+        """Seconds a model task doing `tokens` tokens of work may take (None: no limit)."""
+        if not self.enabled:
+            return None
+        return self.task_s if self.task_s is not None else max(self.min_s, tokens * self.seconds_per_token)
+
+    def flow(self, tokens: float) -> float | None:
+        """Seconds a flow doing `tokens` tokens of work may take (None: no limit)."""
+        if not self.enabled:
+            return None
+        return self.flow_s if self.flow_s is not None else max(self.min_s, tokens * self.seconds_per_token)
+
+
 class RunnerConfig(BaseModel):
-    """Where a flow's tasks run: threads in the flow's own process, or a Ray cluster.
+    """Where a flow's tasks run: threads in the flow's own process, or a Ray cluster — and
+    how long they may take (`timeouts`).
 
     With Ray, shards run in parallel on the cluster's workers (each loads its own engine)
     and tasks that load a model ask Ray for `gpus` GPUs each.
@@ -54,6 +84,7 @@ class RunnerConfig(BaseModel):
     kind: Literal["threads", "ray"] = "threads"
     address: str | None = Field(None, description="ray: the cluster (host:port, or ray://host:10001); none = a local Ray")
     gpus: float = Field(0, ge=0, description="ray: GPUs requested by each task that loads a model")
+    timeouts: TimeoutConfig = TimeoutConfig()
 
 
 class SourceConfig(BaseModel):
@@ -107,6 +138,16 @@ class RolloutConfig(BaseModel):
     system_prompt: str | None = Field(None, description="system message (None: the chat template's own default)")
     shard_size: int = Field(64, ge=1, description="prompts per generation shard (one Prefect task each)")
     runner: RunnerConfig = RunnerConfig()
+
+    def shard_tokens(self) -> int:
+        """Most tokens one generate-shard task produces (its timeout's work)."""
+        return self.shard_size * self.sampling.n * self.sampling.max_tokens
+
+    def work_tokens(self) -> int:
+        """Most tokens the whole run generates (the flow timeout's work); a file source
+        without a limit counts as 10,000 prompts."""
+        prompts = sum(s.n if s.world else (s.limit or 10_000) for s in self.sources)
+        return prompts * self.sampling.n * self.sampling.max_tokens * len(self.models)
 
 
 # ------------------------------------------------------------------ labelling
@@ -345,6 +386,11 @@ class TrainConfig(TrainSettings):
     run_id: str | None = Field(None, description="run whose partition gets the artifact and metrics (default: the dataset's first)")
     runner: RunnerConfig = RunnerConfig()
 
+    def work_tokens(self) -> int:
+        """Token passes of training (its timeout's work): steps × sequences × 512 tokens ×
+        3 (forward and backward), × 2 for DPO's chosen and rejected."""
+        return self.steps * self.batch * self.grad_accum * 512 * 3 * (2 if self.objective == "dpo" else 1)
+
 
 class EvalConfig(BaseModel):
     """Greedy held-out accuracy of models on one world (`evaluate` flow → table `model_eval`)."""
@@ -354,6 +400,10 @@ class EvalConfig(BaseModel):
     prompts: int = Field(200, ge=1)
     max_tokens: int = Field(96, ge=1)
     seed: int = 1234
+
+    def work_tokens(self) -> int:
+        """Most tokens one model's evaluation generates."""
+        return self.prompts * self.max_tokens
 
 
 class Arm(BaseModel):

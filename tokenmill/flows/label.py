@@ -23,7 +23,7 @@ from tokenmill.errors import EngineError, TokenmillError
 from tokenmill.flows.rollouts import _retry_unless_user_error
 from tokenmill.flows.naming import run_name
 from tokenmill.flows.report import report_task
-from tokenmill.flows.runners import model_tasks, on_ray
+from tokenmill.flows.runners import model_tasks, on_ray, timed
 from tokenmill.report import artifacts, progress
 from tokenmill.storage.lake import Lake, check_run_id
 from tokenmill.tasks import score as score_stage
@@ -110,14 +110,31 @@ def label_shard(cfg: LabelConfig, name: str, shard: str) -> dict:
     return out
 
 
+def run_tokens(lake: Lake, run_id: str) -> int:
+    """Completion tokens of a run, from the Parquet footers of its token files (no data read)."""
+    import pyarrow.parquet as pq
+
+    n = 0
+    for f in lake.files("tokens", run_id):
+        with lake.fs.open_input_file(f) as fh:
+            n += pq.ParquetFile(fh).metadata.num_rows
+    return n
+
+
 @flow(name="label", flow_run_name="label {cfg.run_id}", log_prints=True)
 def label_flow(cfg: LabelConfig) -> dict:
     """Score what is missing, then label every shard of a run with each labeler."""
     t0 = time.time()
     shards = check_label_run(cfg)
     get_run_logger().info("run %s: %d shards, labelers %s", cfg.run_id, len(shards), ", ".join(cfg.labelers))
-    prepared = dict(zip(cfg.labelers, model_tasks(cfg.runner, [(prepare_labeler, (cfg, n), {}) for n in cfg.labelers])))
+    # timeouts from the run's token count: a labeler's prepare may train on every token (a
+    # few passes), a shard's scoring or labelling passes over its tokens once per model
+    total = run_tokens(Lake(cfg.lake), cfg.run_id)
+    per_shard = 2 * total / max(1, len(shards))  # shards differ in completion length
+    prepare = timed(prepare_labeler, cfg.runner, 4 * total)
     roles = score_roles(cfg)
+    score, label = timed(score_shard, cfg.runner, per_shard * max(1, len(roles))), timed(label_shard, cfg.runner, 3 * per_shard)
+    prepared = dict(zip(cfg.labelers, model_tasks(cfg.runner, [(prepare, (cfg, n), {}) for n in cfg.labelers])))
     entropy = score_entropy(cfg) if roles else None
     if roles:
         progress.start("score", len(shards))
@@ -131,16 +148,16 @@ def label_flow(cfg: LabelConfig) -> dict:
 
     if on_ray():  # all shards scored across the cluster, then all (labeler, shard) pairs
         if roles:
-            model_tasks(cfg.runner, [(score_shard, (cfg, shard, roles, entropy), {}) for shard in shards])
+            model_tasks(cfg.runner, [(score, (cfg, shard, roles, entropy), {}) for shard in shards])
         jobs = [(name, shard) for shard in shards for name in cfg.labelers]
-        for (name, _), out in zip(jobs, model_tasks(cfg.runner, [(label_shard, (cfg, n, s), {}) for n, s in jobs])):
+        for (name, _), out in zip(jobs, model_tasks(cfg.runner, [(label, (cfg, n, s), {}) for n, s in jobs])):
             add(name, out)
     else:  # one engine uses every core: a shard at a time
         for shard in shards:
             if roles:
-                score_shard(cfg, shard, roles, entropy)
+                score(cfg, shard, roles, entropy)
             for name in cfg.labelers:
-                add(name, label_shard(cfg, name, shard))
+                add(name, label(cfg, name, shard))
     artifacts.label_summary(cfg.lake, cfg.run_id, cfg.labelers)
     report_task(cfg.lake, cfg.run_id)
     return {"run_id": cfg.run_id, "lake": cfg.lake, "shards": len(shards), "rows": written, "prepared": prepared,

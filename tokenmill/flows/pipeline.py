@@ -11,7 +11,9 @@ each stage can also run alone:
              r̂_t = log π_guide(y_t) − log π_ref(y_t), π_guide the guide arm's model
 
 Every stage is idempotent, so a re-run (after a crash, or with one more arm) only does
-the work that is missing.
+the work that is missing. Each subflow and model task has a timeout sized from its work
+(`RunnerConfig.timeouts`); a stage that fails or times out publishes the markdown artifact
+`pipeline-failed-<run>` naming the stage, the error and the commands that resume the run.
 """
 
 from __future__ import annotations
@@ -69,13 +71,22 @@ def guide_rewards(cfg: PipelineConfig, guide_path: str) -> str:
     return RewardsLabeler(rewards, models).config_ids()["dpo"]
 
 
-def run_arm(cfg: PipelineConfig, arm: Arm, trained: dict[str, dict]) -> dict:
+def run_arm(cfg: PipelineConfig, arm: Arm, trained: dict[str, dict], at=lambda stage: None) -> dict:
     if arm.guide is not None:
+        at(f"arm {arm.name}: guide rewards")
         arm = arm.model_copy(update={"params": {**arm.params,
                                                 "reward_config": guide_rewards(cfg, trained[arm.guide]["path"])}})
+    at(f"arm {arm.name}: curate")
     dataset = curate_flow(cfg.curate(arm))
-    model = with_runner(train_flow, cfg.runner)(cfg.train(arm, dataset["dataset_id"]))
+    at(f"arm {arm.name}: train")
+    tcfg = cfg.train(arm, dataset["dataset_id"])
+    model = with_runner(train_flow, cfg.runner, tcfg.work_tokens())(tcfg)
     return {**model, "dataset_rows": dataset["rows"], "arm": arm.name}
+
+
+def label_work(cfg: PipelineConfig) -> int:
+    """Most token passes of the label stage: scoring, plus a few passes per labeler."""
+    return cfg.rollouts().work_tokens() * (1 + 3 * len(cfg.labelers))
 
 
 @flow(name="pipeline", flow_run_name="pipeline {cfg.run_id}", log_prints=True)
@@ -84,15 +95,29 @@ def pipeline_flow(cfg: PipelineConfig) -> dict:
     t0 = time.time()
     check_pipeline(cfg)
     log = get_run_logger()
-    rolled = with_runner(rollouts_flow, cfg.runner)(cfg.rollouts())
-    log.info("rollouts: %d (%d tokens)", rolled["rollouts"], rolled["tokens"])
-    with_runner(label_flow, cfg.runner)(cfg.label())
-    trained: dict[str, dict] = {}
-    for arm in cfg.arms:
-        trained[arm.name] = run_arm(cfg, arm, trained)
-    models = [{"model": cfg.model, "path": cfg.model, "arm": None}] + [
-        {"model": t["artifact_id"], "path": t["local_path"], "arm": name} for name, t in trained.items()]
-    evals = with_runner(evaluate_flow, cfg.runner)(cfg.lake, cfg.run_id, models, cfg.eval, cfg.engine, cfg.runner)
+    stage = ["rollouts"]  # where the night is, for the failure artifact
+
+    def at(name: str) -> None:
+        stage[0] = name
+
+    try:
+        rcfg = cfg.rollouts()
+        rolled = with_runner(rollouts_flow, cfg.runner, rcfg.work_tokens())(rcfg)
+        log.info("rollouts: %d (%d tokens)", rolled["rollouts"], rolled["tokens"])
+        at("label")
+        with_runner(label_flow, cfg.runner, label_work(cfg))(cfg.label())
+        trained: dict[str, dict] = {}
+        for arm in cfg.arms:
+            trained[arm.name] = run_arm(cfg, arm, trained, at)
+        at("evaluate")
+        models = [{"model": cfg.model, "path": cfg.model, "arm": None}] + [
+            {"model": t["artifact_id"], "path": t["local_path"], "arm": name} for name, t in trained.items()]
+        evals = with_runner(evaluate_flow, cfg.runner, cfg.eval.work_tokens() * len(models))(
+            cfg.lake, cfg.run_id, models, cfg.eval, cfg.engine, cfg.runner)
+    except Exception as e:  # a failed or timed-out stage: say where, why, and how to resume
+        artifacts.pipeline_failure(cfg.model_dump(mode="json"), stage[0], e)
+        log.error("pipeline %s stopped at stage %s: %s", cfg.run_id, stage[0], e)
+        raise
     out = {"run_id": cfg.run_id, "lake": cfg.lake, "rollouts": rolled["rollouts"], "arms": trained, "eval": evals,
            "seconds": round(time.time() - t0, 1)}
     artifacts.pipeline_summary(out)

@@ -23,7 +23,7 @@ from tokenmill.engines import SamplingParams
 from tokenmill.errors import TokenmillError
 from tokenmill.flows.naming import run_name
 from tokenmill.models.chat import PromptFormat
-from tokenmill.flows.runners import model_tasks, on_ray
+from tokenmill.flows.runners import model_tasks, on_ray, timed
 from tokenmill.report import artifacts, progress
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks import generate as gen_stage
@@ -74,16 +74,17 @@ def rollouts_flow(cfg: RolloutConfig) -> dict:
     sampling = cfg.sampling.model_dump()
     fmt = asdict(prompt_stage.prompt_format(cfg))
     jobs = [(m, s) for m in cfg.models for s in shards]
+    generate = timed(generate_shard, cfg.runner, cfg.shard_tokens())  # a hung engine frees its slot
     progress.start("generate", len(jobs))
     progress.start("verify + commit", len(jobs))
     if on_ray():  # every shard on the cluster at once, then the (cheap) commits
-        generated = model_tasks(cfg.runner, [(generate_shard, (cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling,
+        generated = model_tasks(cfg.runner, [(generate, (cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling,
                                                                cfg.engine_options, fmt), {}) for model, shard in jobs])
         commits = [commit_shard.submit(cfg.lake, cfg.run_id, shard, g) for (_, shard), g in zip(jobs, generated)]
     else:  # one engine uses every core: generate one shard at a time, commit alongside
         commits = []
         for model, shard in jobs:
-            g = generate_shard(cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling, cfg.engine_options, fmt)
+            g = generate(cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling, cfg.engine_options, fmt)
             commits.append(commit_shard.submit(cfg.lake, cfg.run_id, shard, g))
     counts = [c.result() for c in commits]
     artifacts.rollouts_summary(cfg.lake, cfg.run_id)

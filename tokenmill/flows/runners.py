@@ -33,9 +33,16 @@ def task_runner(runner: RunnerConfig):
     return RayTaskRunner(address=runner.address, init_kwargs=init)
 
 
-def with_runner(flow, runner: RunnerConfig):
-    """`flow` with the task runner `runner` describes (call it like the flow)."""
-    return flow.with_options(task_runner=task_runner(runner))
+def with_runner(flow, runner: RunnerConfig, tokens: float | None = None):
+    """`flow` with the task runner `runner` describes (call it like the flow) and, given the
+    most `tokens` of model work it can do, the timeout `runner.timeouts` sizes for that."""
+    timeout = runner.timeouts.flow(tokens) if tokens is not None else None
+    return flow.with_options(task_runner=task_runner(runner), timeout_seconds=timeout)
+
+
+def timed(task, runner: RunnerConfig, tokens: float):
+    """`task` with the timeout `runner.timeouts` sizes for `tokens` tokens of model work."""
+    return task.with_options(timeout_seconds=runner.timeouts.task(tokens))
 
 
 def on_ray() -> bool:

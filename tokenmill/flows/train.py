@@ -25,7 +25,7 @@ from prefect.cache_policies import NONE
 from tokenmill.config import EvalConfig, ProbeConfig, RouterConfig, RunnerConfig, TrainConfig
 from tokenmill.flows.rollouts import _retry_unless_user_error
 from tokenmill.flows.report import report_task
-from tokenmill.flows.runners import model_tasks
+from tokenmill.flows.runners import model_tasks, timed
 from tokenmill.report import artifacts
 from tokenmill.storage.lake import Lake, check_run_id
 
@@ -132,7 +132,7 @@ def train_weighted_task(cfg: TrainConfig) -> dict:
 @flow(name="train", flow_run_name="train {cfg.objective} {cfg.dataset_id}", log_prints=True)
 def train_flow(cfg: TrainConfig) -> dict:
     """Train a base model on a curated dataset; returns the model artifact's record."""
-    [out] = model_tasks(cfg.runner, [(train_weighted_task, (cfg,), {})])
+    [out] = model_tasks(cfg.runner, [(timed(train_weighted_task, cfg.runner, cfg.work_tokens()), (cfg,), {})])
     get_run_logger().info("model %s (%s, %s)%s", out["artifact_id"], cfg.objective, cfg.weighting,
                           " reused" if out["reused"] else f": final loss {out['final_loss']:.4f}")
     artifacts.model_summary(cfg.lake, out, cfg.objective, cfg.weighting)
@@ -151,7 +151,8 @@ def evaluate_task(lake: str, run_id: str, model: str, path: str, cfg: EvalConfig
 def evaluate_flow(lake: str, run_id: str, models: list[dict], cfg: EvalConfig, engine: str = "hf",
                   runner: RunnerConfig = RunnerConfig()) -> list[dict]:
     """Held-out accuracy of each {model, path, arm} → `model_eval` rows."""
-    rows = model_tasks(runner, [(evaluate_task, (lake, run_id, m["model"], m["path"], cfg, m.get("arm"), engine), {})
+    task = timed(evaluate_task, runner, cfg.work_tokens())
+    rows = model_tasks(runner, [(task, (lake, run_id, m["model"], m["path"], cfg, m.get("arm"), engine), {})
                                 for m in models])
     for r in rows:
         get_run_logger().info("%s (%s): accuracy %.3f on %d %s/%s prompts", r["model"], r["arm"] or "base",

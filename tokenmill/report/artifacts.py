@@ -18,6 +18,7 @@ is logged and never fails the flow: the lake, not the UI, holds the results.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -201,6 +202,27 @@ def pipeline_summary(out: dict) -> None:
     text = (f"# Pipeline `{run_id}`\n\n{out['rollouts']} rollouts, {len(out['arms'])} arms, {out['seconds']:.0f} s. "
             f"Lake: `{lake}`\n\n" + md_table(rows) + md_commands(cmds))
     publish_markdown(artifact_key("pipeline", run_id), text, f"pipeline {run_id}: held-out accuracy per arm")
+
+
+def pipeline_failure(cfg_json: dict, stage: str, error: BaseException) -> str:
+    """Markdown `pipeline-failed-<run>`: the stage that failed (or timed out), the error, and
+    the commands that resume the run (every stage is idempotent: a re-run of the same run id
+    keeps what was committed and does only what is missing). Returns the text."""
+    run_id, lake = cfg_json["run_id"], cfg_json["lake"]
+    detail = (str(error).strip().splitlines() or [""])[0][:500]
+    timed_out = "timeout" in type(error).__name__.lower() or "timed out" in detail.lower() or \
+        "exceeded timeout" in detail.lower()
+    what = "timed out" if timed_out else "failed"
+    param = shlex.quote(json.dumps({"cfg": cfg_json}, separators=(",", ":")))
+    cmds = [f"prefect deployment run pipeline/nightly --params {param}",
+            f"tokenmill pipeline --lake {shlex.quote(lake)} --run {shlex.quote(run_id)}   # with the run's other options"]
+    text = (f"# Pipeline `{run_id}` {what} at stage **{stage}**\n\n"
+            f"Error ({type(error).__name__}): `{detail}`\n\n"
+            f"Lake: `{lake}`. Finished stages are committed; resume the same run id and only what is missing runs:\n"
+            + md_commands(cmds))
+    if in_prefect_run():
+        publish_markdown(artifact_key("pipeline-failed", run_id), text, f"pipeline {run_id} {what} at {stage}")
+    return text
 
 
 def report_summary(lake: str, run_id: str, written: dict[str, list[str]]) -> None:
