@@ -91,7 +91,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
         host = self.headers.get("Host", "")
         if host.lower() not in self.server.hosts:
             return self._json_error(HTTPStatus.FORBIDDEN, f"Host {host[:80]!r} is not this server's address "
-                                    f"({self.server.url}); open the URL tokenmill view printed")
+                                    f"({' or '.join(sorted(self.server.hosts))}); open the URL tokenmill view printed")
         try:
             if url.path in ("/", "/index.html"):
                 return self._page(q)
@@ -188,7 +188,9 @@ class ViewerServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__((host, port), ViewerHandler)
         bound = self.server_address[1]
-        names = {host, "localhost", "127.0.0.1", "[::1]"} if host in ("localhost",) else {host if ":" not in host else f"[{host}]"}
+        # the bound address, and `localhost` (a name the attacker's DNS cannot answer for)
+        names = {"localhost", "127.0.0.1", "[::1]"} if host == "localhost" else {f"[{host}]" if ":" in host else host,
+                                                                                 "localhost"}
         self.hosts = {f"{h}:{bound}".lower() for h in names}
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
