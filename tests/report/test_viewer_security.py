@@ -139,3 +139,20 @@ def test_a_long_query_is_stopped_and_the_server_stays_responsive(served):
     start = time.monotonic()
     assert request(server, "/api/rollouts?run=r1")[0] == 200
     assert time.monotonic() - start < 5
+
+
+def test_a_corrupt_lake_file_is_a_400_naming_it(copy_lake):
+    shard = sorted((copy_lake / "tokens").rglob("*.parquet"))[0]
+    data = bytearray(shard.read_bytes())
+    for i in range(4, 40):  # the first page header; the footer stays intact
+        data[i] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    server = ViewerServer(Lake(str(copy_lake)), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        rid = request(server, "/api/rollouts?run=r1&limit=1")[1]["rows"][0]["rollout_id"]
+        status, body = request(server, f"/api/rollout?run=r1&id={rid}")
+        assert status == 400 and str(shard) in body["error"] and "tokenmill check --deep" in body["error"], body
+    finally:
+        server.shutdown()
+        server.server_close()

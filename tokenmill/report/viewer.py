@@ -46,7 +46,7 @@ import duckdb
 
 from tokenmill.errors import TokenmillError
 from tokenmill.report import token_view as V
-from tokenmill.storage.catalog import connect
+from tokenmill.storage.catalog import connect, is_unreadable_file, unreadable_error
 from tokenmill.storage.lake import Lake
 
 
@@ -156,6 +156,11 @@ class QueryTimeout(TokenmillError):
     pass
 
 
+# the tables each request reads (searched for an unreadable file when DuckDB does not name it)
+READS = {"runs": ["rollouts"], "rollouts": ["rollouts"], "siblings": ["rollouts"],
+         "rollout": ["rollouts", "tokens", "critical", "routing", "hallucination_spans", "ast_tokens", "token_rewards"]}
+
+
 def _int_param(q: dict, name: str, default: int, lo: int, hi: int | None = None) -> int:
     raw = q.get(name)
     if raw in (None, ""):
@@ -208,6 +213,10 @@ class ViewerServer(ThreadingHTTPServer):
         except duckdb.InterruptException:
             raise QueryTimeout(f"the query ran longer than {self.query_timeout_s:g} s and was stopped",
                                fix="narrow the filter (or start tokenmill view with a larger --query-timeout)") from None
+        except duckdb.Error as e:
+            if is_unreadable_file(e):  # name the file, as `tokenmill sql` does
+                raise unreadable_error(self.lake, e, READS.get(what, []), q.get("run")) from None
+            raise
         finally:
             timer.cancel()
 

@@ -95,27 +95,37 @@ def _is_file_problem(e: Exception) -> bool:
     return any(p in msg for p in _CORRUPT) or (".parquet" in msg and any(p in msg for p in _GONE))
 
 
+def is_unreadable_file(e: Exception) -> bool:
+    """Whether a DuckDB error comes from a lake file (corrupt, truncated, gone), not the SQL."""
+    return _is_file_problem(e)
+
+
+def unreadable_error(lake: Lake, e: Exception, tables: list[str], run_id: str | None = None) -> LakeError:
+    """`_unreadable` for a caller that knows which tables (of which run) it read."""
+    return _unreadable(lake, e, sql=" ".join(tables), run_id=run_id)
+
+
 def _unreadable(lake: Lake, e: Exception, table: str | None = None, path: str | None = None,
-                sql: str | None = None) -> LakeError:
+                sql: str | None = None, run_id: str | None = None) -> LakeError:
     """The error for a lake file a query could not read, naming the file: from DuckDB's
     message, else (a corrupt page behind an intact footer says only e.g. `invalid TType`)
     the first file of the query's tables that does not read in full (failure path only)."""
     lines = [ln for ln in str(e).strip().splitlines() if ln.strip() and not ln.startswith(("LINE ", " "))]
     detail = lines[0] if lines else type(e).__name__
     if path is None and sql is not None:
-        path = _find_unreadable(lake, sql, str(e))
+        path = _find_unreadable(lake, sql, str(e), run_id)
     return LakeError(f"{'table ' + table + ': ' if table else ''}a lake file cannot be read ({detail})",
                      where=path or lake.uri,
                      fix=f"run `tokenmill check --deep --lake {lake.uri}` to list every unreadable file, then restore "
                          "or remove them and re-run")
 
 
-def _find_unreadable(lake: Lake, sql: str, message: str) -> str | None:
+def _find_unreadable(lake: Lake, sql: str, message: str, run_id: str | None = None) -> str | None:
     words = set(re.findall(r"[a-z_]+", sql.lower()))
     for name in sorted(S.TABLES):
         if name not in words:
             continue
-        files = lake.files(name)
+        files = lake.files(name, run_id)
         for f in files:
             if f in message:
                 return f
