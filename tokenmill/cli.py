@@ -112,12 +112,12 @@ def _run_label(cfg) -> dict:
     from tokenmill.flows.label import check_label_run
 
     check_label_run(cfg)  # bad input fails before Prefect starts
-    from tokenmill.flows.label import label_flow, run_tokens
+    from tokenmill.flows.label import label_flow, label_work, run_tokens
     from tokenmill.flows.runners import with_runner
     from tokenmill.report import progress
     from tokenmill.storage.lake import Lake
 
-    work = run_tokens(Lake(cfg.lake), cfg.run_id) * (1 + 3 * len(cfg.labelers))
+    work = label_work(run_tokens(Lake(cfg.lake), cfg.run_id), cfg.labelers)
     with progress.rich_bars():
         return with_runner(label_flow, cfg.runner, work)(cfg)
 

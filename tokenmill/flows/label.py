@@ -121,6 +121,12 @@ def run_tokens(lake: Lake, run_id: str) -> int:
     return n
 
 
+def label_work(tokens: int, labelers: list[str]) -> int:
+    """Most token passes of labelling `tokens` tokens (the flow timeout's work): scoring,
+    plus a few passes per labeler."""
+    return tokens * (1 + 3 * len(labelers))
+
+
 @flow(name="label", flow_run_name="label {cfg.run_id}", log_prints=True)
 def label_flow(cfg: LabelConfig) -> dict:
     """Score what is missing, then label every shard of a run with each labeler."""

@@ -25,7 +25,7 @@ from prefect import flow, get_run_logger
 from tokenmill.config import Arm, LabelConfig, PipelineConfig, RewardsConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.flows.curate import curate_flow
-from tokenmill.flows.label import label_flow
+from tokenmill.flows.label import label_flow, label_work
 from tokenmill.flows.rollouts import rollouts_flow
 from tokenmill.flows.runners import with_runner
 from tokenmill.flows.train import evaluate_flow, train_flow
@@ -84,10 +84,6 @@ def run_arm(cfg: PipelineConfig, arm: Arm, trained: dict[str, dict], at=lambda s
     return {**model, "dataset_rows": dataset["rows"], "arm": arm.name}
 
 
-def label_work(cfg: PipelineConfig) -> int:
-    """Most token passes of the label stage: scoring, plus a few passes per labeler."""
-    return cfg.rollouts().work_tokens() * (1 + 3 * len(cfg.labelers))
-
 
 @flow(name="pipeline", flow_run_name="pipeline {cfg.run_id}", log_prints=True)
 def pipeline_flow(cfg: PipelineConfig) -> dict:
@@ -105,7 +101,7 @@ def pipeline_flow(cfg: PipelineConfig) -> dict:
         rolled = with_runner(rollouts_flow, cfg.runner, rcfg.work_tokens())(rcfg)
         log.info("rollouts: %d (%d tokens)", rolled["rollouts"], rolled["tokens"])
         at("label")
-        with_runner(label_flow, cfg.runner, label_work(cfg))(cfg.label())
+        with_runner(label_flow, cfg.runner, label_work(rcfg.work_tokens(), cfg.labelers))(cfg.label())
         trained: dict[str, dict] = {}
         for arm in cfg.arms:
             trained[arm.name] = run_arm(cfg, arm, trained, at)

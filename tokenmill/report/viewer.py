@@ -37,6 +37,7 @@ import socket
 import threading
 from functools import lru_cache
 from http import HTTPStatus
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -46,7 +47,7 @@ import duckdb
 
 from tokenmill.errors import TokenmillError
 from tokenmill.report import token_view as V
-from tokenmill.storage.catalog import connect, is_unreadable_file, unreadable_error
+from tokenmill.storage.catalog import connect, is_file_problem, unreadable_error
 from tokenmill.storage.lake import Lake
 
 
@@ -115,7 +116,9 @@ class ViewerHandler(BaseHTTPRequestHandler):
         return bool(given) and hmac.compare_digest(given.encode(), self.server.token.encode())
 
     def _page(self, q: dict) -> None:
-        given = q.get("token") or _cookie(self.headers.get("Cookie", ""), TOKEN_COOKIE)
+        cookie = SimpleCookie()
+        cookie.load(self.headers.get("Cookie", ""))
+        given = q.get("token") or (cookie[TOKEN_COOKIE].value if TOKEN_COOKIE in cookie else None)
         if not self._token_ok(given):
             return self._send(HTTPStatus.FORBIDDEN, b"tokenmill view: open the URL it printed (with ?token=...)\n",
                               "text/plain; charset=utf-8")
@@ -142,14 +145,6 @@ class ViewerHandler(BaseHTTPRequestHandler):
     def log_message(self, fmt: str, *args) -> None:
         if self.server.verbose:
             super().log_message(fmt, *args)
-
-
-def _cookie(header: str, name: str) -> str | None:
-    for part in header.split(";"):
-        k, _, v = part.strip().partition("=")
-        if k == name:
-            return v
-    return None
 
 
 class QueryTimeout(TokenmillError):
@@ -214,7 +209,7 @@ class ViewerServer(ThreadingHTTPServer):
             raise QueryTimeout(f"the query ran longer than {self.query_timeout_s:g} s and was stopped",
                                fix="narrow the filter (or start tokenmill view with a larger --query-timeout)") from None
         except duckdb.Error as e:
-            if is_unreadable_file(e):  # name the file, as `tokenmill sql` does
+            if is_file_problem(e):  # name the file, as `tokenmill sql` does
                 raise unreadable_error(self.lake, e, READS.get(what, []), q.get("run")) from None
             raise
         finally:

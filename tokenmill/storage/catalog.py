@@ -74,7 +74,7 @@ def query(lake: Lake, sql: str, params=None) -> pa.Table:
     try:
         return con.sql(sql, params=params).to_arrow_table()
     except duckdb.Error as e:
-        if _is_file_problem(e):
+        if is_file_problem(e):
             raise _unreadable(lake, e, sql=sql) from None
         raise
     finally:
@@ -86,18 +86,13 @@ _CORRUPT = ("magic bytes", "thrift", "don't know what type", "corrupt", "tprotoc
 _GONE = ("no such file", "failed to open", "could not open", "could not read", "cannot open")
 
 
-def _is_file_problem(e: Exception) -> bool:
+def is_file_problem(e: Exception) -> bool:
     """A DuckDB/Arrow error caused by a lake file (corrupted, truncated, gone), not by the SQL."""
     if isinstance(e, (duckdb.PermissionException, duckdb.ParserException, duckdb.BinderException,
                       duckdb.CatalogException)):
         return False
     msg = str(e).lower()
     return any(p in msg for p in _CORRUPT) or (".parquet" in msg and any(p in msg for p in _GONE))
-
-
-def is_unreadable_file(e: Exception) -> bool:
-    """Whether a DuckDB error comes from a lake file (corrupt, truncated, gone), not the SQL."""
-    return _is_file_problem(e)
 
 
 def unreadable_error(lake: Lake, e: Exception, tables: list[str], run_id: str | None = None) -> LakeError:
@@ -224,7 +219,7 @@ def run_query(lake: Lake, sql: str, threads: int | None = None) -> pa.Table:
         raise LakeError(f"tokenmill sql reads only the lake's tables: {str(e).splitlines()[0]}",
                         fix=f"query the lake through its views ({_tables_hint()})") from None
     except duckdb.Error as e:
-        if _is_file_problem(e):
+        if is_file_problem(e):
             raise _unreadable(lake, e, sql=sql) from None
         raise LakeError(f"sql: {e}", fix=_tables_hint()) from None
     finally:

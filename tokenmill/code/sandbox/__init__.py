@@ -28,8 +28,8 @@ only call functions it defines (classes and methods of its objects do not cross)
 without namespaces (`isolation().jailed` False, e.g. a kernel that forbids unprivileged
 user namespaces) the code runs as this user with only the limits and the audit hook, which
 code in the same interpreter can defeat — the verdicts still come from the harness, but
-the host is not protected. `tokenmill doctor`-style: `python -m tokenmill.code.sandbox`
-prints which case this machine is.
+the host is not protected. `python -m tokenmill.code.sandbox` prints which case this
+machine is.
 """
 
 from __future__ import annotations

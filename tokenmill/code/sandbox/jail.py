@@ -24,7 +24,7 @@ import os
 import random
 import subprocess
 import sys
-import sysconfig
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -90,7 +90,7 @@ def _isolation(python: str, as_root: bool) -> Isolation:
 
 def jail_command(iso: Isolation, source: str, limits, processes: int = 0) -> tuple[list[str], str]:
     """(command, empty mount-point directory to remove afterwards) running `source` in the jail."""
-    root = os.path.realpath(__import__("tempfile").mkdtemp(prefix="tokenmill-jail-"))
+    root = os.path.realpath(tempfile.mkdtemp(prefix="tokenmill-jail-"))
     uid = random.randrange(*RUN_UIDS) if iso.as_root else None
     cfg = {
         "root": root, "system": list(SYSTEM), "files": list(FILES), "prefixes": list(iso.prefixes),
