@@ -160,10 +160,13 @@ def parse_options(pairs: list[str]) -> dict:
 
 
 def _print_summary(lake: str, run_id: str, wall: float) -> None:
-    from tokenmill.report.summary import explore_hints, render_table, run_summary
+    from tokenmill.report.summary import explore_hints, pass_at_k_summary, render_table, run_summary
     from tokenmill.storage.lake import Lake
 
     console.print(render_table(run_summary(Lake(lake), run_id), title=f"run {run_id} — {wall:.1f} s wall time"))
+    passk = pass_at_k_summary(Lake(lake), run_id)
+    if passk.num_rows:
+        console.print(render_table(passk, title="pass@k (unbiased estimator, Chen et al. 2021) per source × model"))
     console.print("\nExplore it:")
     for hint in explore_hints(lake, run_id):
         console.print(f"  {hint}", soft_wrap=True, highlight=False, markup=False)
@@ -375,6 +378,28 @@ def label(
     _print_label_summary(lake, run_id, time.time() - t0)
 
 
+def file_sources(paths: list[str], limit: int | None, **options: list[str]) -> list:
+    """One `SourceConfig` per --source. Each option value is ``SOURCE:VALUE`` (SOURCE a given
+    source's file stem or spec: that source only) or ``VALUE`` (every source: a prefix that
+    names no source is part of the value); a later value for a source wins, meta fields add up."""
+    from tokenmill.config import SourceConfig
+    from tokenmill.sources.files import _stem
+
+    names = [_stem(Path(p[3:] if p.startswith("hf:") else p)) for p in paths]
+    given: list[dict] = [{} for _ in paths]
+    for option, values in options.items():
+        for value in values:
+            head, sep, rest = value.partition(":")
+            targets = [i for i, (p, n) in enumerate(zip(paths, names)) if sep and head in (p, n)]
+            for i in targets or range(len(paths)):
+                v = rest if targets else value
+                if option == "meta_field":
+                    given[i].setdefault("meta_fields", []).append(v)
+                else:
+                    given[i][option] = v
+    return [SourceConfig(path=p, limit=limit, **g) for p, g in zip(paths, given)]
+
+
 def _chat_template(mode: str) -> str:
     from tokenmill.models.chat import CHAT_TEMPLATE_MODES
 
@@ -388,12 +413,18 @@ def run(
     lake: str = LakeOpt,
     run_id: Optional[str] = typer.Option(None, help="Run id; default: a new timestamped id."),
     world: list[str] = typer.Option([], help="A built-in world (arithmetic, code, bios); repeatable."),
-    source: list[str] = typer.Option([], help="A prompt file: .jsonl, .parquet, or a saved HF dataset dir; repeatable."),
+    source: list[str] = typer.Option([], help="A prompt file (.jsonl, .parquet, a saved HF dataset dir) or a packaged "
+                                     "benchmark (humaneval) or world by name; repeatable."),
     prompts: int = typer.Option(32, help="Prompts per world."),
     split: str = typer.Option("test", help="World split: train, test or all."),
-    prompt_field: str = typer.Option("prompt", help="Field holding the prompt in --source files."),
-    reference_field: Optional[str] = typer.Option(None, help="Field holding the reference answer."),
-    limit: Optional[int] = typer.Option(None, help="Read at most this many records per file."),
+    prompt_field: list[str] = typer.Option([], help="[SOURCE:]FIELD holding the prompt in --source files (default: prompt)."),
+    reference_field: list[str] = typer.Option([], help="[SOURCE:]FIELD holding the reference answer; SOURCE: (a file "
+                                              "stem) maps one source only, so files with and without answers mix."),
+    meta_field: list[str] = typer.Option([], help="[SOURCE:][KEY=]FIELD copied into prompt meta for the verifier, e.g. "
+                                         "tests=test_list; repeatable."),
+    verifier: list[str] = typer.Option([], help="[SOURCE:]NAME: text, math, regex, code-tests or reference-match "
+                                       "(default: reference-match where there is a reference)."),
+    limit: Optional[int] = typer.Option(None, help="Read at most this many records per file (problems of a benchmark)."),
     model: list[str] = typer.Option(["tiny-small"], help="Bundled name, local path or hub id; repeatable."),
     engine: str = typer.Option("hf", help="hf (transformers) or vllm."),
     engine_option: list[str] = typer.Option(
@@ -419,7 +450,8 @@ def run(
     from tokenmill.config import RolloutConfig, SamplingConfig, SourceConfig, new_run_id
 
     sources = [SourceConfig(world=w, n=prompts, split=split, seed=seed) for w in world]
-    sources += [SourceConfig(path=s, prompt_field=prompt_field, reference_field=reference_field, limit=limit) for s in source]
+    sources += file_sources(source, limit, prompt_field=prompt_field, reference_field=reference_field,
+                            meta_field=meta_field, verifier=verifier)
     if not sources:
         raise TokenmillError("no prompt source given", fix="add --world arithmetic or --source prompts.jsonl")
     cfg = RolloutConfig(

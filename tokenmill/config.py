@@ -98,7 +98,11 @@ class SourceConfig(BaseModel):
     limit: int | None = Field(None, description="read at most this many records of a file")
     prompt_field: str = "prompt"
     reference_field: str | None = None
-    meta_fields: list[str] = []
+    meta_fields: list[str] = Field([], description="record fields copied into prompt meta: PATH (kept under its name) "
+                                                    "or KEY=PATH, e.g. tests=test_list for the code-tests verifier")
+    verifier: str | None = Field(None, description="how rollouts of this source are checked (tasks/verifiers.py: "
+                                                    "text, math, regex, code-tests, reference-match); default: the "
+                                                    "world's own, else reference-match where there is a reference")
 
     @field_validator("path")
     @classmethod
@@ -109,6 +113,15 @@ class SourceConfig(BaseModel):
 
     def label(self) -> str:
         return f"world:{self.world}" if self.world else str(self.path)
+
+    @field_validator("verifier")
+    @classmethod
+    def _known_verifier(cls, v):
+        if v is not None:
+            from tokenmill.tasks.verifiers import get_verifier
+
+            get_verifier(v)
+        return v
 
 
 class SamplingConfig(BaseModel):
@@ -277,9 +290,11 @@ class RoutingConfig(BaseModel):
 class HallucinationConfig(BaseModel):
     """Entity spans, their ground truth and uncertainty scores."""
 
-    extractors: list[str] | None = Field(None, description="span extractors (default: kb for bios rollouts, "
-                                                            "numbers, dates, names, titles for the rest)")
-    annotator: Literal["kb", "none"] = Field("kb", description="ground truth: the bios knowledge base, or none")
+    extractors: list[str] | None = Field(None, description="span extractors (default: kb — the world's own claims — "
+                                                            "for bios and countries rollouts; numbers, dates, names, "
+                                                            "titles for the rest)")
+    annotator: Literal["kb", "none"] = Field("kb", description="ground truth: the rollout's knowledge-base world "
+                                                               "(bios people, countries facts) judges each span, or none")
     verdicts_file: str | None = Field(None, description="JSONL span verdicts in the paper's format (span, label, index)")
     judge: Literal["surface"] = Field("surface", description="CCP equivalence judge")
 
@@ -287,8 +302,8 @@ class HallucinationConfig(BaseModel):
 class AstConfig(BaseModel):
     """Where the code in completions is and which language it is."""
 
-    language: str | None = Field(None, description="language of code without a fence tag (default: python for the code world)")
-    whole_completion_worlds: list[str] = Field(default_factory=lambda: ["code"],
+    language: str | None = Field(None, description="language of code without a fence tag (default: python for the code and humaneval worlds)")
+    whole_completion_worlds: list[str] = Field(default_factory=lambda: ["code", "humaneval"],
                                                description="worlds whose unfenced completion is code as a whole")
 
 

@@ -124,6 +124,30 @@ ROLLOUTS = register_table(
     )
 )
 
+PASS_AT_K = register_table(
+    TableSpec(
+        name="pass_at_k",
+        doc="pass@k per source and model (the unbiased estimator of Chen et al. 2021) over the run's verified rollouts.",
+        # a run's rollouts only grow, so their count tells one computation from a later one
+        key=("source", "model", "k", "rollouts"),
+        dedupe_on=("source", "model", "k", "rollouts"),
+        schema=pa.schema(
+            [
+                pa.field("source", pa.string(), nullable=False),
+                pa.field("model", pa.string(), nullable=False),
+                pa.field("verifier", pa.string()),  # one name, or several joined by ','
+                pa.field("k", pa.int32(), nullable=False),
+                pa.field("pass_at_k", pa.float64(), nullable=False),  # mean over problems
+                pa.field("problems", pa.int32(), nullable=False),
+                pa.field("samples", pa.int32(), nullable=False),  # fewest verified samples of a problem (≥ k)
+                pa.field("rollouts", pa.int32(), nullable=False),  # verified rollouts behind the figure
+                pa.field("correct", pa.int32(), nullable=False),
+                pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            ]
+        ),
+    )
+)
+
 TOKENS = register_table(
     TableSpec(
         name="tokens",

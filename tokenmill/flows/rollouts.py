@@ -28,6 +28,7 @@ from tokenmill.report import artifacts, progress
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks import generate as gen_stage
 from tokenmill.tasks import prompts as prompt_stage
+from tokenmill.tasks import pass_at_k
 from tokenmill.tasks import verify as verify_stage
 
 
@@ -65,6 +66,12 @@ def commit_shard(lake: str, run_id: str, shard: str, generated: str) -> dict:
     return counts
 
 
+@task(name="pass-at-k", retries=1, cache_policy=NONE, task_run_name=run_name("pass@k {run_id}"))
+def commit_pass_at_k(lake: str, run_id: str) -> int:
+    """pass@k per source × model over the run's verified rollouts → `pass_at_k`."""
+    return pass_at_k.commit(Lake(lake), run_id).num_rows
+
+
 @flow(name="rollouts", flow_run_name="rollouts {cfg.run_id}", log_prints=True)
 def rollouts_flow(cfg: RolloutConfig) -> dict:
     """Generate, verify and store rollouts for every (model, prompt shard)."""
@@ -87,6 +94,7 @@ def rollouts_flow(cfg: RolloutConfig) -> dict:
             g = generate(cfg.lake, cfg.run_id, shard, cfg.engine, model, sampling, cfg.engine_options, fmt)
             commits.append(commit_shard.submit(cfg.lake, cfg.run_id, shard, g))
     counts = [c.result() for c in commits]
+    commit_pass_at_k(cfg.lake, cfg.run_id)
     artifacts.rollouts_summary(cfg.lake, cfg.run_id)
     return {
         "run_id": cfg.run_id,

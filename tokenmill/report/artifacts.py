@@ -132,12 +132,17 @@ def view_command(lake: str, run_id: str) -> str:
 def rollouts_summary(lake: str, run_id: str) -> None:
     if not in_prefect_run():
         return
-    from tokenmill.report.summary import explore_hints, run_summary
+    from tokenmill.report.summary import explore_hints, pass_at_k_summary, run_summary
     from tokenmill.storage.lake import Lake
 
     table = run_summary(Lake(lake), run_id)
     publish_table(artifact_key("rollouts", run_id), table, f"run {run_id}: accuracy, reward and tokens per world × model")
-    text = (f"# Rollouts of run `{run_id}`\n\nLake: `{lake}`\n\n" + md_table(_json_rows(table))
+    passk = pass_at_k_summary(Lake(lake), run_id)
+    passk_md = ""
+    if passk.num_rows:
+        publish_table(artifact_key("pass-at-k", run_id), passk, f"run {run_id}: pass@k per source × model")
+        passk_md = "\n\n## pass@k (unbiased estimator, Chen et al. 2021)\n\n" + md_table(_json_rows(passk))
+    text = (f"# Rollouts of run `{run_id}`\n\nLake: `{lake}`\n\n" + md_table(_json_rows(table)) + passk_md
             + md_commands([view_command(lake, run_id)] + explore_hints(lake, run_id)))
     publish_markdown(artifact_key("rollouts", run_id, "summary"), text, f"run {run_id}: rollouts summary")
 

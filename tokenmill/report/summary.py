@@ -26,6 +26,19 @@ def run_summary(lake: Lake, run_id: str) -> pa.Table:
     return query(lake, SUMMARY_SQL, [run_id])
 
 
+# the latest computation (most rollouts) of each source × model × k
+PASS_AT_K_SQL = """
+SELECT source, model, k, round(pass_at_k, 4) AS pass_at_k, problems, samples, correct, rollouts
+FROM pass_at_k WHERE run_id = ?
+QUALIFY rollouts = max(rollouts) OVER (PARTITION BY source, model, k)
+ORDER BY source, model, k
+"""
+
+
+def pass_at_k_summary(lake: Lake, run_id: str) -> pa.Table:
+    return query(lake, PASS_AT_K_SQL, [run_id])
+
+
 def render_table(table: pa.Table, title: str | None = None):
     """A rich Table of a (small) arrow table. Text too wide for the console wraps instead of
     being cut: two long model paths that differ only at the end must still differ."""

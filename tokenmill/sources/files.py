@@ -83,8 +83,10 @@ class FieldMap:
       — it is required on every record. ``None`` means "no reference". Non-string
       values (numbers, lists) are stored as their JSON text.
     - `split`: a field holding the split name (train/test), if any.
-    - `meta`: extra fields copied into `Prompt.meta` under their (dotted) names;
-      each is required on every record. ``"record"`` is reserved for the record index.
+    - `meta`: extra fields copied into `Prompt.meta`, each ``PATH`` (kept under its dotted
+      name) or ``KEY=PATH`` (kept under KEY: ``tests=test_list`` gives the code-tests
+      verifier MBPP's asserts); each is required on every record. ``"record"`` (the record
+      index) and ``"verifier"`` (set by ``--verifier``) are reserved keys.
 
     Names may be dotted paths into nested objects (``"question.text"``); a key that
     literally contains the dot wins over the nested path.
@@ -108,17 +110,27 @@ class FieldMap:
                     f"the {role} field name must be a non-empty string (got {name!r})",
                     fix=f"pass a field name with {FIELD_OPTIONS[role]} NAME",
                 )
-        for name in self.meta:
-            if not isinstance(name, str) or not name.strip():
+        keys: dict[str, str] = {}
+        for entry in self.meta:
+            if not isinstance(entry, str) or not entry.strip():
                 raise SourceError(
-                    f"meta field names must be non-empty strings (got {name!r})",
-                    fix=f"pass field names with {FIELD_OPTIONS['meta']} NAME",
+                    f"meta field names must be non-empty strings (got {entry!r})",
+                    fix=f"pass field names with {FIELD_OPTIONS['meta']} NAME or KEY=NAME",
                 )
-            if name == "record":
+            key, _, path = entry.partition("=") if "=" in entry else (entry, "", entry)
+            key, path = key.strip(), path.strip()
+            if not key or not path:
+                raise SourceError(f"meta field {entry!r} needs both a key and a field",
+                                  fix=f"pass {FIELD_OPTIONS['meta']} KEY=NAME, e.g. tests=test_list")
+            if key in ("record", "verifier"):
                 raise SourceError(
-                    "meta field 'record' is reserved (it holds the record's line/row number)",
-                    fix="map a different field, or rename it in the source",
+                    f"meta key {key!r} is reserved ({'the record line/row number' if key == 'record' else 'set by --verifier'})",
+                    fix="map the field under another key: --meta-field OTHER=" + path,
                 )
+            if path in keys and keys[path] != key:
+                raise SourceError(f"field {path!r} is mapped twice ({keys[path]}, {key})", fix="map each field once")
+            keys[path] = key
+        object.__setattr__(self, "_meta_keys", keys)
 
     @property
     def reference_required(self) -> bool:
@@ -132,7 +144,7 @@ class FieldMap:
             out.append(("reference", self.reference, self.reference_required))
         if self.split is not None:
             out.append(("split", self.split, True))
-        out.extend(("meta", m, True) for m in self.meta)
+        out.extend(("meta", path, True) for path in self._meta_keys)
         return out
 
 
@@ -285,7 +297,7 @@ def _make_prompt(
                 continue
             raise _missing_error(role, name, where, miss, here) from None
         if role == "meta":
-            meta[name] = value
+            meta[fields._meta_keys[name]] = value
         else:
             values[role] = value
 

@@ -1,62 +1,50 @@
-"""Verify stage: fill each rollout's reward, verdict and verifier from its prompt's world.
+"""Verify stage: fill each rollout's reward, verdict and verifier from its prompt.
 
-World prompts use that world's exact verifier. File prompts with a reference answer are
-checked by `reference-match` (the text after the last `Answer:`, else the last non-empty
-line, must equal the reference after whitespace/case normalisation). Prompts with
-neither stay `unverified` with a null reward.
+A prompt's verifier (`verifier_name`, the name stored in `rollouts.verifier`) is, first
+match wins: `prompt.meta["verifier"]` (set by the source loader from `--verifier`), a name
+of `tasks/verifiers.py` (`text`, `math`, `regex`, `code-tests`, `reference-match`,
+`world:<name>`); else `world:<world>` for a world prompt (that world's exact verifier);
+else `reference-match` for a prompt with a reference answer (the text after the last
+`Answer:`, else the last non-empty line, must equal the reference after whitespace/case
+normalisation). Prompts with none stay `unverified` with a null reward. An unknown name
+is a TokenmillError listing the known ones.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 
 import pyarrow as pa
 
 from tokenmill.sources.base import Prompt
-from tokenmill.sources.worlds import WORLDS, Verdict, get_world
+from tokenmill.sources.worlds import WORLDS, Verdict
+from tokenmill.tasks.verifiers import get_verifier, reference_match
 
-_ANSWER = re.compile(r"Answer:\s*(.+)")
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.strip().lower().split())
-
-
-def reference_match(reference: str, completion: str) -> Verdict:
-    found = _ANSWER.findall(completion)
-    lines = [ln for ln in completion.splitlines() if ln.strip()]
-    answer = found[-1] if found else (lines[-1] if lines else "")
-    ok = _norm(answer) == _norm(reference)
-    return Verdict(float(ok), "correct" if ok else "incorrect", {"answer": answer.strip(), "expected": reference})
+__all__ = ["reference_match", "verifier_name", "verify_one", "verify", "verify_and_commit"]
 
 
 def verifier_name(prompt: Prompt) -> str | None:
+    if prompt.meta.get("verifier"):
+        return str(prompt.meta["verifier"])
     if prompt.world in WORLDS:
         return f"world:{prompt.world}"
     return "reference-match" if prompt.reference is not None else None
-
-
-@lru_cache(maxsize=None)
-def _world(name: str):
-    return get_world(name)  # one instance per world, not one per rollout
 
 
 def verify_one(prompt: Prompt, completion: str) -> tuple[str | None, Verdict | None]:
     name = verifier_name(prompt)
     if name is None:
         return None, None
-    if prompt.world in WORLDS:
-        return name, _world(prompt.world).verify(prompt, completion)
-    return name, reference_match(prompt.reference, completion)
+    return name, get_verifier(name)(prompt, completion)
 
 
 def verify(rollouts: pa.Table, prompts: dict[str, Prompt], workers: int = 4) -> pa.Table:
     """`rollouts` with reward/verdict/verifier/verify_detail filled in."""
     pids = rollouts.column("prompt_id").to_pylist()
     texts = rollouts.column("completion").to_pylist()
+    for name in {verifier_name(prompts[pid]) for pid in set(pids)} - {None}:
+        get_verifier(name)  # an unknown name fails here, before any rollout is checked
     # code verification waits on subprocesses: a few threads keep both cores busy
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(lambda a: verify_one(prompts[a[0]], a[1]), zip(pids, texts)))

@@ -67,3 +67,14 @@ def test_an_explicit_language_leaves_the_prose_of_built_in_worlds_alone():
     tokens = pa.table({"rollout_id": ["b", "f"], "pos": [0, 0], "char_start": [0, 0], "char_end": [4, 1]})
     files, _, toks = AstLabeler(AstConfig(language="python")).label(rollouts, tokens)
     assert files.column("rollout_id").to_pylist() == ["f"] and toks.column("rollout_id").to_pylist() == ["f"]
+
+
+def test_humaneval_continuations_and_chat_replies_are_python():
+    body = "    total = 0\n    for x in xs:\n        total += x\n    return total\n"
+    chat = "Here:\n```\ndef f(xs):\n    return sum(xs)\n```"
+    rollouts = pa.table({"rollout_id": ["base", "chat"], "world": ["humaneval", "humaneval"], "completion": [body, chat]})
+    tokens = pa.table({"rollout_id": ["base", "chat"], "pos": [0, 0], "char_start": [4, 10], "char_end": [9, 13]})
+    files, _, toks = AstLabeler().label(rollouts, tokens)
+    assert files.column("language").to_pylist() == ["python", "python"] and files.column("errors").to_pylist() == [0, 0]
+    got = {r["rollout_id"]: r["type"] for r in toks.to_pylist()}
+    assert got == {"base": "identifier", "chat": "function_definition"}

@@ -7,8 +7,11 @@ from tokenmill.sources.worlds.arithmetic import ArithmeticWorld
 from tokenmill.sources.worlds.base import Instance, Verdict, World, WorldSource
 from tokenmill.sources.worlds.bios import BiosWorld
 from tokenmill.sources.worlds.code import CodeWorld
+from tokenmill.sources.worlds.countries import CountriesWorld
+from tokenmill.sources.worlds.humaneval import HumanEvalWorld
 
-WORLDS: dict[str, type[World]] = {"arithmetic": ArithmeticWorld, "code": CodeWorld, "bios": BiosWorld}
+WORLDS: dict[str, type[World]] = {"arithmetic": ArithmeticWorld, "code": CodeWorld, "bios": BiosWorld,
+                               "humaneval": HumanEvalWorld, "countries": CountriesWorld}
 
 
 def get_world(name: str) -> World:

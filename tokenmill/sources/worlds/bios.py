@@ -11,6 +11,13 @@ and checked against the knowledge base: `supported` (equal), `not_supported`
 (stated, different) or `missing`. reward = supported / 4; `correct` iff all four
 are supported. `split` is by person: test people never appear in training text, so
 a model can only make their facts up.
+
+Claims and judge (the hallucination labeler's ground truth, `tasks/labels/annotators.py`):
+`claims(text)` = every match of the four sentence patterns, `(char_start, char_end,
+value, attribute)`; `judge(prompt, attribute, value)`: a KB attribute is supported iff
+equal to the person's value, else not_supported; any other span (a generic entity type)
+is supported when it equals one of the person's values (the name among them), else
+unverifiable.
 """
 
 from __future__ import annotations
@@ -116,6 +123,17 @@ class BiosWorld(World):
         supported = sum(s == "supported" for s in status.values())
         verdict = "correct" if supported == len(ATTRIBUTES) else "incorrect"
         return Verdict(supported / len(ATTRIBUTES), verdict, {"stated": stated, "status": status})
+
+    def claims(self, text: str) -> list[tuple[int, int, str, str]]:
+        """[(char_start, char_end, value, attribute)] of every pattern match, sorted."""
+        found = [(*m.span(1), m.group(1), attr) for attr, pat in _PATTERNS.items() for m in pat.finditer(text)]
+        return sorted(found)
+
+    def judge(self, prompt: Prompt, attribute: str, value: str) -> str:
+        person = prompt.meta["person"]
+        if attribute in ATTRIBUTES:
+            return "supported" if value == str(person[attribute]) else "not_supported"
+        return "supported" if value in {str(v) for v in person.values()} else "unverifiable"
 
     def split_of_person(self, name: str) -> str:
         return split_of(name, self.test_fraction)

@@ -114,17 +114,22 @@ class CodeWorld(World):
         return Instance(prompt, solution, solution, meta, key=prompt)
 
     def verify(self, prompt: Prompt, completion: str) -> Verdict:
-        code = extract_code(completion)
-        try:
-            ast.parse(code)
-        except SyntaxError as e:
-            return Verdict(0.0, "invalid", {"parsed": False, "error": f"SyntaxError: {e.msg} (line {e.lineno})"})
-        tests = list(prompt.meta.get("tests", []))
-        passed, error = run_tests(code, tests, self.timeout_s)
-        total = len(tests)
-        reward = min(1.0, max(0.0, passed / total)) if total else 0.0  # [0, 1] whatever the count says
-        verdict = "correct" if total and passed == total else "incorrect"
-        return Verdict(reward, verdict, {"parsed": True, "passed": passed, "total": total, "error": error})
+        return verify_code(extract_code(completion), list(prompt.meta.get("tests", [])), self.timeout_s)
+
+
+def verify_code(code: str, tests: list[str], timeout_s: float) -> Verdict:
+    """The code verifier (the module docstring's rule), shared by this world and the
+    `code-tests` verifier (`tasks/verifiers.py`): `invalid` if `code` does not parse, else
+    reward = passed / total of `tests` run in the sandbox. Detail: parsed, passed, total, error."""
+    try:
+        ast.parse(code)
+    except SyntaxError as e:
+        return Verdict(0.0, "invalid", {"parsed": False, "error": f"SyntaxError: {e.msg} (line {e.lineno})"})
+    passed, error = run_tests(code, tests, timeout_s)
+    total = len(tests)
+    reward = min(1.0, max(0.0, passed / total)) if total else 0.0  # [0, 1] whatever the count says
+    verdict = "correct" if total and passed == total else "incorrect"
+    return Verdict(reward, verdict, {"parsed": True, "passed": passed, "total": total, "error": error})
 
 
 def run_tests(code: str, tests: list[str], timeout_s: float) -> tuple[int, str | None]:

@@ -1,10 +1,15 @@
 """Ground truth for entity spans: supported, not_supported or unverifiable.
 
-  kb    the bios world's knowledge base (exact: the annotation the paper buys with web
-        search): a span of a KB field (birth_year, city, occupation, employer) is
-        supported when it equals the person's value, else not_supported; the person's own
-        name is supported; anything else is unverifiable. Rollouts of other worlds get
-        no label.
+  kb    a knowledge-base world's own judge (exact: the annotation the paper buys with
+        web search): each span goes to `world.judge(prompt, entity_type, text)` of its
+        rollout's world. bios: a KB field (birth_year, city, occupation, employer) is
+        supported when it equals the person's value, else not_supported; countries: a
+        capital, currency, language, region or neighbour is supported when it matches
+        the country's value or an alias (accents, case, "the" ignored), not_supported
+        when it states another, unverifiable for a non-answer. A generic span (name,
+        number, …) is supported when it equals any KB value of that person or country
+        (the person's own name among them), else unverifiable. Rollouts of worlds
+        without a `judge` get no label.
   file  the user's own verdicts, JSON lines in the paper's format:
         {"rollout_id": …, "span": "Vassport", "label": "Not Supported", "index": 31}
         labels "Supported" / "Not Supported" / "Insufficient Information" (or ours);
@@ -38,24 +43,29 @@ class Annotator(ABC):
         prompt, completion) that `spans["row"]` indexes."""
 
 
+def judging_world(name: str | None):
+    """The world `name` if it judges claims (has `judge`), else None."""
+    from tokenmill.sources.worlds import WORLDS
+
+    cls = WORLDS.get(name) if name else None
+    return cls() if cls is not None and hasattr(cls, "judge") else None
+
+
 class KBAnnotator(Annotator):
     name = "kb"
 
     def annotate(self, spans, rows):
-        from tokenmill.sources.worlds.bios import ATTRIBUTES
-
         labels = np.full(len(spans["row"]), None, dtype=object)
+        worlds: dict = {}  # one instance per world name
         for k, (r, text, kind) in enumerate(zip(spans["row"], spans["text"], spans["entity_type"])):  # per span
             prompt = rows["prompt"][r]
-            if prompt is None or prompt.world != "bios":
+            if prompt is None:
                 continue
-            person = prompt.meta["person"]
-            if kind in ATTRIBUTES:
-                labels[k] = SUPPORTED if text == str(person[kind]) else NOT_SUPPORTED
-            elif text == person["name"]:
-                labels[k] = SUPPORTED
-            else:
-                labels[k] = UNVERIFIABLE
+            if prompt.world not in worlds:
+                worlds[prompt.world] = judging_world(prompt.world)
+            world = worlds[prompt.world]
+            if world is not None:
+                labels[k] = world.judge(prompt, kind, text)
         return labels
 
 

@@ -3,7 +3,9 @@
 For each rollout, code comes from its fenced blocks (language from the fence tag, else
 `language`) or, when it has no fence, from the whole completion if
 
-  - its world is one of `whole_completion_worlds` (default: code), or
+  - its world is one of `whole_completion_worlds` (default: code, humaneval — a base
+    model's HumanEval continuation is an indented function body, which tree-sitter parses
+    as a module of the body's statements, without error nodes), or
   - it comes from a file source (no world) and `language` was given (`--code-language`):
     a file of code tasks answers in bare code, and naming the language says so. Without
     `language` nothing says such a completion is code rather than prose, so it is left
@@ -25,6 +27,8 @@ import pyarrow.compute as pc
 
 from tokenmill.code.tables import code_blocks, file_row, files_table, nodes_table, rollout_file_id, token_nodes
 from tokenmill.code.universal_ast import parse
+
+PYTHON_WORLDS = ("code", "humaneval")  # worlds whose unfenced (or untagged) code is Python
 from tokenmill.config import AstConfig
 from tokenmill.schema import AST_TOKENS
 from tokenmill.storage.lake import Lake
@@ -67,7 +71,7 @@ class AstLabeler(Labeler):
         file_rows, parsed_files, tok_parts = [], [], []
         for rid, world, text in zip(*(rollouts.column(c).to_pylist() for c in ("rollout_id", "world", "completion"))):
             whole = world in self.cfg.whole_completion_worlds or (world is None and self.cfg.language is not None)
-            language = self.cfg.language or ("python" if world == "code" else None)
+            language = self.cfg.language or ("python" if world in PYTHON_WORLDS else None)
             for b, (c0, code, lang, reason) in enumerate(code_blocks(text or "", language, whole)):
                 fid = rollout_file_id(rid, b, lang, code)
                 if reason:

@@ -3,9 +3,11 @@ uncertainty — after "Real-Time Detection of Hallucinated Entities in Long-Form
 Generation" (Obeso et al. 2025: entity-level labels, token-level training format), CCP
 (Fadeeva et al. 2024) and SelfCheckGPT (Manakul et al. 2023).
 
-Per rollout: spans from the extractors (`spans.py`), mapped onto the tokens they overlap
-through `tokens.char_start/char_end`; a label per span from the annotator
-(`annotators.py`: supported / not_supported / unverifiable); per span min/mean token
+Per rollout: spans from the extractors (`spans.py`; by default a knowledge-base world's
+own claims for its rollouts — bios, countries — and the generic extractors for the
+rest), mapped onto the tokens they overlap through `tokens.char_start/char_end`; a label
+per span from the annotator (`annotators.py`: supported / not_supported / unverifiable,
+by the rollout's world's `judge`); per span min/mean token
 probability, mean entropy, CCP and cross-sample consistency (`uncertainty.py`, formulas
 there). Output: table `hallucination_spans`; the catalog view `hallucination_tokens` gives
 the per-token format (1 / 0 inside spans, −100 elsewhere) that `tasks/train/probe.py`
@@ -28,7 +30,7 @@ from tokenmill.storage.lake import Lake
 from tokenmill.engines import load_tokenizer
 from tokenmill.tasks.labels.annotators import ANNOTATORS, FileAnnotator
 from tokenmill.tasks.labels.base import Labeler, config_id, is_done, mark_done, provenance, read_rollouts_shard
-from tokenmill.tasks.labels.spans import GENERIC, extract, get_extractor, spans_to_tokens
+from tokenmill.tasks.labels.spans import GENERIC, extract, extract_kb, get_extractor, spans_to_tokens
 from tokenmill.tasks.labels.uncertainty import JUDGES, ccp_word, consistency, segment_stats
 
 ROLLOUT_COLUMNS = ["rollout_id", "model", "prompt_id", "completion"]
@@ -122,12 +124,14 @@ class HallucinationLabeler(Labeler):
     def _spans(self, rows: dict) -> dict[str, np.ndarray]:
         """Extracted (and file) spans with their labels and annotator, sorted by (row, char_start)."""
         texts = rows["completion"]
-        worlds = [p.world if p is not None else None for p in rows["prompt"]]
-        if self.cfg.extractors is None:  # auto: the KB where there is one, generic extractors elsewhere
-            parts = [extract([t if w == "bios" else "" for t, w in zip(texts, worlds)], [get_extractor("kb")]),
-                     extract([t if w != "bios" else "" for t, w in zip(texts, worlds)], [get_extractor(g) for g in GENERIC])]
-        else:
-            parts = [extract(texts, [get_extractor(e) for e in self.cfg.extractors])]
+        worlds = self._claiming_worlds(rows["prompt"])
+        if self.cfg.extractors is None:  # auto: the KB world's claims where there is one, generic extractors elsewhere
+            parts = [extract_kb(texts, worlds),
+                     extract([t if w is None else "" for t, w in zip(texts, worlds)], [get_extractor(g) for g in GENERIC])]
+        else:  # "kb" reads each rollout with its own world; the others read every text
+            parts = [extract(texts, [get_extractor(e) for e in self.cfg.extractors if e != "kb"])]
+            if "kb" in self.cfg.extractors:
+                parts.append(extract_kb(texts, worlds))
         spans = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         annotator = ANNOTATORS[self.cfg.annotator]() if self.cfg.annotator != "none" else None
         spans["label"] = annotator.annotate(spans, rows) if annotator else np.full(len(spans["row"]), None, dtype=object)
@@ -142,6 +146,16 @@ class HallucinationLabeler(Labeler):
             spans = {k: np.concatenate([spans[k], extra[k]]) for k in spans}
         order = np.lexsort((spans["char_end"], spans["char_start"], spans["row"]))
         return {k: v[order] for k, v in spans.items()}
+
+    @staticmethod
+    def _claiming_worlds(prompts: list) -> list:
+        """Per rollout, its world if that world reads claims (bios, countries), else None."""
+        from tokenmill.sources.worlds import WORLDS
+
+        names = {p.world for p in prompts if p is not None and p.world}
+        # the class is asked first: a world without claims is never built (it may load data)
+        found = {n: WORLDS[n]() for n in names if n in WORLDS and hasattr(WORLDS[n], "claims")}
+        return [found.get(p.world) if p is not None else None for p in prompts]
 
     def _ccp(self, tokens: pa.Table, models: list[str], rids: list[str], lengths, g_first, g_last) -> np.ndarray:
         k_col = tokens.column("topk_ids")
