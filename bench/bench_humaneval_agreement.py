@@ -9,7 +9,8 @@ trusted harness). The harness is given exactly the completion tokenmill ran
 difference in verdict, not in extraction.
 
 Completions: from a lake run (`--lake L --run R`: a model's real replies, as
-`tokenmill run --source humaneval` stored them), or built here (default): per problem the
+`tokenmill run --source humaneval` stored them, verified again to time it and checked
+against the stored verdicts), or built here (default): per problem the
 canonical solution as a continuation and as a fenced whole function (how chat models
 answer), a wrong body, a syntax error, and on every 10th problem an endless loop. Prints
 one table: samples, agreeing verdicts, pass@1 both ways, seconds both ways and their ratio.
@@ -121,14 +122,18 @@ def pass_at_1(problem_ids: list[str], passed: list[bool]) -> float:
 def compare(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="he-agree-") as tmp:
         t0 = time.perf_counter()
+        stored = None
         if args.lake:
             rows = lake_samples(args.lake, args.run)
+            t0 = time.perf_counter()  # reading the lake is not verification
             pairs = [(p, reply) for p, reply, _, _ in rows]
-            ours = [(verdict == "correct", extracted) for _, _, verdict, extracted in rows]
+            stored = [(verdict == "correct", extracted) for _, _, verdict, extracted in rows]
         else:
             pairs = built_samples(args.problems)
-            ours = tokenmill_verdicts(pairs, args.workers)
+        ours = tokenmill_verdicts(pairs, args.workers)  # the lake's replies verified again: timed like the harness
         t_ours = time.perf_counter() - t0
+        if stored is not None and stored != ours:
+            raise SystemExit(f"{sum(a != b for a, b in zip(stored, ours))} lake verdicts differ from verifying again")
         samples = [{"task_id": p["task_id"], "completion": completion} for (p, _), (_, completion) in zip(pairs, ours)]
         t0 = time.perf_counter()
         theirs, their_pass = official_verdicts(samples, args.timeout, args.workers, Path(tmp))
@@ -138,7 +143,7 @@ def compare(args) -> dict:
     differ = [(ids[i], mine[i], theirs[i]) for i in range(len(ids)) if mine[i] != theirs[i]]
     return {"samples": len(ids), "problems": len(set(ids)), "agree": len(ids) - len(differ), "differ": differ,
             "pass@1 tokenmill": pass_at_1(ids, mine), "pass@1 official": their_pass.get("pass@1", pass_at_1(ids, theirs)),
-            "s tokenmill": t_ours, "s official": t_theirs, "verified by tokenmill here": not args.lake}
+            "s tokenmill": t_ours, "s official": t_theirs, "from lake": bool(args.lake)}
 
 
 def main() -> None:
@@ -157,8 +162,8 @@ def main() -> None:
     print(f"| {r['samples']} | {r['problems']} | {r['agree']}/{r['samples']} | {r['pass@1 tokenmill']:.4f} | "
           f"{r['pass@1 official']:.4f} | {r['s tokenmill']:.1f} | {r['s official']:.1f} | "
           f"{r['s tokenmill'] / max(r['s official'], 1e-9):.2f}× |")
-    if not r["verified by tokenmill here"]:
-        print("(tokenmill's verdicts are the lake's: its time is reading them, not verifying)")
+    if r["from lake"]:
+        print("(the lake's verdicts equal tokenmill verifying the same replies again, which is what was timed)")
     for task, mine, theirs in r["differ"]:
         print(f"DIFFER {task}: tokenmill {'pass' if mine else 'fail'}, official {'pass' if theirs else 'fail'}")
     sys.exit(1 if r["differ"] else 0)

@@ -336,8 +336,8 @@ def label(
     judge_template: Optional[Path] = typer.Option(None, help="routing: a judge prompt file with {context}, {reference}, "
                                                   "{candidate} (default: R2R's prompt)."),
     extractor: list[str] = typer.Option([], help="hallucination: span extractors (kb, numbers, dates, names, titles); "
-                                        "repeatable; default: kb for bios rollouts, the others elsewhere."),
-    annotator: str = typer.Option("kb", help="hallucination: ground truth from the bios knowledge base (kb) or none."),
+                                        "repeatable; default: kb for bios and countries rollouts, the others elsewhere."),
+    annotator: str = typer.Option("kb", help="hallucination: ground truth from the world's knowledge base (kb: bios, countries) or none."),
     verdicts_file: Optional[Path] = typer.Option(None, help="hallucination: JSONL span verdicts (rollout_id, span, label, index)."),
     code_language: Optional[str] = typer.Option(None, help="ast: language of code without a fence tag (default: python "
                                                 "for the code world); file sources' unfenced completions are then "

@@ -39,7 +39,7 @@ def test_rollouts_and_label_flows_publish_tables_summaries_and_finished_progress
 
     arts = read_artifacts([artifact_key("rollouts", run), artifact_key("rollouts", run, "summary"),
                            artifact_key("labels", run), artifact_key("labels", run, "summary"),
-                           artifact_key("report", run),
+                           artifact_key("report", run), artifact_key("pass-at-k", run),
                            "progress-generate", "progress-verify-commit", "progress-score", "progress-label-rewards"])
     rows = table_rows(arts["rollouts-ui-run"])
     assert [(r["world"], r["model"], r["rollouts"]) for r in rows] == [("arithmetic", "tiny-small", 8)]
@@ -47,6 +47,10 @@ def test_rollouts_and_label_flows_publish_tables_summaries_and_finished_progress
     assert {(r["labeler"], r["output"]) for r in labels} >= {("rewards", "grpo"), ("rewards", "dpo"), ("score", "policy")}
     summary = arts["rollouts-ui-run-summary"].data
     assert "| world | model |" in summary and f"tokenmill sql --lake {lake}" in summary
+    # pass@1 from 2 samples of each of 4 prompts, in its own table and in the summary
+    passk = table_rows(arts["pass-at-k-ui-run"])
+    assert [(r["source"], r["k"], r["problems"], r["samples"]) for r in passk] == [("arithmetic", 1, 4, 2)]
+    assert "## pass@k" in summary and "| source | model | k | pass_at_k |" in summary
     assert "tokenmill sql" in arts["labels-ui-run-summary"].data
     assert f"tokenmill view --lake {lake} --run {run}" in arts["labels-ui-run-summary"].data
     # the report step drew the run's plots beside the lake and linked each file
@@ -63,6 +67,7 @@ def test_rollouts_and_label_flows_publish_tables_summaries_and_finished_progress
         names = {r.name for r in client.read_flow_runs()}
         tasks = {r.name for r in client.read_task_runs()}
     assert {"rollouts ui-run", "label ui-run"} <= names
+    assert "pass@k ui-run" in tasks
     # shard paths shortened to their file stem: `score part-1a2b3c4d`, not a lake path
     generate = sorted(t for t in tasks if t.startswith("generate tiny-small "))
     assert len(generate) >= 2 and not any("/" in t for t in generate)

@@ -97,6 +97,12 @@ def test_claims_of_the_line_format_split_lists_into_items():
         ("Croatia", "neighbour"), ("Serbia", "neighbour"), ("Montenegro", "neighbour")]
 
 
+def test_labels_pronouns_and_placeholders_are_not_claims():
+    # what SmolLM2 wrote where values belong: the next label, the instruction's placeholder, a pronoun
+    text = "Capital: Currency: Euro\nRegion: <comma-separated>\nThe capital is It.\nLanguages: French"
+    assert [(c[2], c[3]) for c in claims(text)] == [("French", "language")]
+
+
 def test_claims_in_free_prose():
     text = ("France is a country located in Western Europe. The capital of France is Paris. Its currency is the Euro, "
             "and its official languages are French and Breton. France borders Spain, Italy and Germany.")

@@ -85,3 +85,27 @@ def test_verdicts_and_pass_at_1_equal_the_official_harness():
     assert samples == 12 * 4 + 2 and agree == f"{samples}/{samples}"
     # per problem: 2 passes (continuation, fenced function) of 4, or of 5 with the endless loop
     assert ours == theirs == pytest.approx((10 * 2 / 4 + 2 * 2 / 5) / 12, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_smollm2_on_humaneval_reports_pass_at_k_the_official_harness_confirms(smollm2_dir, tmp_path):
+    from test_cli import tokenmill
+
+    from tokenmill.storage.lake import Lake
+
+    lake = tmp_path / "lake"
+    r = tokenmill("run", "--source", "humaneval", "--limit", "2", "-n", "2", "--temperature", "0.2", "--max-tokens", "96",
+                  "--model", "smollm2-135m", "--run-id", "he", "--lake", str(lake))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "pass@k" in r.stdout
+    rows = Lake(lake).read("pass_at_k").to_pylist()
+    assert [(x["source"], x["model"], x["k"], x["problems"], x["samples"]) for x in rows] == \
+        [("humaneval", "smollm2-135m", 1, 2, 2)]
+    rollouts = Lake(lake).read("rollouts", columns=["verifier", "verdict"]).to_pylist()
+    assert {x["verifier"] for x in rollouts} == {"world:humaneval"} and len(rollouts) == 4
+    assert rows[0]["correct"] == sum(x["verdict"] == "correct" for x in rollouts)
+    proc = subprocess.run([sys.executable, str(BENCH), "--lake", str(lake), "--run", "he", "--workers", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]  # 0: every verdict equal
+    table = [ln for ln in proc.stdout.splitlines() if ln.startswith("| 4 |")]
+    assert table and f"| {rows[0]['pass_at_k']:.4f} |" in table[0]

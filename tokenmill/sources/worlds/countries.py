@@ -17,7 +17,9 @@ line format above (also "**Capital:** Paris", "- Capital: Paris") and from prose
 capital of France is Paris", "Its currency is the euro", "official languages are French
 and Breton", "located in Western Europe", "borders Spain, Italy and Germany"). Lists
 (currency, language, neighbour; region on , ; /) give one claim per item; "and" inside a
-known name ("Bosnia and Herzegovina") does not split it.
+known name ("Bosnia and Herzegovina") does not split it. What stands where a value belongs
+without being one — the next field's label ("Capital: Currency: …"), a pronoun ("It"), the
+instruction's placeholder ("<comma-separated>") — is no claim.
 
 Judge (`judge(prompt, attribute, value)`), after normalising both sides (NFKD accents
 stripped, case, punctuation, "the", a trailing "city", "-ern" compass words: "Western
@@ -307,7 +309,19 @@ def claims(text: str) -> list[tuple[int, int, str, str]]:
             if any(attr == la and a < lb and b > ls for ls, lb, la in lines):
                 continue  # the line format already read this line
             found |= {(x, y, attr) for x, y in _items(text, a, b, attr)}
-    return [(a, b, text[a:b], attr) for a, b, attr in sorted(found)]
+    return [(a, b, text[a:b], attr) for a, b, attr in sorted(found) if not _not_a_value(text[a:b])]
+
+
+# what a small model puts where a value belongs without stating one: the next field's label
+# ("Capital: Currency: …", so no value holds a colon), a pronoun, the instruction's own
+# placeholder ("<comma-separated>")
+_NON_VALUES = frozenset({"capital", "currency", "currencies", "language", "languages", "official languages", "region",
+                         "neighbour", "neighbours", "neighbor", "neighbors", "neighbouring countries", "it", "its",
+                         "this", "that", "they", "there", "which", "republic"})
+
+
+def _not_a_value(value: str) -> bool:
+    return any(c in value for c in "<>:") or value.strip(" .,;*").lower() in _NON_VALUES
 
 
 # ------------------------------------------------------------------ judging

@@ -39,7 +39,7 @@ TOKEN_COLUMNS = ["rollout_id", "pos", "token_id", "logprob", "entropy", "topk_id
 
 class HallucinationLabeler(Labeler):
     name = "hallucination"
-    version = "1"
+    version = "2"  # 2: claims and judges per world (countries); names in any script, one-word names
 
     def __init__(self, config: HallucinationConfig | None = None):
         self.cfg = config or HallucinationConfig()

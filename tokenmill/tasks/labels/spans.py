@@ -97,7 +97,7 @@ class DateExtractor(RegexExtractor):
         return [s for s in spans if s[3] == "date" or not any(a <= s[0] and s[1] <= b for a, b in dates)]
 
 
-_LETTER = rf"(?:[^\W\d_]|[\u0300-\u036f])"  # any script's letter, or a combining mark
+_LETTER = r"(?:[^\W\d_]|[\u0300-\u036f])"  # any script's letter, or a combining mark
 # an uppercase letter, then letters, inner apostrophes and hyphens, at least one lower-case letter
 _NAME_WORD = rf"(?:{UPPER}['’])?{UPPER}(?:{_LETTER}|['’\-](?={_LETTER}))*?{LOWER}(?:{_LETTER}|['’\-](?={_LETTER}))*"
 _PARTICLES = "of|de|da|do|dos|del|della|di|du|la|le|van|von|der|den|bin|ibn|al|y"
