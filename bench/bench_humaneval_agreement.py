@@ -157,7 +157,7 @@ def main() -> None:
     if bool(args.lake) != bool(args.run):
         ap.error("--lake and --run go together")
     r = compare(args)
-    print(f"| samples | problems | agreeing verdicts | pass@1 tokenmill | pass@1 official | s tokenmill | s official | ratio |")
+    print("| samples | problems | agreeing verdicts | pass@1 tokenmill | pass@1 official | s tokenmill | s official | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {r['samples']} | {r['problems']} | {r['agree']}/{r['samples']} | {r['pass@1 tokenmill']:.4f} | "
           f"{r['pass@1 official']:.4f} | {r['s tokenmill']:.1f} | {r['s official']:.1f} | "
