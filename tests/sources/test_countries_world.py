@@ -178,3 +178,25 @@ def test_verify_rewards_the_share_of_supported_claims(world):
     # only non-answers: no supported or unsupported claim, reward 0
     v = world.verify(spain, "Capital: unknown")
     assert (v.verdict, v.reward, v.detail["claims"]) == ("incorrect", 0.0, [["capital", "unknown", "unverifiable"]])
+
+
+@pytest.mark.slow
+def test_smollm2_claims_are_labelled_against_the_kb_both_ways(smollm2_dir, tmp_path):
+    from test_cli import tokenmill
+
+    from tokenmill.storage.lake import Lake
+
+    lake = tmp_path / "lake"
+    r = tokenmill("run", "--world", "countries", "--prompts", "6", "-n", "2", "--temperature", "0.7", "--max-tokens", "96",
+                  "--model", "smollm2-135m", "--run-id", "c", "--lake", str(lake))
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = tokenmill("label", "--run", "c", "--labelers", "hallucination", "--lake", str(lake))
+    assert r.returncode == 0, r.stderr[-2000:]
+    spans = Lake(lake).read("hallucination_spans", columns=["rollout_id", "entity_type", "label", "text", "extractor",
+                                                             "start_pos", "end_pos", "min_prob"]).to_pylist()
+    kb = [s for s in spans if s["extractor"] == "kb"]
+    assert {s["label"] for s in kb} >= {"supported", "not_supported"}  # the real model gets some right, invents others
+    assert {s["entity_type"] for s in kb} <= set(ATTRIBUTES)
+    assert all(s["end_pos"] >= s["start_pos"] and s["min_prob"] is not None for s in kb)
+    rollouts = Lake(lake).read("rollouts", columns=["verifier", "reward"]).to_pylist()
+    assert {x["verifier"] for x in rollouts} == {"world:countries"} and all(0 <= x["reward"] <= 1 for x in rollouts)
