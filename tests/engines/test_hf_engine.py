@@ -89,10 +89,12 @@ def test_chunked_lm_head_gives_the_same_scores(hf_small, monkeypatch):
     args = ([g.prompt_token_ids for g in gens], [g.token_ids for g in gens])
     whole = hf_small.score(*args)
     monkeypatch.setattr(hf, "LOGITS_CHUNK", 7)  # chunk edges fall inside sequences
+    # other chunk shapes are other GEMM blockings: float32 logits of magnitude ~10 may round a
+    # few ulps (~1e-6 each) apart, so log-softmax values agree to ~1e-5, not bit for bit
     for a, b in zip(whole, hf_small.score(*args)):
         np.testing.assert_array_equal(a.topk_ids, b.topk_ids)
-        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6)
-        np.testing.assert_allclose(a.entropy, b.entropy, atol=1e-6)
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=2e-5)
+        np.testing.assert_allclose(a.entropy, b.entropy, atol=2e-5)
 
 
 def test_generate_from_token_ids_continues_the_exact_prefix(hf_small):
