@@ -87,7 +87,9 @@ def test_a_small_budget_gives_smaller_chunks_and_the_same_labels(arith_lake, hf_
     small_p, small_stats = contrast_pass(hf_small, large, prompts, completions, 1.0, budget)
     n = sum(len(c) for c in completions)
     assert max(seen) == 7 and sum(seen) == 2 * n and len(seen) >= 2 * (n // 7)
-    np.testing.assert_allclose(small_p, big_p, rtol=1e-5, atol=1e-7)
+    # 7-token chunks are other GEMM shapes: float32 logits round a few ulps apart, which p_CE
+    # (a ratio of exponentials) carries as ~1e-5 relative differences
+    np.testing.assert_allclose(small_p, big_p, rtol=1e-4, atol=1e-6)
     assert 0 < small_p.min() and small_p.max() <= 1
     for role in ("pos", "neg"):
         for a, b in zip(big_stats[role], small_stats[role]):
