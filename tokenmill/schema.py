@@ -210,8 +210,9 @@ HIDDEN_STATES = register_table(
     TableSpec(
         name="hidden_states",
         doc="Hidden state of one layer at each generated token (float16), kept out of `scores`.",
-        key=("rollout_id", "pos", "model", "layer"),
-        dedupe_on=("rollout_id", "model", "layer"),
+        # as in `scores`: a role refilled by another model keeps both (model_id tells them apart)
+        key=("rollout_id", "pos", "model", "model_id", "layer"),
+        dedupe_on=("rollout_id", "model", "model_id", "layer"),
         schema=pa.schema(
             [
                 pa.field("rollout_id", pa.string(), nullable=False),

@@ -79,3 +79,17 @@ def test_hidden_states_are_float16_rows_keyed_by_rollout_and_pos(copy_lake):
     assert set(pc.list_value_length(hidden.column("hidden")).to_pylist()) == {128}  # tiny-large's width
     con = connect(lake)
     assert con.execute("SELECT count(*) FROM hidden_states WHERE layer = 2").fetchone()[0] == hidden.num_rows
+
+
+def test_a_role_filled_by_another_model_keeps_both_models_hidden_states(copy_lake):
+    # the `scores` rule (a role refilled by another model keeps both) holds for hidden states too
+    lake = Lake(copy_lake)
+    shard = lake.files("rollouts", "r1")[0]
+    score.score_shard(lake, "r1", shard, {"ref": "tiny-small"}, hidden_layer=1)
+    score.score_shard(lake, "r1", shard, {"ref": "tiny-large"}, hidden_layer=1)
+    con = connect(lake)
+    got = dict(con.execute("SELECT model_id, count(*) FROM hidden_states WHERE model = 'ref' GROUP BY 1").fetchall())
+    n = con.execute("SELECT count(*) FROM tokens").fetchone()[0]
+    assert got == {"tiny-small": n, "tiny-large": n}
+    widths = dict(con.execute("SELECT model_id, max(len(hidden)) FROM hidden_states GROUP BY 1").fetchall())
+    assert widths["tiny-large"] == 128 and widths["tiny-small"] != 128

@@ -176,7 +176,7 @@ def missing(lake: Lake, table: str, run_id: str, rollout_ids: pa.Array, role: st
     `table` yet."""
     if not lake.files(table, run_id):
         return rollout_ids
-    flt = (role_rows(role, model) if table == "scores" else pc.field("model") == role) & pc.field("rollout_id").isin(rollout_ids)
+    flt = role_rows(role, model) & pc.field("rollout_id").isin(rollout_ids)
     if layer is not None:
         flt = flt & (pc.field("layer") == layer)
     done = lake.read(table, run_id, columns=["rollout_id"], filter=flt).column("rollout_id")
@@ -203,7 +203,7 @@ def score_shard(lake: Lake, run_id: str, shard: str, roles: dict[str, str], engi
         todo = missing(lake, "scores", run_id, rollouts.column("rollout_id").combine_chunks(), role, model=model)
         if hidden_layer is not None:
             todo = pc.unique(pa.concat_arrays([todo, missing(lake, "hidden_states", run_id,
-                                               rollouts.column("rollout_id").combine_chunks(), role, hidden_layer)]))
+                                               rollouts.column("rollout_id").combine_chunks(), role, hidden_layer, model)]))
         part = rollouts.filter(pc.is_in(rollouts.column("rollout_id"), value_set=todo))
         written[role] = 0
         # the policy role scores each rollout under the model that generated it
