@@ -51,3 +51,22 @@ def test_sources_with_and_without_references_share_a_run(tmp_path):
     tasks = [json.loads(p["meta"]) for p in prompts if p["source"] == "tasks"]
     assert all(m["tests"] and m["verifier"] == "code-tests" for m in tasks)
     assert {p["reference"] for p in prompts if p["source"] == "tasks"} == {None}
+
+
+def test_every_field_option_a_fix_names_exists():
+    from tokenmill.sources.files import FIELD_OPTIONS
+
+    r = tokenmill("run", "--help")
+    assert r.returncode == 0
+    for option in FIELD_OPTIONS.values():
+        assert option in r.stdout, option
+
+
+def test_a_split_field_gives_each_prompt_its_split(tmp_path):
+    from tokenmill.sources import build_source
+
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "part": "train" if i % 2 else "test"}) + "\n" for i in range(4)))
+    (cfg,) = file_sources([str(path)], None, prompt_field=[], reference_field=[], split_field=["qa:part"], meta_field=[],
+                          verifier=[])
+    assert [p.split for p in build_source(cfg).load()] == ["test", "train", "test", "train"]

@@ -420,6 +420,7 @@ def run(
     prompt_field: list[str] = typer.Option([], help="[SOURCE:]FIELD holding the prompt in --source files (default: prompt)."),
     reference_field: list[str] = typer.Option([], help="[SOURCE:]FIELD holding the reference answer; SOURCE: (a file "
                                               "stem) maps one source only, so files with and without answers mix."),
+    split_field: list[str] = typer.Option([], help="[SOURCE:]FIELD holding each record's split (train/test)."),
     meta_field: list[str] = typer.Option([], help="[SOURCE:][KEY=]FIELD copied into prompt meta for the verifier, e.g. "
                                          "tests=test_list; repeatable."),
     verifier: list[str] = typer.Option([], help="[SOURCE:]NAME: text, math, regex, code-tests or reference-match "
@@ -451,7 +452,7 @@ def run(
 
     sources = [SourceConfig(world=w, n=prompts, split=split, seed=seed) for w in world]
     sources += file_sources(source, limit, prompt_field=prompt_field, reference_field=reference_field,
-                            meta_field=meta_field, verifier=verifier)
+                            split_field=split_field, meta_field=meta_field, verifier=verifier)
     if not sources:
         raise TokenmillError("no prompt source given", fix="add --world arithmetic or --source prompts.jsonl")
     cfg = RolloutConfig(
@@ -808,7 +809,7 @@ def _coerce(value: str):
 def router_train(
     run_id: str = typer.Option(..., "--run", help="A run labelled with `tokenmill label --labelers routing`."),
     lake: str = LakeOpt,
-    config_id: Optional[str] = typer.Option(None, "--config", help="Routing labels of this config id (default: all)."),
+    config_id: Optional[str] = typer.Option(None, "--config", help="Routing labels of this config id (default: the run's only one; several must be picked)."),
     steps: int = typer.Option(600, help="Training steps."),
     recall: float = typer.Option(0.95, help="Threshold: lowest positive rate with this recall of divergent tokens."),
     evaluate: bool = typer.Option(True, help="Evaluate routed generation after training."),
@@ -838,7 +839,7 @@ def probe_train(
     lake: str = LakeOpt,
     model: list[str] = typer.Option([], help="Probe these models' rollouts; repeatable (default: all with spans)."),
     layer: int = typer.Option(-2, help="Hidden-state layer (0 = embeddings; negative from the last)."),
-    config_id: Optional[str] = typer.Option(None, "--config", help="Hallucination spans of this config id."),
+    config_id: Optional[str] = typer.Option(None, "--config", help="Hallucination spans of this config id (default: the run's only one; several must be picked)."),
     steps: int = typer.Option(400, help="Training steps."),
     seed: int = typer.Option(0),
     verbose: bool = typer.Option(False, help="Show Prefect logs."),

@@ -98,6 +98,7 @@ class SourceConfig(BaseModel):
     limit: int | None = Field(None, description="read at most this many records of a file")
     prompt_field: str = "prompt"
     reference_field: str | None = None
+    split_field: str | None = Field(None, description="record field holding each prompt's split (train/test)")
     meta_fields: list[str] = Field([], description="record fields copied into prompt meta: PATH (kept under its name) "
                                                     "or KEY=PATH, e.g. tests=test_list for the code-tests verifier")
     verifier: str | None = Field(None, description="how rollouts of this source are checked (tasks/verifiers.py: "

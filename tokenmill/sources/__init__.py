@@ -31,6 +31,8 @@ def build_source(cfg) -> Source:
         fields = dict(prompt=cfg.prompt_field, meta=tuple(cfg.meta_fields))
         if cfg.reference_field:
             fields["reference"] = cfg.reference_field
+        if cfg.split_field:
+            fields["split"] = cfg.split_field
         source = open_source(cfg.path, FieldMap(**fields), limit=cfg.limit)
     return VerifiedSource(source, cfg.verifier) if cfg.verifier else source
 

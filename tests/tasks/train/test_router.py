@@ -58,3 +58,22 @@ def test_training_data_of_a_run_with_two_routing_configs_asks_which_one(route_la
     assert "--config" in e.value.fix
     picked = load_training_data(lake, "g", first)  # one labelling, not both stacked
     assert len(picked["y"]) == len(before["y"]) and (picked["y"] == before["y"]).all()
+
+
+def test_the_router_records_the_routing_config_it_was_trained_on(route_lake, tmp_path):
+    import shutil
+
+    from tokenmill.storage.catalog import connect
+    from tokenmill.storage.lake import Lake
+    from tokenmill.tasks.train.router import train_router
+
+    dest = tmp_path / "lake"
+    shutil.copytree(route_lake, dest)
+    lake = Lake(str(dest))
+    only = lake.read("routing", "g", columns=["config_id"]).column("config_id")[0].as_py()
+    meta = train_router(lake, "g", steps=5)  # no --config: the run's only labelling
+    assert meta["config_id"] == only
+    (lineage,) = connect(lake).execute("SELECT lineage FROM model_artifacts WHERE role = 'router'").fetchone()
+    import json
+
+    assert json.loads(lineage)["routing_config"] == only

@@ -99,7 +99,7 @@ def load_training_data(lake: Lake, run_id: str, config: str | None = None) -> di
 
     return {"state": matrix("state"), "top_logits": matrix("top_logits"),
             "pred_id": t.column("pred_id").to_numpy().astype(np.int64), "y": t.column("y").to_numpy(zero_copy_only=False).astype(np.float32),
-            "prompt_id": t.column("prompt_id").to_pylist(), "small": smalls[0],
+            "prompt_id": t.column("prompt_id").to_pylist(), "small": smalls[0], "config": config,
             "rollouts": len(pc.unique(t.column("rollout_id"))), "large": pc.unique(t.column("large_model")).to_pylist()}
 
 
@@ -110,6 +110,7 @@ def train_router(lake: Lake, run_id: str, config: str | None = None, steps: int 
     from tokenmill.tasks.generate import cached_engine
 
     data = load_training_data(lake, run_id, config)
+    config = data["config"]  # the labelling trained on, also when the run's only one was taken
     params = {"steps": steps, "lr": lr, "batch": batch, "val_frac": val_frac, "recall": recall, "seed": seed}
     aid = ids.content_id("router", run_id, str(config), ids.canonical_json(params), str(len(data["y"])), str(data["y"].sum()))
     rel = f"{ROUTER_DIR}/{aid}"
