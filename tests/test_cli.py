@@ -197,3 +197,10 @@ def test_pipeline_command_refuses_bad_arms_before_touching_the_lake(tmp_path):
     assert_fails(tokenmill("pipeline", "--lake", str(lake), "--arm", "ppo"), "unknown arm")
     assert_fails(tokenmill("pipeline", "--lake", str(lake), "--run", "bad run!"), "run id")
     assert not lake.exists()
+
+
+def test_label_shows_the_critical_tokens_only_after_critical_ran(labelled):
+    # the run already has `critical` rows; labelling rewards alone must not print their hints
+    r = tokenmill("label", "--run", "r1", "--labelers", "rewards", "--kinds", "grpo", "--lake", str(labelled.uri))
+    assert r.returncode == 0, r.stderr
+    assert "labels of run r1" in r.stdout and "most critical tokens" not in r.stdout

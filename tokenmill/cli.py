@@ -122,12 +122,12 @@ def _run_label(cfg) -> dict:
         return with_runner(label_flow, cfg.runner, work)(cfg)
 
 
-def _print_label_summary(lake: str, run_id: str, wall: float) -> None:
+def _print_label_summary(lake: str, run_id: str, wall: float, labelers: list[str]) -> None:
     from tokenmill.report.summary import label_hints, label_summary, render_table
     from tokenmill.storage.lake import Lake
 
     console.print(render_table(label_summary(Lake(lake), run_id), title=f"labels of run {run_id} — {wall:.1f} s wall time"))
-    if not Lake(lake).files("critical", run_id):
+    if "critical" not in labelers or not Lake(lake).files("critical", run_id):  # only when this labelling made them
         return
     console.print("\nThe ten most critical tokens of incorrect arithmetic rollouts:")
     for hint in label_hints(lake, run_id):
@@ -208,7 +208,7 @@ def demo(
         # authors' LoRA recipe (the default) is for real checkpoints
         _run_label(LabelConfig(lake=lake, run_id=run_id, engine=engine, models={"ref": "tiny-small"},
                                labelers=["rewards", "critical", "hallucination", "ast"], critical=CriticalConfig(train="tiny")))
-        _print_label_summary(lake, run_id, time.time() - t0)
+        _print_label_summary(lake, run_id, time.time() - t0, ["critical"])
         _print_ast_shares(lake, run_id)
         _demo_probes(lake, run_id)
         if route_prompts:
@@ -251,7 +251,7 @@ def _demo_real_model(lake: str, run_id: str, engine: str, prompts: int, samples:
         t0 = time.time()
         _run_label(LabelConfig(lake=lake, run_id=run_id, engine=engine, labelers=["rewards", "hallucination"],
                                rewards=RewardsConfig(kinds=["grpo", "entropy", "rlpr"])))
-        _print_label_summary(lake, run_id, time.time() - t0)
+        _print_label_summary(lake, run_id, time.time() - t0, [])
 
 
 def _print_ast_shares(lake: str, run_id: str) -> None:
@@ -375,7 +375,7 @@ def label(
     )
     t0 = time.time()
     _run_label(cfg)
-    _print_label_summary(lake, run_id, time.time() - t0)
+    _print_label_summary(lake, run_id, time.time() - t0, cfg.labelers)
 
 
 def file_sources(paths: list[str], limit: int | None, **options: list[str]) -> list:
