@@ -751,10 +751,7 @@ def pipeline(
     from tokenmill.config import EvalConfig, PipelineConfig, SamplingConfig, named_arms
     from tokenmill.flows.pipeline import check_pipeline
 
-    from tokenmill.config import CriticalConfig
-
     cfg = PipelineConfig(lake=lake, model=model, world=world, prompts=prompts, engine=engine,
-                         critical=CriticalConfig(include_correct="sft-critical" in arm),
                          sampling=SamplingConfig(n=samples, temperature=1.0, max_tokens=64),
                          arms=named_arms(list(arm), steps=steps, lr=lr, batch=batch), eval=EvalConfig(world=world, prompts=eval_prompts),
                          runner=runner_config(task_runner, ray_address, gpus),

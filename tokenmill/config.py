@@ -431,6 +431,9 @@ class Arm(BaseModel):
     train: TrainSettings = TrainSettings()
     guide: str | None = Field(None, description="TGDPO: an earlier arm whose trained model is π_dpo; the run is labelled "
                                                 "with its `dpo` token rewards (β = 1) and the recipe reads them")
+    needs_critical: dict[str, Any] = Field(default_factory=dict,
+                                           description="critical-labeler settings this arm's recipe depends on; a pipeline "
+                                                       "applies them, whatever entry point built it")
 
 
 ARM_NAMES = ("dpo", "cdpo", "tgdpo", "sft", "sft-critical", "sft-reward")
@@ -463,7 +466,8 @@ def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = Non
                    train=s.model_copy(update={"weighting": "plain"})),
         "sft-critical": Arm(name="sft-critical", recipe="weighted-sft",
                             params={"where": "verdict = 'correct'", "weight": "coalesce(p_ce, 1.0)"},
-                            train=s.model_copy(update={"weighting": "dataset"})),
+                            train=s.model_copy(update={"weighting": "dataset"}),
+                            needs_critical={"include_correct": True}),  # p_CE on the correct rollouts it trains on
         "sft-reward": Arm(name="sft-reward", recipe="weighted-sft",
                           params={"where": "true", "weight": "greatest(coalesce(grpo, 0), 0)"},
                           train=s.model_copy(update={"weighting": "dataset"})),
@@ -503,6 +507,15 @@ class PipelineConfig(BaseModel):
         if all(isinstance(a, str) for a in v):
             return named_arms(v)  # in the standard order, tgdpo's guide dpo included
         return [x for a in v for x in (named_arms([a]) if isinstance(a, str) else [a])]
+
+    @model_validator(mode="after")
+    def _arm_needs(self):
+        """Each arm's labelling needs (sft-critical: p_CE of correct rollouts too), here and not in
+        one entry point, so a deployment or API call with `arms: [sft-critical]` gets them."""
+        needs = {k: v for a in self.arms if isinstance(a, Arm) for k, v in a.needs_critical.items()}
+        if needs and any(getattr(self.critical, k) != v for k, v in needs.items()):
+            self.critical = self.critical.model_copy(update=needs)
+        return self
 
     def rollouts(self) -> RolloutConfig:
         return RolloutConfig(lake=self.lake, run_id=self.run_id, models=[self.model], engine=self.engine,

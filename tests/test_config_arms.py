@@ -1,0 +1,18 @@
+"""Arm rules live with the arm: every way of building a pipeline gets them."""
+
+from __future__ import annotations
+
+from tokenmill.config import CriticalConfig, PipelineConfig
+
+
+def test_sft_critical_labels_correct_rollouts_from_any_entry_point():
+    # as a deployment's parameters or an API call give it: names, plain JSON
+    from_json = PipelineConfig.model_validate({"arms": ["sft", "sft-critical"]})
+    assert from_json.critical.include_correct is True
+    assert PipelineConfig(arms=["sft-critical"], critical=CriticalConfig(beta=2.0)).critical.model_dump() == \
+        CriticalConfig(beta=2.0, include_correct=True).model_dump()  # the arm's need, the rest as given
+
+
+def test_arms_without_needs_leave_the_critical_settings_alone():
+    assert PipelineConfig(arms=["dpo", "cdpo"]).critical.include_correct is False
+    assert PipelineConfig(arms=["sft"], critical=CriticalConfig(top_k=7)).critical.top_k == 7
