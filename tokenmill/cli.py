@@ -134,29 +134,36 @@ def _print_label_summary(lake: str, run_id: str, wall: float, labelers: list[str
         console.print(f"  {hint}", soft_wrap=True, highlight=False, markup=False)
 
 
-def parse_roles(pairs: list[str]) -> dict:
-    """["ref=tiny-small"] → {"ref": "tiny-small"}."""
+def parse_pairs(pairs: list[str], option: str, example: str, coerce: bool = True, text_keys: tuple[str, ...] = ()) -> dict:
+    """The one KEY=VALUE parser of every option that takes pairs (the first "=" splits, so a
+    value may hold more). With `coerce`, a value is read as JSON where it is JSON (4096, 0.5,
+    true, [1, 2], null) and as None for "none"; anything else, and any key of `text_keys`
+    (ids such as a config id "1234e567", which JSON would read as a number), stays text."""
     out = {}
     for pair in pairs:
-        role, sep, model = pair.partition("=")
-        if not sep or not role.strip() or not model.strip():
-            raise TokenmillError(f"--model {pair!r} is not ROLE=MODEL", fix="e.g. --model ref=tiny-small")
-        out[role.strip()] = model.strip()
+        key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or (not coerce and not value):
+            raise TokenmillError(f"{option} {pair!r} is not {'KEY=VALUE' if coerce else 'ROLE=MODEL'}", fix=f"e.g. {option} {example}")
+        out[key] = _value(value) if coerce and key not in text_keys else value
     return out
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None if text.lower() == "none" else text
+
+
+def parse_roles(pairs: list[str]) -> dict:
+    """["ref=tiny-small"] → {"ref": "tiny-small"}."""
+    return parse_pairs(pairs, "--model", "ref=tiny-small", coerce=False)
 
 
 def parse_options(pairs: list[str]) -> dict:
     """["max_model_len=4096", "dtype=bfloat16"] → {"max_model_len": 4096, "dtype": "bfloat16"}."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise TokenmillError(f"--engine-option {pair!r} is not KEY=VALUE", fix="e.g. --engine-option max_model_len=4096")
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
+    return parse_pairs(pairs, "--engine-option", "max_model_len=4096")
 
 
 def _print_summary(lake: str, run_id: str, wall: float) -> None:
@@ -686,12 +693,7 @@ def curate(
     from tokenmill.config import CurateConfig
     from tokenmill.tasks.curate import curate as curate_dataset
 
-    params = {}
-    for pair in param:
-        if "=" not in pair:
-            raise TokenmillError(f"--param {pair!r} is not KEY=VALUE", fix="e.g. --param max_pairs=2")
-        key, value = pair.split("=", 1)
-        params[key.strip()] = _coerce(value.strip())
+    params = parse_pairs(param, "--param", "max_pairs=2", text_keys=("config",))
     m = curate_dataset(CurateConfig(lake=lake, runs=list(run_id), recipe=recipe, params=params))
     console.print(f"dataset [bold]{m['dataset_id']}[/] ({m['kind']}, recipe {m['recipe']}): {m['rows']:,} rows, "
                   f"{m['tokens']:,} tokens — {m['seconds']:.1f} s")
@@ -791,15 +793,6 @@ def study_efficacy(
     results = run_study(study_configs(lake, list(range(seeds)), prompts=prompts, samples=samples, eval_prompts=eval_prompts))
     console.print(render_table(results, title="held-out accuracy per seed"))
     console.print(render_table(summarise(results), title=f"efficacy over {seeds} seeds — {time.time() - t0:.0f} s"))
-
-
-def _coerce(value: str):
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return None if value.lower() in ("none", "null") else value
 
 
 @router_app.command("train")
