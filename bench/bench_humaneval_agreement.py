@@ -35,7 +35,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tokenmill.sources.base import Prompt
 from tokenmill.sources.worlds.humaneval import TIMEOUT_S, HumanEvalWorld, problems
 
 
@@ -68,11 +67,11 @@ def lake_samples(lake: str, run: str) -> list[tuple[dict, str, str, str]]:
 def tokenmill_verdicts(pairs: list[tuple[dict, str]], workers: int) -> list[tuple[bool, str]]:
     """(passed, completion the harness should run) per (problem, reply), by tokenmill's verifier."""
     world = HumanEvalWorld()
+    prompts = {p.meta["task_id"]: p for p in world.prompts(world.size)}  # the prompts a run stores
 
     def one(pair):
         p, reply = pair
-        meta = {"task_id": p["task_id"], "entry_point": p["entry_point"], "test": p["test"]}
-        v = world.verify(Prompt(source="humaneval", prompt=p["prompt"], world="humaneval", meta=meta), reply)
+        v = world.verify(prompts[p["task_id"]], reply)
         return v.verdict == "correct", v.detail["extracted"]
 
     with ThreadPoolExecutor(workers) as pool:

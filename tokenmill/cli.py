@@ -390,9 +390,8 @@ def file_sources(paths: list[str], limit: int | None, **options: list[str]) -> l
     source's file stem or spec: that source only) or ``VALUE`` (every source: a prefix that
     names no source is part of the value); a later value for a source wins, meta fields add up."""
     from tokenmill.config import SourceConfig
-    from tokenmill.sources.files import _stem
 
-    names = [_stem(Path(p[3:] if p.startswith("hf:") else p)) for p in paths]
+    names = [_source_name(p) for p in paths]
     given: list[dict] = [{} for _ in paths]
     for option, values in options.items():
         for value in values:
@@ -405,6 +404,17 @@ def file_sources(paths: list[str], limit: int | None, **options: list[str]) -> l
                 else:
                     given[i][option] = v
     return [SourceConfig(path=p, limit=limit, **g) for p, g in zip(paths, given)]
+
+
+def _source_name(spec: str) -> str:
+    """The name a --source gets in the lake (a file's stem; a world's name), read without
+    opening anything."""
+    from tokenmill.sources.files import open_source
+
+    try:
+        return open_source(spec).name
+    except (ValueError, TokenmillError):  # a world by name, or a path that load() will name in its error
+        return spec
 
 
 def _chat_template(mode: str) -> str:

@@ -46,24 +46,19 @@ def estimate(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
 
 def pass_at_k_table(per_problem: pa.Table, ks: tuple[int, ...] = KS) -> pa.Table:
     """`pass_at_k` rows from per-problem counts (columns source, model, verifier, n, c)."""
-    rows: dict[str, list] = {f.name: [] for f in PASS_AT_K.schema}
     d = per_problem.to_pydict()
     groups: dict[tuple[str, str], list[int]] = {}
     for i, key in enumerate(zip(d["source"], d["model"])):
         groups.setdefault(key, []).append(i)
-    now = datetime.now(timezone.utc)
+    now, rows = datetime.now(timezone.utc), []
     for (source, model), idx in sorted(groups.items()):
         n, c = np.array([d["n"][i] for i in idx]), np.array([d["c"][i] for i in idx])
-        verifiers = sorted({v for i in idx for v in (d["verifier"][i] or "").split(",") if v})
-        for k in ks:
-            if n.min() < k:
-                continue
-            for col, value in (("source", source), ("model", model), ("verifier", ",".join(verifiers) or None), ("k", k),
-                               ("pass_at_k", float(estimate(n, c, k).mean())), ("problems", len(idx)),
-                               ("samples", int(n.min())), ("rollouts", int(n.sum())), ("correct", int(c.sum())),
-                               ("created_at", now)):
-                rows[col].append(value)
-    return pa.table(rows, schema=PASS_AT_K.schema)
+        verifiers = ",".join(sorted({v for i in idx for v in (d["verifier"][i] or "").split(",") if v})) or None
+        rows += [{"source": source, "model": model, "verifier": verifiers, "k": k,
+                  "pass_at_k": float(estimate(n, c, k).mean()), "problems": len(idx), "samples": int(n.min()),
+                  "rollouts": int(n.sum()), "correct": int(c.sum()), "created_at": now}
+                 for k in ks if n.min() >= k]
+    return pa.Table.from_pylist(rows, schema=PASS_AT_K.schema)
 
 
 def compute(lake, run_id: str) -> pa.Table:

@@ -52,8 +52,9 @@ from typing import Callable
 
 from tokenmill.errors import TokenmillError
 from tokenmill.sources.base import Prompt
-from tokenmill.sources.worlds import WORLDS, Verdict, get_world
+from tokenmill.sources.worlds import WORLDS, Verdict, shared_world
 from tokenmill.sources.worlds.code import extract_code, verify_code
+from tokenmill.sources.worlds.humaneval import check_test
 
 Verifier = Callable[[Prompt, str], Verdict]
 
@@ -229,7 +230,7 @@ def _tests(meta: dict) -> list[str]:
     tests = meta.get("tests") or []
     tests = [tests] if isinstance(tests, str) else [str(t) for t in tests]
     if meta.get("test") and meta.get("entry_point"):  # HumanEval: `def check(candidate)` + the function's name
-        tests.append(f"{meta['test']}\ncheck({meta['entry_point']})\n")
+        tests.append(check_test(meta))
     return tests
 
 
@@ -257,7 +258,7 @@ VERIFIERS: dict[str, Verifier] = {
 
 @lru_cache(maxsize=None)
 def _world_verifier(name: str) -> Verifier:
-    return get_world(name).verify  # one world instance per name, not one per rollout
+    return shared_world(name).verify  # one world instance (and one bound method) per name, not one per rollout
 
 
 def get_verifier(name: str) -> Verifier:

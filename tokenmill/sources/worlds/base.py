@@ -55,10 +55,13 @@ class World(ABC):
     @abstractmethod
     def verify(self, prompt: Prompt, completion: str) -> Verdict: ...
 
-    def instances(self, n: int, seed: int = 0, split: str = "test") -> list[Instance]:
-        """`n` distinct instances of `split`, deterministic in (`seed`, `split`)."""
+    def check_split(self, split: str) -> None:
         if split not in SPLITS:
             raise SourceError(f"unknown split {split!r}", where=f"world:{self.name}", fix=f"use one of {SPLITS}")
+
+    def instances(self, n: int, seed: int = 0, split: str = "test") -> list[Instance]:
+        """`n` distinct instances of `split`, deterministic in (`seed`, `split`)."""
+        self.check_split(split)
         rng = random.Random(f"{self.name}:{seed}:{split}")
         out: dict[str, Instance] = {}
         attempts = 0

@@ -43,13 +43,13 @@ import json
 import random
 import re
 import unicodedata
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from tokenmill.charclass import UPPER
 from tokenmill.errors import SourceError
 from tokenmill.sources.base import Prompt
-from tokenmill.sources.worlds.base import SPLITS, Instance, Verdict, World, split_of
+from tokenmill.sources.worlds.base import Instance, Verdict, World, split_of
 
 ATTRIBUTES = ("capital", "currency", "language", "region", "neighbour")
 SUPPORTED, NOT_SUPPORTED, UNVERIFIABLE = "supported", "not_supported", "unverifiable"
@@ -398,13 +398,11 @@ class CountriesWorld(World):
     chat_instruction = ("Answer in exactly five lines of this form: \"Capital: <city>\", \"Currency: <currency>\", "
                         "\"Languages: <official languages, comma-separated>\", \"Region: <region>\", "
                         "\"Neighbours: <neighbouring countries, comma-separated, or none>\".")
-    attributes = ATTRIBUTES
-
     @property
     def kb(self) -> tuple[dict, ...]:
         return load_kb()
 
-    @property
+    @cached_property
     def by_name(self) -> dict[str, dict]:
         return {c["name"]: c for c in self.kb}
 
@@ -419,8 +417,7 @@ class CountriesWorld(World):
     def instances(self, n: int, seed: int = 0, split: str = "test") -> list[Instance]:
         """`n` distinct countries of `split`, a seeded shuffle of all of them: with one prompt
         per country, random draws would need many attempts to find the last few."""
-        if split not in SPLITS:
-            raise SourceError(f"unknown split {split!r}", where=f"world:{self.name}", fix=f"use one of {SPLITS}")
+        self.check_split(split)
         pool = [c for c in self.kb if split == "all" or split_of(c["name"], self.test_fraction) == split]
         if n > len(pool):
             raise SourceError(f"only {len(pool)} distinct {split} problems found, {n} asked",

@@ -33,10 +33,8 @@ is computed per model by `tasks/pass_at_k.py` after the run.
 
 from __future__ import annotations
 
-import ast
 import gzip
 import json
-import math
 import random
 import re
 from functools import lru_cache
@@ -44,7 +42,8 @@ from importlib import resources
 
 from tokenmill.errors import SourceError
 from tokenmill.sources.base import Prompt
-from tokenmill.sources.worlds.base import SPLITS, Instance, Verdict, World
+from tokenmill.sources.worlds.base import Instance, Verdict, World
+from tokenmill.sources.worlds.code import verify_code
 
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")  # Chen et al. 2021, section 3.3
 TIMEOUT_S = 10.0  # per problem; the official harness defaults to 3 s on faster machines
@@ -92,33 +91,25 @@ class HumanEvalWorld(World):
         """All problems: what `--source humaneval` takes without a limit."""
         return len(problems())
 
-    def _instance(self, rng: random.Random) -> Instance:  # pragma: no cover - problems are enumerated
-        raise NotImplementedError("HumanEval has fixed problems; see instances()")
+    @staticmethod
+    def _make(p: dict) -> Instance:
+        meta = {"task_id": p["task_id"], "entry_point": p["entry_point"], "test": p["test"]}
+        return Instance(p["prompt"], p["canonical_solution"], p["canonical_solution"], meta, key=p["task_id"])
+
+    def _instance(self, rng: random.Random) -> Instance:
+        return self._make(rng.choice(problems()))
 
     def instances(self, n: int, seed: int = 0, split: str = "test") -> list[Instance]:
-        """The first `n` problems (the seed does not matter: the set is fixed). A train split
-        has none: HumanEval is only ever evaluation data."""
-        if split not in SPLITS:
-            raise SourceError(f"unknown split {split!r}", where="humaneval", fix=f"use one of {SPLITS}")
+        """The first `n` problems in the file's order (the seed does not matter: the set is
+        fixed). A train split has none: HumanEval is only ever evaluation data."""
+        self.check_split(split)
         if split == "train":
             raise SourceError("HumanEval has no train split", where="humaneval", fix="use --split test (or all)")
-        out = []
-        for p in problems()[:n]:
-            meta = {"task_id": p["task_id"], "entry_point": p["entry_point"], "test": p["test"]}
-            out.append(Instance(p["prompt"], p["canonical_solution"], p["canonical_solution"], meta, key=p["task_id"]))
-        return out
+        return [self._make(p) for p in problems()[:n]]
 
     def verify(self, prompt: Prompt, completion: str) -> Verdict:
-        from tokenmill.code.sandbox import Limits, run_tests
-
-        meta = prompt.meta
-        body, form = harness_completion(completion, meta["entry_point"])
-        program = prompt.prompt + body
-        detail = {"task_id": meta["task_id"], "form": form, "extracted": body}
-        try:
-            ast.parse(program)
-        except SyntaxError as e:
-            return Verdict(0.0, "invalid", {**detail, "error": f"SyntaxError: {e.msg} (line {e.lineno})"})
-        passed, error = run_tests(program, [check_test(meta)], Limits(wall_s=TIMEOUT_S, cpu_s=math.ceil(TIMEOUT_S)))
-        ok = passed == 1
-        return Verdict(float(ok), "correct" if ok else "incorrect", {**detail, "error": error})
+        """The code world's rule (`verify_code`: invalid if the program does not parse) on
+        ``prompt + completion`` with the one test ``check(<entry_point>)``."""
+        body, form = harness_completion(completion, prompt.meta["entry_point"])
+        v = verify_code(prompt.prompt + body, [check_test(prompt.meta)], TIMEOUT_S)
+        return Verdict(v.reward, v.verdict, {"task_id": prompt.meta["task_id"], "form": form, "extracted": body, **v.detail})

@@ -43,27 +43,16 @@ class Annotator(ABC):
         prompt, completion) that `spans["row"]` indexes."""
 
 
-def judging_world(name: str | None):
-    """The world `name` if it judges claims (has `judge`), else None."""
-    from tokenmill.sources.worlds import WORLDS
-
-    cls = WORLDS.get(name) if name else None
-    return cls() if cls is not None and hasattr(cls, "judge") else None
-
-
 class KBAnnotator(Annotator):
     name = "kb"
 
     def annotate(self, spans, rows):
+        from tokenmill.sources.worlds import world_with
+
         labels = np.full(len(spans["row"]), None, dtype=object)
-        worlds: dict = {}  # one instance per world name
         for k, (r, text, kind) in enumerate(zip(spans["row"], spans["text"], spans["entity_type"])):  # per span
             prompt = rows["prompt"][r]
-            if prompt is None:
-                continue
-            if prompt.world not in worlds:
-                worlds[prompt.world] = judging_world(prompt.world)
-            world = worlds[prompt.world]
+            world = world_with(prompt.world, "judge") if prompt is not None else None
             if world is not None:
                 labels[k] = world.judge(prompt, kind, text)
         return labels

@@ -124,7 +124,10 @@ class HallucinationLabeler(Labeler):
     def _spans(self, rows: dict) -> dict[str, np.ndarray]:
         """Extracted (and file) spans with their labels and annotator, sorted by (row, char_start)."""
         texts = rows["completion"]
-        worlds = self._claiming_worlds(rows["prompt"])
+        from tokenmill.sources.worlds import world_with
+
+        # per rollout, its world where that world reads claims (bios, countries), else None
+        worlds = [world_with(p.world, "claims") if p is not None else None for p in rows["prompt"]]
         if self.cfg.extractors is None:  # auto: the KB world's claims where there is one, generic extractors elsewhere
             parts = [extract_kb(texts, worlds),
                      extract([t if w is None else "" for t, w in zip(texts, worlds)], [get_extractor(g) for g in GENERIC])]
@@ -146,16 +149,6 @@ class HallucinationLabeler(Labeler):
             spans = {k: np.concatenate([spans[k], extra[k]]) for k in spans}
         order = np.lexsort((spans["char_end"], spans["char_start"], spans["row"]))
         return {k: v[order] for k, v in spans.items()}
-
-    @staticmethod
-    def _claiming_worlds(prompts: list) -> list:
-        """Per rollout, its world if that world reads claims (bios, countries), else None."""
-        from tokenmill.sources.worlds import WORLDS
-
-        names = {p.world for p in prompts if p is not None and p.world}
-        # the class is asked first: a world without claims is never built (it may load data)
-        found = {n: WORLDS[n]() for n in names if n in WORLDS and hasattr(WORLDS[n], "claims")}
-        return [found.get(p.world) if p is not None else None for p in prompts]
 
     def _ccp(self, tokens: pa.Table, models: list[str], rids: list[str], lengths, g_first, g_last) -> np.ndarray:
         k_col = tokens.column("topk_ids")
