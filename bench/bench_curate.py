@@ -28,7 +28,7 @@ def label(lake, run: str) -> None:
     import pyarrow.compute as pc
 
     from tokenmill.schema import CRITICAL, TOKEN_REWARDS
-    from tokenmill.tasks.labels.base import provenance
+    from tokenmill.labelers.base import provenance
 
     rng = np.random.default_rng(0)
     tokens = lake.read("tokens", run, columns=["rollout_id", "pos", "token_id"])

@@ -27,8 +27,8 @@ import time
 
 def naive_label(rollouts, tokens, prompts, tokenizer):
     """Per-span, per-token Python: the baseline."""
-    from tokenmill.tasks.labels.annotators import KBAnnotator
-    from tokenmill.tasks.labels.spans import get_extractor
+    from tokenmill.labelers.hallucination.annotators import KBAnnotator
+    from tokenmill.labelers.hallucination.spans import get_extractor
 
     kb = get_extractor("kb")
     toks = {}
@@ -88,7 +88,7 @@ def main() -> None:
     from tokenmill.engines import load_tokenizer
     from tokenmill.sources.base import prompts_from_table
     from tokenmill.storage.lake import Lake
-    from tokenmill.tasks.labels.hallucination import ROLLOUT_COLUMNS, TOKEN_COLUMNS, HallucinationLabeler
+    from tokenmill.labelers.hallucination.labeler import ROLLOUT_COLUMNS, TOKEN_COLUMNS, HallucinationLabeler
 
     console = Console(width=120)
     lake_dir = rollout_lake(console, "halluc", "tiny-small", "bios", args.prompts, args.n, 1.0, 64, split="all")

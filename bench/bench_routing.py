@@ -42,7 +42,7 @@ def main() -> None:
 
     from tokenmill.config import RoutingConfig
     from tokenmill.storage.lake import Lake
-    from tokenmill.tasks.labels.routing import ROLLOUT_COLUMNS, RoutingLabeler
+    from tokenmill.labelers.routing.labeler import ROLLOUT_COLUMNS, RoutingLabeler
 
     console = Console(width=140)
     lake_dir = rollout_lake(console, "routing", "tiny-large", "arithmetic", args.prompts, 1, 0.0, 96)

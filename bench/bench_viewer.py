@@ -30,7 +30,7 @@ def add_rewards(lake, run: str) -> None:
     import pyarrow as pa
 
     from tokenmill.schema import TOKEN_REWARDS
-    from tokenmill.tasks.labels.base import provenance
+    from tokenmill.labelers.base import provenance
 
     t = lake.read("tokens", run, columns=["rollout_id", "pos"])
     n = t.num_rows

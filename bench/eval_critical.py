@@ -33,7 +33,7 @@ def main() -> None:
     from tokenmill.report.summary import render_table
     from tokenmill.storage.lake import Lake
     from tokenmill.tasks import generate, prompts, verify
-    from tokenmill.tasks.labels.critical import CriticalLabeler, critical_truth, precision_at_k
+    from tokenmill.labelers.critical.labeler import CriticalLabeler, critical_truth, precision_at_k
 
     console = Console()
     lake = Lake(args.lake or tempfile.mkdtemp(prefix="tokenmill-critical-"))

@@ -230,7 +230,7 @@ def check_train(res: dict, objective: str) -> list[str]:
 
 def probe(tmp: str, steps: int) -> dict:
     from tokenmill.storage.lake import Lake
-    from tokenmill.tasks.labels.hallucination import HallucinationLabeler
+    from tokenmill.labelers.hallucination.labeler import HallucinationLabeler
     from tokenmill.tasks.train.probe import load_probe, train_probe
 
     path = os.path.join(tmp, "bios")

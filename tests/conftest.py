@@ -97,7 +97,7 @@ def route_lake(tmp_path_factory) -> Path:
     """A read-only lake with run `g`: tiny-large greedy on 256 arithmetic training prompts,
     labelled by the routing labeler against tiny-small (outcome verifier)."""
     from tokenmill.storage.lake import Lake
-    from tokenmill.tasks.labels.routing import RoutingLabeler
+    from tokenmill.labelers.routing.labeler import RoutingLabeler
 
     path = tmp_path_factory.mktemp("route") / "lake"
     make_run(str(path), run_id="g", models=("tiny-large",), n_prompts=256, samples=1, max_tokens=96, temperature=0.0,
@@ -114,7 +114,7 @@ def bios_lake(tmp_path_factory) -> Path:
     """A read-only lake with run `b`: tiny-small on 24 bios prompts (known and unknown
     people) × 4 samples, labelled by the hallucination labeler (KB ground truth)."""
     from tokenmill.storage.lake import Lake
-    from tokenmill.tasks.labels.hallucination import HallucinationLabeler
+    from tokenmill.labelers.hallucination.labeler import HallucinationLabeler
 
     path = tmp_path_factory.mktemp("bios") / "lake"
     make_run(str(path), run_id="b", n_prompts=24, samples=4, max_tokens=60, world="bios", split="all")
@@ -149,7 +149,7 @@ def _dpo_rewards(lake, scale):
     import pyarrow as pa
 
     from tokenmill.schema import TOKEN_REWARDS
-    from tokenmill.tasks.labels.base import config_id, provenance
+    from tokenmill.labelers.base import config_id, provenance
 
     t = lake.read("tokens", "r1", columns=["rollout_id", "pos"])
     n = t.num_rows

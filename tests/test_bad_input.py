@@ -28,7 +28,7 @@ from tokenmill.storage.lake import Lake
 from tokenmill.tasks import generate, verify
 from tokenmill.tasks import prompts as prompt_stage
 from tokenmill.tasks import score as score_stage
-from tokenmill.tasks.labels.rewards import RewardsLabeler
+from tokenmill.labelers.rewards.labeler import RewardsLabeler
 
 CONTEXT = 256  # max_position_embeddings of the tiny models
 
@@ -205,7 +205,7 @@ def test_nan_logprobs_fail_scoring_naming_the_model_and_the_rollout(tmp_path, co
 
 
 def test_nan_contrast_models_fail_critical_labels_naming_them(tmp_path, copy_lake):
-    from tokenmill.tasks.labels.critical import CriticalLabeler
+    from tokenmill.labelers.critical.labeler import CriticalLabeler
 
     broken = variant(tmp_path, "nan-model", weights=nan_weights)  # as a diverged fine-tuning would leave them
     lake = Lake(copy_lake)
@@ -345,7 +345,7 @@ def test_a_lake_path_that_is_a_file_is_refused(tmp_path):
 
 
 def test_outcome_routing_on_prompts_without_answers_is_refused_before_any_work(tmp_path):
-    from tokenmill.tasks.labels.routing import RoutingLabeler
+    from tokenmill.labelers.routing.labeler import RoutingLabeler
 
     source = tmp_path / "free.jsonl"
     source.write_text(json.dumps({"prompt": "Tell me about 3+4."}) + "\n")
@@ -358,7 +358,7 @@ def test_outcome_routing_on_prompts_without_answers_is_refused_before_any_work(t
 
 
 def test_a_span_verdict_line_that_is_not_json_names_file_and_line(tmp_path):
-    from tokenmill.tasks.labels.annotators import FileAnnotator
+    from tokenmill.labelers.hallucination.annotators import FileAnnotator
 
     path = tmp_path / "verdicts.jsonl"
     path.write_text('{"rollout_id": "r1", "span": "x", "label": "Supported", "index": 0}\nnot json\n')
@@ -368,7 +368,7 @@ def test_a_span_verdict_line_that_is_not_json_names_file_and_line(tmp_path):
 
 
 def test_a_probe_on_too_few_prompts_to_hold_some_out_says_to_label_more(tmp_path):
-    from tokenmill.tasks.labels.hallucination import HallucinationLabeler
+    from tokenmill.labelers.hallucination.labeler import HallucinationLabeler
     from tokenmill.tasks.train.probe import train_probe
 
     lake = Lake(tmp_path / "lake")

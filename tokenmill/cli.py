@@ -21,7 +21,10 @@ from rich.console import Console
 
 from tokenmill.config import DEFAULT_LAKE
 from tokenmill.config import REWARD_KINDS as REWARD_KINDS_DEFAULT
+from tokenmill.config import (DEFAULT_PRESET, PIPELINE_PRESETS, PipelineConfig, ProbeConfig, RolloutConfig, RouterConfig,
+                              RunnerConfig, SamplingConfig, SourceConfig)
 from tokenmill.errors import TokenmillError
+from tokenmill.pairs import parse_pairs  # noqa: F401  (the one KEY=VALUE parser; tokenmill.cli.parse_pairs stays)
 
 app = typer.Typer(help="tokenmill: a token-level data mill for LLM post-training.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -39,22 +42,61 @@ app.add_typer(study_app, name="study")
 console = Console()
 err = Console(stderr=True)
 
+def _config_default(source, path: str):
+    """(value, description) of the field at dotted `path` ("sampling.n", "arms.0.train.lr") of
+    `source`: a config class (its field defaults) or a config (e.g. the default preset's pipeline)."""
+    value, description = source, None
+    for part in path.split("."):
+        if isinstance(value, list):
+            value, description = value[int(part)], None
+            continue
+        cls = value if isinstance(value, type) else type(value)
+        field = cls.model_fields[part]
+        description = field.description
+        value = field.get_default(call_default_factory=True) if isinstance(value, type) else getattr(value, part)
+    return value, description
+
+
+def _shown(value) -> str | bool:
+    if value is None or value == []:
+        return False
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def config_option(source, path: str, *decls: str, help: Optional[str] = None, **kwargs):
+    """An option whose default is None, "the config's own": the value a config model (or a
+    preset's config) holds at `path` is shown as its default, and the field's description is its
+    help unless `help` says more. The command passes on only the options given, so the config
+    model stays the one place each default lives."""
+    value, description = _config_default(source, path)
+    if help is None and description:
+        help = description[:1].upper() + description[1:] + "."
+    return typer.Option(None, *decls, help=help, show_default=_shown(value), **kwargs)
+
+
+def given(**options) -> dict:
+    """The options the user gave (the rest are None: the config's defaults apply)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 LakeOpt = typer.Option(DEFAULT_LAKE, "--lake", help="Lake location: a directory or a filesystem URI (s3://…).")
-RunnerOpt = typer.Option("threads", "--task-runner", help="threads (this machine) or ray (model tasks spread over a "
-                         "Ray cluster; needs tokenmill[ray]).")
-RayAddressOpt = typer.Option(None, "--ray-address", help="ray: the cluster, host:port (from `ray start --head`) or "
-                             "ray://host:10001; default: start a local Ray.")
-GpusOpt = typer.Option(0.0, "--gpus", help="ray: GPUs each model task (generate, score, train, evaluate) requests.")
+RunnerOpt = config_option(RunnerConfig, "kind", "--task-runner", help="threads (this machine) or ray (model tasks spread "
+                          "over a Ray cluster; needs tokenmill[ray]).")
+RayAddressOpt = config_option(RunnerConfig, "address", "--ray-address", help="ray: the cluster, host:port (from `ray "
+                              "start --head`) or ray://host:10001; default: start a local Ray.")
+GpusOpt = config_option(RunnerConfig, "gpus", "--gpus", help="ray: GPUs each model task (generate, score, train, "
+                        "evaluate) requests.")
 
 
-def runner_config(kind: str, address: Optional[str], gpus: float):
-    from tokenmill.config import RunnerConfig
-
-    if kind not in ("threads", "ray"):
+def runner_config(kind: Optional[str], address: Optional[str], gpus: Optional[float]):
+    """The RunnerConfig of --task-runner, --ray-address, --gpus (None: RunnerConfig's default)."""
+    if kind is not None and kind not in ("threads", "ray"):
         raise TokenmillError(f"unknown task runner {kind!r}", fix="use --task-runner threads or --task-runner ray")
-    if kind == "threads" and (address or gpus):
+    if (kind or RunnerConfig.model_fields["kind"].default) == "threads" and (address or gpus):
         raise TokenmillError("--ray-address and --gpus need --task-runner ray", fix="add --task-runner ray")
-    return RunnerConfig(kind=kind, address=address, gpus=gpus)
+    return RunnerConfig(**given(kind=kind, address=address, gpus=gpus))
 
 
 class _HideUserErrors(logging.Filter):
@@ -132,28 +174,6 @@ def _print_label_summary(lake: str, run_id: str, wall: float, labelers: list[str
     console.print("\nThe ten most critical tokens of incorrect arithmetic rollouts:")
     for hint in label_hints(lake, run_id):
         console.print(f"  {hint}", soft_wrap=True, highlight=False, markup=False)
-
-
-def parse_pairs(pairs: list[str], option: str, example: str, coerce: bool = True, text_keys: tuple[str, ...] = ()) -> dict:
-    """The one KEY=VALUE parser of every option that takes pairs (the first "=" splits, so a
-    value may hold more). With `coerce`, a value is read as JSON where it is JSON (4096, 0.5,
-    true, [1, 2], null) and as None for "none"; anything else, and any key of `text_keys`
-    (ids such as a config id "1234e567", which JSON would read as a number), stays text."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key or (not coerce and not value):
-            raise TokenmillError(f"{option} {pair!r} is not {'KEY=VALUE' if coerce else 'ROLE=MODEL'}", fix=f"e.g. {option} {example}")
-        out[key] = _value(value) if coerce and key not in text_keys else value
-    return out
-
-
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None if text.lower() == "none" else text
 
 
 def parse_roles(pairs: list[str]) -> dict:
@@ -318,7 +338,8 @@ def _demo_routing(lake: str, run_id: str, engine: str, prompts: int) -> None:
 def label(
     run_id: str = typer.Option(..., "--run", help="The run whose rollouts to label."),
     lake: str = LakeOpt,
-    labelers: str = typer.Option("rewards,critical", help="Comma-separated: rewards, critical, routing, hallucination, ast."),
+    labelers: str = typer.Option("rewards,critical", help="Comma-separated label families (`tokenmill/labelers`): "
+                                 "rewards, critical, routing, hallucination, ast, tvm, …"),
     model: list[str] = typer.Option(["ref=tiny-small"], help="ROLE=MODEL for scoring, e.g. ref=tiny-small; repeatable. "
                                     "The role `policy` is each rollout's own model."),
     kinds: str = typer.Option(",".join(REWARD_KINDS_DEFAULT), help="Reward kinds: dpo, grpo, tempo, d3s, entropy, rlpr."),
@@ -351,7 +372,10 @@ def label(
                                                 "parsed whole."),
     score_role: list[str] = typer.Option([], help="Also score under this role (e.g. large); repeatable."),
     hidden_layer: Optional[int] = typer.Option(None, help="Store this layer's hidden states (float16) for --score-role roles."),
-    engine: str = typer.Option("hf", help="Scoring engine: hf or vllm (critical always uses hf: it needs full logits)."),
+    setting: list[str] = typer.Option([], "--set", help="FAMILY.KEY=VALUE: any label family's setting, e.g. "
+                                      "tvm.target=reward; repeatable; applied over the options above."),
+    engine: str = typer.Option("hf", help="Engine of every model a labeler loads: hf or vllm (a labeler that needs what "
+                               "the engine cannot give, e.g. critical's full logits, uses hf)."),
     engine_option: list[str] = typer.Option([], help="KEY=VALUE passed to the engine; repeatable."),
     task_runner: str = RunnerOpt,
     ray_address: Optional[str] = RayAddressOpt,
@@ -380,9 +404,30 @@ def label(
                                           verdicts_file=str(verdicts_file) if verdicts_file else None),
         ast=AstConfig(language=code_language), runner=runner_config(task_runner, ray_address, gpus),
     )
+    if setting:
+        cfg = family_settings(cfg, parse_pairs(setting, "--set", "tvm.target=reward"))
     t0 = time.time()
     _run_label(cfg)
     _print_label_summary(lake, run_id, time.time() - t0, cfg.labelers)
+
+
+def family_settings(cfg, pairs: dict):
+    """The label config with FAMILY.KEY=VALUE settings applied (validated by the family's
+    own config model)."""
+    from tokenmill.errors import TokenmillError
+    from tokenmill.labelers import families
+
+    data = cfg.model_dump()
+    for key, value in pairs.items():
+        fam, _, field = key.partition(".")
+        if fam not in families() or not field:
+            raise TokenmillError(f"--set {key}: not FAMILY.KEY of a label family",
+                                 fix=f"families: {', '.join(families())}; e.g. --set tvm.target=reward")
+        known = families()[fam].config.model_fields
+        if field not in known:
+            raise TokenmillError(f"--set {key}: {fam} has no setting {field!r}", fix=f"{fam} settings: {', '.join(known)}")
+        data[fam][field] = value
+    return type(cfg).model_validate(data)
 
 
 def file_sources(paths: list[str], limit: int | None, **options: list[str]) -> list:
@@ -432,8 +477,8 @@ def run(
     world: list[str] = typer.Option([], help="A built-in world (arithmetic, code, bios); repeatable."),
     source: list[str] = typer.Option([], help="A prompt file (.jsonl, .parquet, a saved HF dataset dir) or a packaged "
                                      "benchmark (humaneval) or world by name; repeatable."),
-    prompts: int = typer.Option(32, help="Prompts per world."),
-    split: str = typer.Option("test", help="World split: train, test or all."),
+    prompts: Optional[int] = config_option(SourceConfig, "n", help="Prompts per world."),
+    split: Optional[str] = config_option(SourceConfig, "split", help="World split: train, test or all."),
     prompt_field: list[str] = typer.Option([], help="[SOURCE:]FIELD holding the prompt in --source files (default: prompt)."),
     reference_field: list[str] = typer.Option([], help="[SOURCE:]FIELD holding the reference answer; SOURCE: (a file "
                                               "stem) maps one source only, so files with and without answers mix."),
@@ -443,21 +488,26 @@ def run(
     verifier: list[str] = typer.Option([], help="[SOURCE:]NAME: text, math, regex, code-tests or reference-match "
                                        "(default: reference-match where there is a reference)."),
     limit: Optional[int] = typer.Option(None, help="Read at most this many records per file (problems of a benchmark)."),
-    model: list[str] = typer.Option(["tiny-small"], help="Bundled name, local path or hub id; repeatable."),
-    engine: str = typer.Option("hf", help="hf (transformers) or vllm."),
+    model: Optional[list[str]] = config_option(RolloutConfig, "models", "--model",
+                                               help="Bundled name, local path or hub id; repeatable."),
+    engine: Optional[str] = config_option(RolloutConfig, "engine", help="hf (transformers) or vllm."),
     engine_option: list[str] = typer.Option(
         [], help="KEY=VALUE passed to the engine (value parsed as JSON if it can be), e.g. max_model_len=4096; repeatable."),
-    samples: int = typer.Option(4, "--samples", "-n", help="Samples per prompt."),
-    temperature: float = typer.Option(1.0, help="0 = greedy."),
-    top_p: float = typer.Option(1.0),
-    max_tokens: int = typer.Option(96),
-    seed: int = typer.Option(0),
-    logprobs: int = typer.Option(5, help="Top-k alternatives stored per token."),
-    stop: list[str] = typer.Option([], help="A completion also ends after the token completing this string; repeatable."),
-    stop_id: list[int] = typer.Option([], help="A completion also ends at this token id (besides every EOS id); repeatable."),
-    chat_template: str = typer.Option("auto", help="auto: each model's chat template where it has one; none: raw text."),
-    system_prompt: Optional[str] = typer.Option(None, help="System message (default: the chat template's own)."),
-    shard_size: int = typer.Option(64, help="Prompts per generation task."),
+    samples: Optional[int] = config_option(SamplingConfig, "n", "--samples", "-n", help="Samples per prompt."),
+    temperature: Optional[float] = config_option(SamplingConfig, "temperature", help="0 = greedy."),
+    top_p: Optional[float] = config_option(SamplingConfig, "top_p"),
+    max_tokens: Optional[int] = config_option(SamplingConfig, "max_tokens"),
+    seed: Optional[int] = config_option(SamplingConfig, "seed", help="Sampling seed, also of the worlds' prompt draws."),
+    logprobs: Optional[int] = config_option(SamplingConfig, "logprobs", help="Top-k alternatives stored per token."),
+    stop: Optional[list[str]] = config_option(SamplingConfig, "stop", help="A completion also ends after the token "
+                                              "completing this string; repeatable."),
+    stop_id: Optional[list[int]] = config_option(SamplingConfig, "stop_token_ids", "--stop-id", help="A completion also "
+                                                 "ends at this token id (besides every EOS id); repeatable."),
+    chat_template: Optional[str] = config_option(RolloutConfig, "chat_template", help="auto: each model's chat template "
+                                                 "where it has one; none: raw text."),
+    system_prompt: Optional[str] = config_option(RolloutConfig, "system_prompt", help="System message (default: the chat "
+                                                 "template's own)."),
+    shard_size: Optional[int] = config_option(RolloutConfig, "shard_size", help="Prompts per generation task."),
     task_runner: str = RunnerOpt,
     ray_address: Optional[str] = RayAddressOpt,
     gpus: float = GpusOpt,
@@ -465,19 +515,18 @@ def run(
 ):
     """Run the rollouts flow: sources → generate → verify → lake."""
     _quiet_prefect(verbose)
-    from tokenmill.config import RolloutConfig, SamplingConfig, SourceConfig, new_run_id
-
-    sources = [SourceConfig(world=w, n=prompts, split=split, seed=seed) for w in world]
+    sources = [SourceConfig(world=w, **given(n=prompts, split=split, seed=seed)) for w in world]
     sources += file_sources(source, limit, prompt_field=prompt_field, reference_field=reference_field,
                             split_field=split_field, meta_field=meta_field, verifier=verifier)
     if not sources:
         raise TokenmillError("no prompt source given", fix="add --world arithmetic or --source prompts.jsonl")
+    sampling = SamplingConfig(**given(n=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                                      logprobs=logprobs, stop=stop, stop_token_ids=stop_id))
     cfg = RolloutConfig(
-        lake=lake, run_id=run_id or new_run_id(), sources=sources, models=model, engine=engine, shard_size=shard_size,
-        engine_options=parse_options(engine_option), runner=runner_config(task_runner, ray_address, gpus),
-        sampling=SamplingConfig(n=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-                                logprobs=logprobs, stop=stop, stop_token_ids=stop_id),
-        chat_template=_chat_template(chat_template), system_prompt=system_prompt,
+        lake=lake, sources=sources, sampling=sampling, engine_options=parse_options(engine_option),
+        runner=runner_config(task_runner, ray_address, gpus),
+        **given(run_id=run_id or None, models=model, engine=engine, shard_size=shard_size, system_prompt=system_prompt,
+                chat_template=None if chat_template is None else _chat_template(chat_template)),
     )
     t0 = time.time()
     _run_rollouts(cfg)
@@ -738,41 +787,76 @@ def train(
     console.print(f"model [bold]{out['artifact_id']}[/] ({what}): {out['local_path']}", highlight=False)
 
 
+# the default preset's pipeline: what an option of `pipeline` left out means (shown as its default)
+_PIPELINE = PipelineConfig()
+_ARM_TRAIN_OPTIONS = ("steps", "lr", "batch")
+
+
+def pipeline_config(preset: Optional[str] = None, *, arm: Optional[list[str]] = None, samples: Optional[int] = None,
+                    eval_prompts: Optional[int] = None, task_runner: Optional[str] = None,
+                    ray_address: Optional[str] = None, gpus: Optional[float] = None, **options) -> PipelineConfig:
+    """The PipelineConfig `tokenmill pipeline` runs: preset `preset`'s (default: DEFAULT_PRESET),
+    with each option given on top — the same config a deployment's `cfg: {preset: NAME}` gives.
+    `options`: lake, run_id, model, world, prompts, engine, and steps / lr / batch of every arm;
+    None everywhere means "the preset's value"."""
+    options = given(**options)
+    fields = {k: v for k, v in options.items() if k not in _ARM_TRAIN_OPTIONS}
+    fields.update(given(preset=preset, arms=list(arm) if arm else None))
+    if samples is not None:
+        fields["sampling"] = {"n": samples}
+    if eval_prompts is not None:
+        fields["eval"] = {"prompts": eval_prompts}
+    every = {k: options[k] for k in _ARM_TRAIN_OPTIONS if k in options}
+    if every:  # every arm's: also over what the preset sets for one objective's arms
+        own = PIPELINE_PRESETS.get(preset or DEFAULT_PRESET, {}).get("arm_train", {})
+        fields["arm_train"] = {**every, **{o: {k: v for k, v in every.items() if k in own[o]}
+                                           for o in ("dpo", "sft") if isinstance(own.get(o), dict)}}
+    return PipelineConfig.model_validate({**fields, "runner": runner_config(task_runner, ray_address, gpus)})
+
+
 @app.command()
 def pipeline(
+    preset: Optional[str] = config_option(PipelineConfig, "preset", help="Named settings, the same as a deployment's "
+                                          f"`preset: NAME`: {', '.join(PIPELINE_PRESETS)} (tokenmill/config.py "
+                                          "PIPELINE_PRESETS); the options below override its values."),
     lake: str = LakeOpt,
     run_id: Optional[str] = typer.Option(None, "--run", help="Run id (default: a new one); re-running it adds only what is missing."),
-    model: str = typer.Option("tiny-small", help="The policy: it rolls out, and every arm starts from it."),
-    world: str = typer.Option("arithmetic", help="World: train split for rollouts, test split for evaluation."),
-    prompts: int = typer.Option(256, help="Training prompts."),
-    samples: int = typer.Option(8, help="Samples per prompt."),
-    arm: list[str] = typer.Option(["dpo", "cdpo"], help="Arms to train and compare; repeatable: dpo, cdpo, tgdpo, sft, sft-critical, sft-reward."),
-    steps: int = typer.Option(100, help="Training steps per arm."),
-    lr: float = typer.Option(2e-5, help="Learning rate of every arm."),
-    batch: int = typer.Option(16, help="Batch size of every arm."),
-    eval_prompts: int = typer.Option(500, help="Held-out prompts for the evaluation."),
-    engine: str = typer.Option("hf", help="hf or vllm."),
-    task_runner: str = RunnerOpt,
+    model: Optional[str] = config_option(_PIPELINE, "model", help="The policy: it rolls out, and every arm starts from it."),
+    world: Optional[str] = config_option(_PIPELINE, "world", help="World: train split for rollouts, test split for evaluation."),
+    prompts: Optional[int] = config_option(_PIPELINE, "prompts", help="Training prompts."),
+    samples: Optional[int] = config_option(_PIPELINE, "sampling.n", help="Samples per prompt."),
+    arm: Optional[list[str]] = config_option(_PIPELINE, "arms", help="Arms to train and compare; repeatable: dpo, cdpo, "
+                                             "tgdpo, sft, sft-critical, sft-reward."),
+    steps: Optional[int] = config_option(_PIPELINE, "arms.0.train.steps", help="Training steps of every arm."),
+    lr: Optional[float] = config_option(_PIPELINE, "arms.0.train.lr", help="Learning rate of every arm."),
+    batch: Optional[int] = config_option(_PIPELINE, "arms.0.train.batch", help="Batch size of every arm."),
+    eval_prompts: Optional[int] = config_option(_PIPELINE, "eval.prompts", help="Held-out prompts for the evaluation."),
+    engine: Optional[str] = config_option(_PIPELINE, "engine", help="hf or vllm."),
+    task_runner: Optional[str] = RunnerOpt,
     ray_address: Optional[str] = RayAddressOpt,
-    gpus: float = GpusOpt,
+    gpus: Optional[float] = GpusOpt,
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as JSON and exit "
+                                      "(nothing runs)."),
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
     """rollouts → score → label → curate → train → evaluate, as one Prefect flow of
-    subflows; prints held-out accuracy of the base model and of every arm."""
+    subflows; prints held-out accuracy of the base model and of every arm. Defaults: the
+    preset's (tiny unless --preset says otherwise)."""
     _quiet_prefect(verbose)
-    from tokenmill.config import EvalConfig, PipelineConfig, SamplingConfig, named_arms
     from tokenmill.flows.pipeline import check_pipeline
 
-    cfg = PipelineConfig(lake=lake, model=model, world=world, prompts=prompts, engine=engine,
-                         sampling=SamplingConfig(n=samples, temperature=1.0, max_tokens=64),
-                         arms=named_arms(list(arm), steps=steps, lr=lr, batch=batch), eval=EvalConfig(world=world, prompts=eval_prompts),
-                         runner=runner_config(task_runner, ray_address, gpus),
-                         **({"run_id": run_id} if run_id else {}))
+    cfg = pipeline_config(preset, lake=lake, run_id=run_id or None, model=model, world=world, prompts=prompts,
+                          samples=samples, arm=arm, steps=steps, lr=lr, batch=batch, eval_prompts=eval_prompts,
+                          engine=engine, task_runner=task_runner, ray_address=ray_address, gpus=gpus)
     check_pipeline(cfg)  # bad input fails before Prefect starts
+    if print_config:
+        sys.stdout.write(cfg.model_dump_json(indent=2) + "\n")
+        return
     from tokenmill.flows.pipeline import pipeline_flow
     from tokenmill.report import progress
     from tokenmill.report.summary import render_table
 
+    model, world = cfg.model, cfg.world
     console.print(f"[bold]tokenmill pipeline[/] {cfg.run_id}: {model} on {world}, arms {', '.join(a.name for a in cfg.arms)}")
     with progress.rich_bars():
         out = pipeline_flow(cfg)
@@ -922,6 +1006,10 @@ CONFIG_OPTIONS = {("SourceConfig", "n"): "--prompts", ("SamplingConfig", "n"): "
 
 def main() -> None:
     import pydantic
+
+    from tokenmill.labelers import families
+
+    families()  # every family's tables known to the lake before any command reads it
 
     from tokenmill.errors import invalid_config
 

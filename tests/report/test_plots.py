@@ -37,8 +37,9 @@ def test_demo_run_gets_accuracy_label_and_probe_plots(demo_lake, tmp_path):
         assert _is_png(png)
         assert ET.parse(svg).getroot().tag.endswith("svg")
     titles = [t for t, _, _ in label_panels(lake, "demo")]
-    assert titles[:4] == ["logprob", "entropy", "critical weight (cDPO 1 − p_CE)", "hallucination span risk (1 − min p)"]
-    assert {"token reward: dpo", "token reward: grpo", "hallucination span label", "AST category of code tokens"} <= set(titles)
+    assert titles[:2] == ["logprob", "entropy"]
+    assert {"DPO implicit reward", "GRPO advantage", "critical weight (cDPO)", "hallucination span risk",
+            "hallucination span label", "AST category"} <= set(titles)
     assert "routing class (R2R)" not in titles
     route = write_report(lake, "demo-route", tmp_path / "route")
     assert "labels" in route
@@ -50,7 +51,7 @@ def test_histograms_hold_every_value_of_a_small_run(labelled):
     tokens = labelled.read("tokens", "r1")
     assert len(panels["logprob"]) == tokens.num_rows
     assert np.sort(panels["logprob"]) == pytest.approx(np.sort(tokens.column("logprob").to_numpy()), abs=1e-6)
-    assert np.all(panels["token reward: grpo"] == 0.5)  # the fixture's grpo reward
+    assert np.all(panels["GRPO advantage"] == 0.5)  # the fixture's grpo reward
 
 
 def test_routing_curve_is_drawn_from_routing_eval(copy_lake, tmp_path):

@@ -9,7 +9,7 @@ from rich.console import Console
 from tokenmill.models.registry import resolve_model
 from tokenmill.report.summary import label_summary, render_table
 from tokenmill.storage.lake import Lake
-from tokenmill.tasks.labels.rewards import RewardsConfig, RewardsLabeler
+from tokenmill.labelers.rewards.labeler import RewardsConfig, RewardsLabeler
 
 
 def _cells(text: str, column: int) -> list[str]:

@@ -18,7 +18,7 @@ from tokenmill.report.viewer import ViewerServer, check_loopback, page
 from tokenmill.schema import HALLUCINATION_SPANS
 from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
-from tokenmill.tasks.labels.base import provenance
+from tokenmill.labelers.base import provenance
 
 
 def _incorrect(lake: Lake) -> dict:
@@ -37,10 +37,10 @@ def test_detail_carries_each_label_per_token(labelled):
     assert d["tokens"]["token_id"] == toks.column("token_id").to_pylist()
     # the fixture's critical weight is pos / 10 and its grpo reward 0.5 on every token
     assert d["labels"]["critical_weight"] == pytest.approx([p / 10 for p in range(n)], abs=1e-4)
-    assert d["labels"]["reward:grpo"] == pytest.approx([0.5] * n)
+    assert d["labels"]["grpo"] == pytest.approx([0.5] * n)
     assert d["labels"]["logprob"] == pytest.approx(toks.column("logprob").to_pylist(), abs=1e-5)
     assert d["labels"]["routing"] == [None] * n and d["labels"]["ast_category"] == [None] * n
-    assert {"logprob", "critical_weight", "reward:grpo"} <= set(d["present"]) and "routing" not in d["present"]
+    assert {"logprob", "critical_weight", "grpo"} <= set(d["present"]) and "routing" not in d["present"]
     # the token texts are cut from the completion by the offsets: together they are the completion
     assert "".join(d["tokens"]["text"]) == bad["completion"]
     assert d["completion_token_ids"] == bad["completion_token_ids"]

@@ -136,7 +136,7 @@ FAMILIES = [
     ("logprob", "demo", "world = 'arithmetic'"),
     ("critical_weight", "demo", "rollout_id IN (SELECT rollout_id FROM critical)"),
     ("routing", "demo-route", "rollout_id IN (SELECT rollout_id FROM routing WHERE label > 0)"),
-    ("reward:dpo", "demo", "world = 'arithmetic'"),
+    ("dpo", "demo", "world = 'arithmetic'"),
     ("halluc_label", "demo", "world = 'bios'"),
     ("ast_category", "demo", "world = 'code'"),
 ]
@@ -183,7 +183,7 @@ def _lake_values(lake: Path, run: str, rid: str, name: str) -> list:
         "critical_weight": "SELECT pos, avg(weight) AS v FROM critical WHERE run_id = $run AND rollout_id = $rid GROUP BY pos",
         "routing": "SELECT pos, ['identical', 'neutral', 'divergent'][max(label) + 1] AS v FROM routing "
                    "WHERE run_id = $run AND rollout_id = $rid GROUP BY pos",
-        "reward:dpo": "SELECT pos, avg(value) AS v FROM token_rewards WHERE run_id = $run AND rollout_id = $rid "
+        "dpo": "SELECT pos, avg(value) AS v FROM token_rewards WHERE run_id = $run AND rollout_id = $rid "
                       "AND kind = 'dpo' GROUP BY pos",
         "halluc_label": "SELECT pos, CASE max(label) WHEN 1 THEN 'not_supported' WHEN 0 THEN 'supported' END AS v "
                         "FROM hallucination_tokens WHERE run_id = $run AND rollout_id = $rid GROUP BY pos",

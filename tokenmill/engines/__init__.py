@@ -10,6 +10,30 @@ from tokenmill.errors import EngineError
 
 ENGINES = ("hf", "vllm")
 
+def capabilities(kind: str) -> frozenset[str]:
+    """What engine `kind` can give, as its class declares (`capabilities`); importing the
+    class does not import vLLM itself."""
+    if kind not in ENGINES:
+        check_engine(kind)
+    if kind == "hf":
+        from tokenmill.engines.hf import HFEngine as cls
+    else:
+        from tokenmill.engines.vllm import VLLMEngine as cls
+    return cls.capabilities
+
+
+def engine_for(needs, kind: str = "hf", options: dict | None = None) -> tuple[str, dict]:
+    """(engine, options) for a model that must give `needs`: the requested engine with its
+    options where it has them all, else the first engine that does, with its defaults (the
+    options were written for the other engine)."""
+    needs = frozenset(needs)
+    if needs <= capabilities(kind):
+        return kind, dict(options or {})
+    for other in ENGINES:
+        if needs <= capabilities(other):
+            return other, {}
+    raise EngineError(f"no engine gives {', '.join(sorted(needs))}", fix=f"engines: {', '.join(ENGINES)}")
+
 
 def load_tokenizer(model: str):
     """A model's tokenizer alone (no weights), cached: what labelers need for token text."""
@@ -106,5 +130,5 @@ def get_engine(kind: str, model: str, **options) -> Engine:
     return VLLMEngine(model, **options)
 
 
-__all__ = ["Engine", "Generation", "SamplingParams", "Scored", "get_engine", "check_engine", "load_tokenizer", "ENGINES",
+__all__ = ["capabilities", "engine_for", "Engine", "Generation", "SamplingParams", "Scored", "get_engine", "check_engine", "load_tokenizer", "ENGINES",
            "context_limit", "tokenizer_difference"]

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from tokenmill.capabilities import ENTROPY, GENERATE, HIDDEN_STATES, LOGITS, NEXT_TOKEN_FEATURES, SCORE
 from tokenmill.engines.base import (Generation, NextTokenFeatures, SamplingParams, Scored,
                                     entropy_of, eos_token_ids, pad_rows, prompt_token_ids, split_rows, token_stats)
 from tokenmill.errors import EngineError
@@ -78,6 +79,8 @@ def load_tokenizer(model: str):
 
 class HFEngine:
     name = "hf"
+    # everything: generation, scoring with exact entropy, hidden states, full logits, R2R features
+    capabilities = frozenset({GENERATE, SCORE, ENTROPY, HIDDEN_STATES, LOGITS, NEXT_TOKEN_FEATURES})
     logprobs_kind = "raw"
 
     def __init__(self, model: str, device: str | None = None, dtype: str | None = None,

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tokenmill.capabilities import GENERATE, SCORE
 from tokenmill.engines.base import Generation, SamplingParams, Scored, prompt_token_ids
 from tokenmill.errors import EngineError
 from tokenmill.models.registry import resolve_model
@@ -48,6 +49,8 @@ def _flat(container, k: int, skip_first: bool = False) -> tuple[np.ndarray, np.n
 
 class VLLMEngine:
     name = "vllm"
+    # generation and top-k scoring; no exact entropy, hidden states or full logits in process
+    capabilities = frozenset({GENERATE, SCORE})
     logprobs_kind = "raw"
     exact_entropy = False  # score(entropy=None) in the score stage leaves it out
 

@@ -27,8 +27,8 @@ from tokenmill.flows.runners import model_tasks, on_ray, timed
 from tokenmill.report import artifacts, progress
 from tokenmill.storage.lake import Lake, check_run_id
 from tokenmill.tasks import score as score_stage
-from tokenmill.tasks.labels import build_labeler
-from tokenmill.tasks.labels.base import entropy_needs
+from tokenmill.labelers import build_labeler
+from tokenmill.labelers.base import entropy_needs
 
 
 def check_label_run(cfg: LabelConfig) -> list[str]:

@@ -61,7 +61,7 @@ def check_pipeline(cfg: PipelineConfig) -> None:
 def guide_rewards(cfg: PipelineConfig, guide_path: str) -> str:
     """Label the run with `dpo` token rewards of the guide model (named by its lake path, so
     the config id is the same wherever the lake is mounted); returns their config id."""
-    from tokenmill.tasks.labels.rewards import RewardsLabeler
+    from tokenmill.labelers.rewards.labeler import RewardsLabeler
 
     rewards = RewardsConfig(kinds=["dpo"], beta=1.0, dpo_role="guide", ref_role="ref")
     models = {"ref": cfg.model, "guide": guide_path}

@@ -35,8 +35,7 @@ from tokenmill.storage.lake import Lake, check_run_id
 def train_router_task(cfg: RouterConfig) -> dict:
     from tokenmill.tasks.train.router import train_router
 
-    return train_router(Lake(cfg.lake), cfg.run_id, cfg.config_id, steps=cfg.steps, lr=cfg.lr, batch=cfg.batch,
-                        val_frac=cfg.val_frac, recall=cfg.recall, seed=cfg.seed)
+    return train_router(Lake(cfg.lake), cfg.run_id, settings=cfg)
 
 
 @task(name="eval-routing", cache_policy=NONE, retry_condition_fn=_retry_unless_user_error,
@@ -44,8 +43,7 @@ def train_router_task(cfg: RouterConfig) -> dict:
 def eval_routing_task(cfg: RouterConfig, router_path: str) -> list[dict]:
     from tokenmill.tasks.routed import evaluate_routing
 
-    table = evaluate_routing(Lake(cfg.lake), router_path, cfg.eval_world, cfg.eval_prompts, cfg.eval_split,
-                             cfg.max_tokens, cfg.thresholds, seed=cfg.seed)
+    table = evaluate_routing(Lake(cfg.lake), router_path, settings=cfg)
     return table.select(["policy", "threshold", "large_share", "accuracy", "tokens"]).to_pylist()
 
 
@@ -68,9 +66,7 @@ def router_flow(cfg: RouterConfig) -> dict:
 def train_probe_task(cfg: ProbeConfig, model: str) -> dict:
     from tokenmill.tasks.train.probe import train_probe
 
-    return train_probe(Lake(cfg.lake), cfg.run_id, model, cfg.layer, cfg.config_id, steps=cfg.steps, lr=cfg.lr,
-                       weight_decay=cfg.weight_decay, lambda_max=cfg.lambda_max, anneal=cfg.anneal,
-                       val_frac=cfg.val_frac, seed=cfg.seed)
+    return train_probe(Lake(cfg.lake), cfg.run_id, model, settings=cfg)
 
 
 def probe_models(cfg: ProbeConfig) -> tuple[list[str], dict[str, str]]:
@@ -125,8 +121,7 @@ def probe_flow(cfg: ProbeConfig) -> dict:
 def train_weighted_task(cfg: TrainConfig) -> dict:
     from tokenmill.tasks.train.weighted import train_weighted
 
-    settings = cfg.model_dump(exclude={"lake", "dataset_id", "model", "runner"})
-    return train_weighted(Lake(cfg.lake), cfg.dataset_id, cfg.model, **settings)
+    return train_weighted(Lake(cfg.lake), cfg.dataset_id, cfg.model, settings=cfg, run_id=cfg.run_id)
 
 
 @flow(name="train", flow_run_name="train {cfg.objective} {cfg.dataset_id}", log_prints=True)

@@ -1,9 +1,9 @@
 """The report step: plots of one run, as PNG and SVG files.
 
   accuracy   share of rollouts verified correct, per world × model (heat map)
-  labels     the distribution of each label the run has: histograms of logprob, entropy,
-             critical weight, every token-reward kind and span risk; bars of the routing
-             classes, span verdicts and AST categories
+  labels     the distribution of each label the run has: histograms of logprob, entropy and
+             every continuous token output of a label family (`tokenmill.labelers`), bars of
+             its categories and flags; one panel per labeller config
   routing    R2R routed generation: accuracy against the share of large-model tokens, for
              the router's thresholds, random routing, small-only and large-only
   probe_roc  ROC curves of each hallucination probe against the uncertainty baselines on
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from tokenmill import labelers
 from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import REPORTS_DIR, Lake
 
@@ -103,21 +104,11 @@ def plot_accuracy(lake: Lake, run_id: str, out: Path) -> list[Path]:
 
 # ------------------------------------------------------------------ label distributions
 
-# (panel title, SQL giving one column `v` of the run's values)
-CONTINUOUS = [
+# the generating model's own statistics; every label family's outputs come from its
+# declaration (`tokenmill.labelers`)
+TOKEN_STATS = [
     ("logprob", "SELECT logprob AS v FROM tokens WHERE run_id = $run"),
     ("entropy", "SELECT entropy AS v FROM tokens WHERE run_id = $run AND entropy IS NOT NULL"),
-    ("critical weight (cDPO 1 − p_CE)", "SELECT weight AS v FROM critical WHERE run_id = $run"),
-    ("hallucination span risk (1 − min p)", "SELECT 1 - min_prob AS v FROM hallucination_spans WHERE run_id = $run "
-                                            "AND min_prob IS NOT NULL"),
-]
-CATEGORICAL = [
-    ("routing class (R2R)", "SELECT ['identical', 'neutral', 'divergent'][label + 1] AS k, count(*) AS n FROM routing "
-                            "WHERE run_id = $run GROUP BY k"),
-    ("hallucination span label", "SELECT coalesce(label, 'unlabelled') AS k, count(*) AS n FROM hallucination_spans "
-                                 "WHERE run_id = $run GROUP BY k"),
-    ("AST category of code tokens", "SELECT category AS k, count(*) AS n FROM ast_tokens WHERE run_id = $run "
-                                    "AND node_id >= 0 GROUP BY k"),
 ]
 
 
@@ -128,21 +119,32 @@ def _sample(lake: Lake, sql: str, run_id: str) -> np.ndarray:
 
 
 def label_panels(lake: Lake, run_id: str) -> list[tuple[str, str, object]]:
-    """(title, 'hist' | 'bar', data) for every label of the run that has values."""
+    """(title, 'hist' | 'bar', data) for every label of the run that has values: one panel
+    per output and labeller config (two configs of one family are two panels, never pooled;
+    the config id is in the title when a scope has several)."""
     panels = []
-    for title, sql in CONTINUOUS:
+    for title, sql in TOKEN_STATS:
         v = _sample(lake, sql, run_id)
         if len(v):
             panels.append((title, "hist", v))
-    kinds = query(lake, "SELECT DISTINCT kind FROM token_rewards WHERE run_id = $run ORDER BY kind", {"run": run_id})
-    for kind in kinds.column("kind").to_pylist():
-        v = _sample(lake, f"SELECT value AS v FROM token_rewards WHERE run_id = $run AND kind = '{kind}'", run_id)
-        if len(v):
-            panels.append((f"token reward: {kind}", "hist", v))
-    for title, sql in CATEGORICAL:
-        t = query(lake, f"{sql} ORDER BY n DESC, k", {"run": run_id})
-        if t.num_rows:
-            panels.append((title, "bar", (t.column("k").to_pylist(), t.column("n").to_pylist())))
+    found = labelers.configs_in(lambda sql, binds: query(lake, sql, binds).to_pylist(), run_id)
+    for _, scope in labelers.scopes():
+        ids = found.get(scope.name, [])
+        for cid in ids:
+            values = labelers.scope_values_sql(scope, cid)
+            for o in scope.outputs:
+                if o.detail:
+                    continue
+                title = o.title + (f" [{cid[:8]}]" if len(ids) > 1 else "")
+                if o.kind == "continuous":
+                    v = _sample(lake, f"SELECT {o.name} AS v FROM ({values})", run_id)
+                    if len(v):
+                        panels.append((title, "hist", v))
+                else:
+                    t = query(lake, f"SELECT {o.name}::VARCHAR AS k, count(*) AS n FROM ({values}) WHERE {o.name} IS NOT NULL "
+                                    "GROUP BY k ORDER BY n DESC, k", {"run": run_id})
+                    if t.num_rows:
+                        panels.append((title, "bar", (t.column("k").to_pylist(), t.column("n").to_pylist())))
     return panels
 
 
@@ -158,7 +160,7 @@ def plot_labels(lake: Lake, run_id: str, out: Path) -> list[Path]:
         if kind == "hist":
             ax.hist(data, bins=40, color="#d7301f", alpha=0.85)
             ax.set_yscale("log")
-            ax.set_ylabel("tokens" if "span" not in title else "spans")
+            ax.set_ylabel("tokens")
         else:
             keys, counts = data
             ax.barh(range(len(keys)), counts, color="#2f6fdf")

@@ -6,6 +6,7 @@ import shlex
 
 import pyarrow as pa
 
+from tokenmill import labelers
 from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import Lake
 
@@ -64,37 +65,23 @@ def explore_hints(lake_uri: str, run_id: str) -> list[str]:
     ]
 
 
-# one row per labeler output: how many rows and rollouts, the mean value, the flagged share
-LABEL_SUMMARY_SQL = """
-SELECT 'rewards' AS labeler, kind AS output, count(*) AS rows, count(DISTINCT rollout_id) AS rollouts,
-       round(avg(value), 4) AS mean, round(avg(flag::INT), 3) AS flagged
-FROM token_rewards WHERE run_id = $run GROUP BY kind
-UNION ALL
-SELECT 'critical', 'p_ce', count(*), count(DISTINCT rollout_id), round(avg(p_ce), 4), round(avg(is_critical::INT), 3)
-FROM critical WHERE run_id = $run HAVING count(*) > 0
-UNION ALL
-SELECT 'routing', ['identical', 'neutral', 'divergent'][label + 1], count(*), count(DISTINCT rollout_id),
-       round(count(*) / sum(count(*)) OVER (), 4), NULL
-FROM routing WHERE run_id = $run GROUP BY label
-UNION ALL
-SELECT 'hallucination', coalesce(label, 'unlabelled'), count(*), count(DISTINCT rollout_id), round(avg(min_prob), 4), NULL
-FROM hallucination_spans WHERE run_id = $run GROUP BY ALL
-UNION ALL
-SELECT 'ast', 'code tokens', count(*), count(DISTINCT rollout_id), round(avg(depth), 2), NULL
-FROM ast_tokens WHERE run_id = $run HAVING count(*) > 0
-UNION ALL
-SELECT 'score', CASE WHEN model = 'policy' THEN model ELSE model || ' = ' || model_id END, count(*),
-       count(DISTINCT rollout_id), round(avg(logprob), 4), NULL
-FROM scores WHERE run_id = $run GROUP BY ALL  -- a role filled by two models is two rows
-ORDER BY labeler, output
+# each role's scores: a role filled by two models is two rows
+SCORE_SUMMARY_SQL = """
+SELECT 'score' AS labeler, CASE WHEN model = 'policy' THEN model ELSE model || ' = ' || model_id END AS output,
+       NULL::VARCHAR AS config_id, count(*) AS rows, count(DISTINCT rollout_id) AS rollouts,
+       round(avg(logprob), 4) AS mean, NULL::DOUBLE AS flagged
+FROM scores WHERE run_id = $run GROUP BY ALL
 """
 
 
 def label_summary(lake: Lake, run_id: str) -> pa.Table:
-    """Per labeler output: rows, rollouts, mean value (logprob for scores, share of tokens
-    for routing classes, min token probability for hallucination spans, node depth for
-    code tokens), flagged share."""
-    return query(lake, LABEL_SUMMARY_SQL, {"run": run_id})
+    """One row per label family output and config (`tokenmill.labelers`: the registry's
+    per-token values, one config at a time — two configs of one family are two rows, never
+    pooled): tokens labelled, rollouts, mean value (the share of tokens for a category), the
+    share flagged; then each scoring role's tokens and mean logprob."""
+    found = labelers.configs_in(lambda sql, binds: query(lake, sql, binds).to_pylist(), run_id)
+    parts = [p for p in (labelers.summary_sql(found), SCORE_SUMMARY_SQL) if p]
+    return query(lake, f"SELECT * FROM ({' UNION ALL '.join(parts)}) ORDER BY labeler, output, config_id", {"run": run_id})
 
 
 def label_hints(lake_uri: str, run_id: str) -> list[str]:

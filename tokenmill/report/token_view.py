@@ -12,8 +12,9 @@ A label is one value per token, drawn by the page with one colour rule (`LABELS`
   diverging    blue < 0 < red, symmetric around 0
   categorical  one colour per category
 
-Where a labeler ran with several configs on one rollout, its values are averaged (numbers)
-or the most severe category is kept, as the `token_labels` recipe query does.
+The labels are the token outputs every label family declares (`tokenmill.labelers`), read
+by the same per-token SQL curation uses. Where a label scope has several configs in a run,
+the page asks which one to show (`configs`); it never averages two labellings.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from tokenmill.code.universal_ast import CATEGORIES
+from tokenmill import labelers
 from tokenmill.errors import LakeError, TokenmillError
 from tokenmill.storage.catalog import check_read_only
 
@@ -44,40 +45,18 @@ class Label:
     domain: tuple[float, float] | None = None  # fixed range; None: the rollout's own
     reverse: bool = False  # sequential: strongest colour at the low end
     categories: dict[str, str] = field(default_factory=dict)  # value → colour (categorical)
+    scope: str | None = None  # the label scope whose config is picked (None: the tokens' own)
 
 
-# Category colours are fixed so a legend reads the same on every rollout.
-# one fixed colour per MLCPD category (tokenmill/code/universal_ast.py CATEGORIES)
-_PALETTE = ("#8dd3c7", "#fdb462", "#80b1d3", "#bebada", "#d9d9d9", "#ccebc5", "#ffffb3", "#9ecae1", "#c994c7",
-            "#a1d99b", "#fdae6b", "#fb9a99", "#fb8072", "#ffed6f", "#b3de69", "#bc80bd", "#e5c494", "#fccde5", "#f0f0f0")
-_AST_COLOURS = dict(zip(CATEGORIES, _PALETTE, strict=True))
-
+# the generating model's own statistics, from `tokens`; then every family's token outputs
+# (flags are drawn as 0/1)
 LABELS: list[Label] = [
     Label("logprob", "log-probability", "uncertainty", "sequential",
           "log p of the sampled token under the generating model; darker = less likely", reverse=True),
     Label("entropy", "entropy", "uncertainty", "sequential", "entropy (nats) of the generating model's next-token distribution"),
-    Label("critical_weight", "critical weight (cDPO)", "critical tokens", "sequential",
-          "cDPO token weight 1 − p_CE: high where the model trained on wrong answers prefers the token", domain=(0.0, 1.0)),
-    Label("routing", "routing class (R2R)", "routing", "categorical",
-          "the small model's next token against the large model's: identical, neutral or divergent",
-          categories={"identical": "#e8f1fb", "neutral": "#fdd49e", "divergent": "#e34a33"}),
-    Label("reward:dpo", "DPO implicit reward", "token rewards", "diverging", "β·(log π − log π_ref) per token"),
-    Label("reward:grpo", "GRPO advantage", "token rewards", "diverging", "group-normalised outcome advantage, on every token"),
-    Label("reward:tempo", "TEMPO advantage", "token rewards", "diverging", "prefix-tree (branch) advantage per token"),
-    Label("reward:d3s", "D³S score", "token rewards", "diverging", "|A|·H per token; kept tokens are flagged"),
-    Label("reward:entropy", "entropy window", "token rewards", "sequential", "trailing-window mean entropy; high windows flagged"),
-    Label("reward:rlpr", "RLPR reward", "token rewards", "diverging", "probability of the reference answer"),
-    Label("halluc_label", "hallucination span label", "hallucination", "categorical",
-          "verdict of the entity span the token is in (most severe when spans overlap)",
-          categories={"supported": "#a1d99b", "unverifiable": "#fdd49e", "not_supported": "#e34a33", "unlabelled": "#d9d9d9"}),
-    Label("halluc_risk", "hallucination span risk", "hallucination", "sequential",
-          "1 − min token probability of the span the token is in", domain=(0.0, 1.0)),
-    Label("ast_category", "AST category", "syntax", "categorical",
-          "MLCPD universal category of the innermost syntax node the token starts in", categories=_AST_COLOURS),
-]
+] + [Label(o.name, o.title, fam.title, o.scale, o.help, o.domain, o.reverse, dict(o.categories), scope.name)
+     for fam, scope, o in labelers.outputs() if not o.detail]
 LABEL_BY_NAME = {lb.name: lb for lb in LABELS}
-_ROUTING = np.array(["identical", "neutral", "divergent"], dtype=object)
-_SEVERITY = ("unlabelled", "supported", "unverifiable", "not_supported")  # on overlap the worst wins
 
 
 def labels_json() -> list[dict]:
@@ -167,31 +146,6 @@ def siblings(con: duckdb.DuckDBPyConnection, run: str, rollout_id: str, limit: i
     return con.sql(sql, params={"run": run, "rid": rollout_id}).to_arrow_table().to_pylist()
 
 
-_TOKENS_SQL = """
-WITH t AS (SELECT pos, token_id, logprob, entropy, char_start, char_end FROM tokens
-           WHERE run_id = $run AND rollout_id = $rid),
-cr AS (SELECT pos, avg(weight) AS critical_weight, avg(p_ce) AS p_ce, bool_or(is_critical) AS is_critical
-       FROM critical WHERE run_id = $run AND rollout_id = $rid GROUP BY pos),
-ro AS (SELECT pos, max(label) AS routing, any_value(small_token_id) AS small_token_id
-       FROM routing WHERE run_id = $run AND rollout_id = $rid GROUP BY pos),
-sp AS (SELECT start_pos, end_pos, CASE label WHEN 'supported' THEN 1 WHEN 'unverifiable' THEN 2
-                                             WHEN 'not_supported' THEN 3 ELSE 0 END AS severity, 1 - min_prob AS risk
-       FROM hallucination_spans WHERE run_id = $run AND rollout_id = $rid),
-ha AS (SELECT t.pos, max(sp.severity) AS halluc_severity, max(sp.risk) AS halluc_risk
-       FROM t JOIN sp ON t.pos BETWEEN sp.start_pos AND sp.end_pos GROUP BY t.pos),
-ast AS (SELECT pos, any_value(category) AS ast_category, any_value(type) AS ast_type
-        FROM ast_tokens WHERE run_id = $run AND rollout_id = $rid AND node_id >= 0 GROUP BY pos)
-SELECT t.*, cr.critical_weight, cr.p_ce, cr.is_critical, ro.routing, ro.small_token_id,
-       ha.halluc_severity, ha.halluc_risk, ast.ast_category, ast.ast_type
-FROM t LEFT JOIN cr USING (pos) LEFT JOIN ro USING (pos) LEFT JOIN ha USING (pos) LEFT JOIN ast USING (pos)
-ORDER BY pos
-"""
-
-_REWARDS_SQL = """
-SELECT kind, pos, avg(value) AS value, bool_or(flag) AS flag FROM token_rewards
-WHERE run_id = $run AND rollout_id = $rid GROUP BY kind, pos
-"""
-
 _SPANS_SQL = """
 SELECT span_id, start_pos, end_pos, char_start, char_end, text, entity_type, coalesce(label, 'unlabelled') AS label,
        min_prob, mean_prob, mean_entropy, ccp, consistency, extractor, annotator
@@ -212,7 +166,7 @@ def _json_numbers(arr: np.ndarray, digits: int = 4) -> list:
     return out.tolist()
 
 
-def rollout_detail(con: duckdb.DuckDBPyConnection, run: str, rollout_id: str) -> dict:
+def rollout_detail(con: duckdb.DuckDBPyConnection, run: str, rollout_id: str, configs: str | None = None) -> dict:
     """One rollout, its prompt, its tokens (text cut from the completion by the tokens'
     character offsets) and, per label name, one value per token (None = no label there)."""
     params = {"run": run, "rid": rollout_id}
@@ -225,48 +179,32 @@ def rollout_detail(con: duckdb.DuckDBPyConnection, run: str, rollout_id: str) ->
     meta = meta[0]
     completion = meta.pop("completion")
     ids = meta.pop("completion_token_ids")
-    t = con.sql(_TOKENS_SQL, params=params).to_arrow_table()
-    n = t.num_rows
+    fetch = lambda sql, binds: con.sql(sql, params=binds).to_arrow_table().to_pylist()  # noqa: E731
+    found = labelers.configs_in(fetch, run)
+    picked, ask = labelers.pick_configs(found, configs, "viewer", run, strict=False, how="configs")
+    sql, cfgs = labelers.token_labels_sql(picked, one_rollout=True)
+    t = con.sql(sql + " ORDER BY t.pos", params={**params, **cfgs}).to_arrow_table()
     starts, ends = t.column("char_start").to_pylist(), t.column("char_end").to_pylist()
     text = [completion[a:b] for a, b in zip(starts, ends)]  # one rollout: a page, not a hot path
-    labels: dict[str, list] = {
-        "logprob": _column(t, "logprob", 6), "entropy": _column(t, "entropy"),
-        "critical_weight": _column(t, "critical_weight"), "halluc_risk": _column(t, "halluc_risk"),
-    }
-    routing = t.column("routing").to_numpy(zero_copy_only=False)
-    labels["routing"] = _categories(routing, _ROUTING)
-    sev = t.column("halluc_severity").to_numpy(zero_copy_only=False)
-    labels["halluc_label"] = _categories(sev, np.array(_SEVERITY, dtype=object))
-    labels["ast_category"] = t.column("ast_category").to_pylist()
-    extra = {"p_ce": _column(t, "p_ce"), "is_critical": t.column("is_critical").to_pylist(),
-             "small_token_id": t.column("small_token_id").to_pylist(), "ast_type": t.column("ast_type").to_pylist()}
-    rewards = con.sql(_REWARDS_SQL, params=params).to_arrow_table()
-    pos = t.column("pos").to_numpy()
-    for kind in sorted(set(rewards.column("kind").to_pylist())):
-        rows = rewards.filter(pa.compute.equal(rewards.column("kind"), kind))
-        at = np.searchsorted(pos, rows.column("pos").to_numpy())
-        value = np.full(n, np.nan)
-        value[at] = rows.column("value").to_numpy(zero_copy_only=False).astype(np.float64)
-        labels[f"reward:{kind}"] = _json_numbers(value)
-        flag = rows.column("flag")
-        if flag.null_count < len(flag):
-            flags = np.full(n, None, dtype=object)
-            flags[at] = flag.to_pylist()
-            extra[f"{kind}_flag"] = flags.tolist()
+    labels: dict[str, list] = {"logprob": _column(t, "logprob", 6), "entropy": _column(t, "entropy")}
+    extra: dict[str, list] = {}
+    for _, _, o in labelers.outputs():
+        col = t.column(o.name)
+        if o.kind == "continuous":
+            values = _column(t, o.name, 6 if o.name == "logprob" else 4)
+        elif o.kind == "flag":
+            values = [None if v is None else float(v) for v in col.to_pylist()] if not o.detail else col.to_pylist()
+        else:
+            values = col.to_pylist()
+        (extra if o.detail else labels)[o.name] = values
     spans = con.sql(_SPANS_SQL, params=params).to_arrow_table().to_pylist()
     return {
         "run": run, "rollout": meta, "completion": completion, "prompt": meta.pop("prompt"),
         "tokens": {"pos": t.column("pos").to_pylist(), "token_id": t.column("token_id").to_pylist(), "text": text},
         "completion_token_ids": ids,
-        "labels": labels, "extra": extra, "spans": spans,
+        "labels": labels, "extra": {k: v for k, v in extra.items() if any(x is not None for x in v)}, "spans": spans,
         "present": [name for name, values in labels.items() if any(v is not None for v in values)],
+        # label scopes with several configs in the run: the page offers the choice, and shows
+        # a scope's labels only once one is picked (`ask`: none is yet)
+        "configs": {"picked": picked, "ask": ask, "several": {k: v for k, v in found.items() if len(v) > 1}},
     }
-
-
-def _categories(codes: np.ndarray, names: np.ndarray) -> list:
-    """Integer codes (float with NaN for null) → category names, None where null."""
-    codes = codes.astype(np.float64)
-    out = np.full(len(codes), None, dtype=object)
-    ok = np.isfinite(codes)
-    out[ok] = names[codes[ok].astype(np.int64)]
-    return out.tolist()

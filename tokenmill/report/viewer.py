@@ -224,7 +224,7 @@ class ViewerServer(ThreadingHTTPServer):
             return V.list_rollouts(con, q["run"], q.get("where"), q.get("q"), _int_param(q, "offset", 0, 0),
                                    _int_param(q, "limit", 50, 1, V.PAGE_MAX))
         if what == "rollout":
-            return V.rollout_detail(con, q["run"], q["id"])
+            return V.rollout_detail(con, q["run"], q["id"], q.get("configs"))
         if what == "siblings":
             return V.siblings(con, q["run"], q["id"])
         raise TokenmillError(f"unknown request /api/{what}", fix="see `tokenmill view --help`")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenmill.errors import SourceError
+from tokenmill.pairs import split_pair
 from tokenmill.sources.base import Prompt
 
 __all__ = [
@@ -117,8 +118,7 @@ class FieldMap:
                     f"meta field names must be non-empty strings (got {entry!r})",
                     fix=f"pass field names with {FIELD_OPTIONS['meta']} NAME or KEY=NAME",
                 )
-            key, _, path = entry.partition("=") if "=" in entry else (entry, "", entry)
-            key, path = key.strip(), path.strip()
+            key, path = split_pair(entry) or (entry.strip(), entry.strip())  # NAME: kept under its name
             if not key or not path:
                 raise SourceError(f"meta field {entry!r} needs both a key and a field",
                                   fix=f"pass {FIELD_OPTIONS['meta']} KEY=NAME, e.g. tests=test_list")

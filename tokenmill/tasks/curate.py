@@ -15,10 +15,11 @@ Built in:
   cdpo-pairs     the same, only rejected rollouts with `critical` labels; rejected weights =
                  cDPO's 1 − p_CE (`critical.weight`), chosen weights = `chosen_weight` (1)
   weighted-sft   rollouts passing `where` (SQL over `rollouts`), each completion token
-                 weighted by `weight`, a SQL expression over the `token_labels` columns
-                 (critical_weight, p_ce, dpo, grpo, tempo, d3s, d3s_keep, entropy_flag,
-                 halluc, logprob, entropy), e.g. `CASE WHEN halluc = 1 THEN 0 ELSE 1 END`;
-                 where a label family the expressions use has several configs, `configs`
+                 weighted by `weight`, a SQL expression over each token's columns: logprob,
+                 entropy and every label family's token outputs (`tokenmill/labelers`:
+                 critical_weight, p_ce, dpo, grpo, tempo, d3s, d3s_keep, entropy_flag,
+                 rlpr, routing, halluc, …), e.g. `CASE WHEN halluc = 1 THEN 0 ELSE 1 END`;
+                 where a label scope the expressions use has several configs, `configs`
                  (comma-separated config ids) names the one to read
   router-set     R2R trajectories, targets = 1 at divergent tokens, else 0
   probe-set      bios rollouts, targets = the hallucination_tokens label (1 / 0 / −100)
@@ -34,71 +35,27 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from tokenmill import labelers
 from tokenmill.config import CurateConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import Lake
-from tokenmill.tasks.labels.base import only_config
+from tokenmill.labelers.base import only_config
 
 SEQUENCE_COLUMNS = ("prompt_token_ids", "completion_token_ids", "weights")
 PAIR_COLUMNS = ("prompt_token_ids", "chosen_token_ids", "rejected_token_ids", "chosen_weights", "rejected_weights")
 
-# one row per generated token with every label tokenmill has for it: of each label family
-# the one config `$cfg_<family>` names (NULL: the run has at most one, or the expression
-# does not use that family; see `label_family_configs`)
-TOKEN_LABELS = """
-WITH tr AS (
-    SELECT rollout_id, pos,
-           avg(value) FILTER (WHERE kind = 'dpo' AND ($cfg_dpo IS NULL OR config_id = $cfg_dpo)) AS dpo,
-           avg(value) FILTER (WHERE kind = 'grpo' AND ($cfg_grpo IS NULL OR config_id = $cfg_grpo)) AS grpo,
-           avg(value) FILTER (WHERE kind = 'tempo' AND ($cfg_tempo IS NULL OR config_id = $cfg_tempo)) AS tempo,
-           avg(value) FILTER (WHERE kind = 'd3s' AND ($cfg_d3s IS NULL OR config_id = $cfg_d3s)) AS d3s,
-           bool_or(flag) FILTER (WHERE kind = 'd3s' AND ($cfg_d3s IS NULL OR config_id = $cfg_d3s)) AS d3s_keep,
-           bool_or(flag) FILTER (WHERE kind = 'entropy' AND ($cfg_entropy IS NULL OR config_id = $cfg_entropy)) AS entropy_flag
-    FROM token_rewards WHERE run_id = $run GROUP BY ALL),
-cr AS (SELECT rollout_id, pos, avg(weight) AS critical_weight, avg(p_ce) AS p_ce FROM critical
-       WHERE run_id = $run AND ($cfg_critical IS NULL OR config_id = $cfg_critical) GROUP BY ALL),
-ha AS (SELECT rollout_id, pos, max(label) AS halluc FROM hallucination_tokens
-       WHERE run_id = $run AND ($cfg_halluc IS NULL OR config_id = $cfg_halluc) GROUP BY ALL)
-SELECT t.rollout_id, t.pos, t.logprob, t.entropy, tr.dpo, tr.grpo, tr.tempo, tr.d3s, tr.d3s_keep, tr.entropy_flag,
-       cr.critical_weight, cr.p_ce, ha.halluc
-FROM tokens t LEFT JOIN tr USING (rollout_id, pos) LEFT JOIN cr USING (rollout_id, pos) LEFT JOIN ha USING (rollout_id, pos)
-WHERE t.run_id = $run
-"""
-# weighted-sft's label columns → their family: (table, reward kind), whose config ids list it
-LABEL_FAMILIES = {"dpo": ("token_rewards", "dpo"), "grpo": ("token_rewards", "grpo"), "tempo": ("token_rewards", "tempo"),
-                  "d3s": ("token_rewards", "d3s"), "entropy": ("token_rewards", "entropy"),
-                  "critical": ("critical", None), "halluc": ("hallucination_spans", None)}
-LABEL_COLUMNS = {"dpo": "dpo", "grpo": "grpo", "tempo": "tempo", "d3s": "d3s", "d3s_keep": "d3s", "entropy_flag": "entropy",
-                 "critical_weight": "critical", "p_ce": "critical", "halluc": "halluc"}
-
-
-def label_family_configs(lake: Lake, run: str, expressions: str, chosen: str | None) -> dict[str, str | None]:
-    """`cfg_<family>` → the one config of each label family to read. A family with several
-    configs that the expressions use needs one named in `chosen` (comma-separated config
-    ids): averaging them would change a dataset whenever a config is added."""
-    picks = {c.strip() for c in (chosen or "").split(",") if c.strip()}
-    used = {fam for col, fam in LABEL_COLUMNS.items() if re.search(rf"\b{col}\b", expressions)}
-    configs: dict[tuple[str, str | None], list[str]] = {}  # (table, kind) → config ids: one query per table
-    for table in dict.fromkeys(t for t, _ in LABEL_FAMILIES.values()):
-        kind = "kind" if table == "token_rewards" else "NULL"
-        rows = query(lake, f"SELECT DISTINCT {kind} AS kind, config_id FROM {table} WHERE run_id = $run ORDER BY 2",
-                     {"run": run}).to_pylist()
-        for r in rows:
-            configs.setdefault((table, r["kind"]), []).append(r["config_id"])
-    binds = {}
-    for fam, (table, kind) in LABEL_FAMILIES.items():
-        found = configs.get((table, kind), [])
-        named = [c for c in found if c in picks]
-        if len(named) > 1:
-            raise TokenmillError(f"recipe weighted-sft: configs names {len(named)} {fam} configs ({', '.join(named)})",
-                                 fix="name one config per label family")
-        if len(found) > 1 and not named and fam in used:
-            raise TokenmillError(f"recipe weighted-sft: run {run!r} has {len(found)} {fam} configs ({', '.join(found)}); "
-                                 f"the expression would average them",
-                                 fix="pick one with --param configs=<config id>[,<config id of another family>…]")
-        binds[f"cfg_{fam}"] = named[0] if named else (found[0] if len(found) == 1 else None)
-    return binds
+def token_labels(lake: Lake, run: str, expressions: str, chosen: str | None) -> tuple[str, dict]:
+    """The per-token label query weighted-sft reads (one row per generated token with the
+    label columns the expressions use, every family's from its declaration in
+    `tokenmill.labelers`) and its config binds. A scope with several configs that the
+    expressions use needs one named in `chosen` (comma-separated config ids): averaging
+    them would change a dataset whenever a config is added."""
+    names = [o.name for _, _, o in labelers.outputs() if re.search(rf"\b{o.name}\b", expressions)]
+    used = {labelers.scope_of_output(n)[1].name for n in names}
+    found = labelers.configs_in(lambda sql, binds: query(lake, sql, binds).to_pylist(), run)
+    picked, _ = labelers.pick_configs(found, chosen, "recipe weighted-sft", run, used=used)
+    return labelers.token_labels_sql(picked, names)
 
 
 # `dpo-pairs` and `cdpo-pairs` share this query; cDPO ($critical) keeps only rejected
@@ -219,14 +176,14 @@ def run_recipe(lake: Lake, name: str, run_ids: list[str], params: dict | None = 
     """(recipe, resolved parameters, its rows over all `run_ids`), columns checked."""
     recipe = get_recipe(name)
     p = recipe.params(params or {})
-    sql = recipe.sql
-    if recipe.name == "weighted-sft":  # expressions are SQL by design: they are the recipe's language
-        sql = sql.format(token_labels=TOKEN_LABELS, weight=p["weight"], where=p["where"])
     parts = []
     for run in run_ids:
+        sql = recipe.sql
         binds = recipe.binds(recipe.resolve_config(lake, run, p))
-        if recipe.name == "weighted-sft":
-            binds |= label_family_configs(lake, run, f"{p['weight']} {p['where']}", p.get("configs"))
+        if recipe.name == "weighted-sft":  # expressions are SQL by design: they are the recipe's language
+            labels, cfgs = token_labels(lake, run, f"{p['weight']} {p['where']}", p.get("configs"))
+            sql = sql.format(token_labels=labels, weight=p["weight"], where=p["where"])
+            binds |= cfgs
         try:
             parts.append(query(lake, sql, {**binds, "run": run} if "$run" in sql else binds))
         except TokenmillError:  # an unreadable lake file: its own message says which and what to do

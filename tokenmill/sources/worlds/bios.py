@@ -12,7 +12,7 @@ and checked against the knowledge base: `supported` (equal), `not_supported`
 are supported. `split` is by person: test people never appear in training text, so
 a model can only make their facts up.
 
-Claims and judge (the hallucination labeler's ground truth, `tasks/labels/annotators.py`):
+Claims and judge (the hallucination labeler's ground truth, `labelers/hallucination/annotators.py`):
 `claims(text)` = every match of the four sentence patterns, `(char_start, char_end,
 value, attribute)`; `judge(prompt, attribute, value)`: a KB attribute is supported iff
 equal to the person's value, else not_supported; any other span (a generic entity type)

@@ -1,5 +1,5 @@
 """Fine-tuning a causal LM on (prompt, completion) token sequences, completion-only loss:
-cDPO's positive and negative contrast models (`tasks/labels/critical.py`).
+cDPO's positive and negative contrast models (`labelers/critical/labeler.py`).
 
 A `ContrastTrainConfig` (config.py) is the recipe. `method="lora"` adds LoRA adapters to
 the Linear modules named in `lora_targets` (every other weight frozen) and merges them into
@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from tokenmill.config import ContrastTrainConfig
+from tokenmill.tasks.train.finetune_config import ContrastTrainConfig
 from tokenmill.engines.hf import load_hf
 from tokenmill.models.builder import pad_batch
 from tokenmill.report import progress as progress_hook

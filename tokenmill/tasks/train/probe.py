@@ -34,11 +34,12 @@ import torch
 import torch.nn.functional as F
 
 from tokenmill import ids
+from tokenmill.config import ProbeConfig, resolve
 from tokenmill.errors import TokenmillError
 from tokenmill.schema import PROBE_EVAL
 from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
-from tokenmill.tasks.labels.base import only_config
+from tokenmill.labelers.base import only_config
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.metrics import auc_or_none, split_by_prompt
 
@@ -167,11 +168,18 @@ def best_f1_threshold(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(scores[order][i]), float(f1[i])
 
 
-def train_probe(lake: Lake, run_id: str, model: str, layer: int = -2, config: str | None = None, steps: int = 400,
-                lr: float = 1e-2, weight_decay: float = 1e-3, lambda_max: float = 0.5, anneal: float = 0.5,
-                val_frac: float = 0.25, seed: int = 0) -> dict:
+def train_probe(lake: Lake, run_id: str, model: str, layer: int | None = None, config: str | None = None,
+                settings: ProbeConfig | None = None, **overrides) -> dict:
     """Train (or find) the probe of `model`'s rollouts in `run_id`; evaluate it on held-out
-    prompts, commit `probe_eval` rows, store the probe. Returns its record."""
+    prompts, commit `probe_eval` rows, store the probe. Returns its record. `settings`
+    (ProbeConfig: the defaults live there) with keyword overrides (steps, lr, weight_decay,
+    lambda_max, anneal, val_frac, seed) on top; `layer` and `config` (the spans' config id)
+    default to the settings' layer and config_id."""
+    s = resolve(ProbeConfig, settings, **{"run_id": run_id, **overrides})
+    layer = s.layer if layer is None else layer
+    config = config if config is not None else s.config_id
+    steps, lr, weight_decay, lambda_max, anneal, val_frac, seed = (
+        s.steps, s.lr, s.weight_decay, s.lambda_max, s.anneal, s.val_frac, s.seed)
     cfg_id = hallucination_config(lake, run_id, config)
     layer = absolute_layer(model, layer)
     params = {"steps": steps, "lr": lr, "weight_decay": weight_decay, "lambda_max": lambda_max, "anneal": anneal,

@@ -27,10 +27,11 @@ import torch
 from torch import nn
 
 from tokenmill import ids
+from tokenmill.config import RouterConfig, resolve
 from tokenmill.errors import TokenmillError
 from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
-from tokenmill.tasks.labels.base import only_config
+from tokenmill.labelers.base import only_config
 from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.metrics import split_by_prompt
 
@@ -66,7 +67,7 @@ class Router(nn.Module):
         return self.out(x).squeeze(-1)
 
 
-def recall_threshold(p: np.ndarray, y: np.ndarray, recall: float = 0.95) -> tuple[float, float, float]:
+def recall_threshold(p: np.ndarray, y: np.ndarray, recall: float) -> tuple[float, float, float]:
     """(τ, positive rate, recall achieved): the largest τ whose rule p ≥ τ catches at least
     `recall` of the positives — the lowest positive rate with that recall."""
     n_pos = int(y.sum())
@@ -103,12 +104,18 @@ def load_training_data(lake: Lake, run_id: str, config: str | None = None) -> di
             "rollouts": len(pc.unique(t.column("rollout_id"))), "large": pc.unique(t.column("large_model")).to_pylist()}
 
 
-def train_router(lake: Lake, run_id: str, config: str | None = None, steps: int = 600, lr: float = 1e-3,
-                 batch: int = 256, val_frac: float = 0.2, recall: float = 0.95, seed: int = 0) -> dict:
+def train_router(lake: Lake, run_id: str, config: str | None = None, settings: RouterConfig | None = None,
+                 **overrides) -> dict:
     """Train R2R's router on a run's routing labels and store it as an artifact; returns
-    its record (artifact id, path, threshold, validation metrics). Reused if present."""
+    its record (artifact id, path, threshold, validation metrics). Reused if present.
+    `settings` (RouterConfig: the defaults live there) with keyword overrides (steps, lr,
+    batch, val_frac, recall, seed) on top; `config`: the routing labels' config id (default:
+    settings.config_id, else the run's only one)."""
     from tokenmill.tasks.generate import cached_engine
 
+    s = resolve(RouterConfig, settings, **{"run_id": run_id, **overrides})
+    config = config if config is not None else s.config_id
+    steps, lr, batch, val_frac, recall, seed = s.steps, s.lr, s.batch, s.val_frac, s.recall, s.seed
     data = load_training_data(lake, run_id, config)
     config = data["config"]  # the labelling trained on, also when the run's only one was taken
     params = {"steps": steps, "lr": lr, "batch": batch, "val_frac": val_frac, "recall": recall, "seed": seed}

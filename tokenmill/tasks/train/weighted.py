@@ -30,6 +30,7 @@ import torch
 
 from tokenmill import datasets as D
 from tokenmill import ids
+from tokenmill.config import TrainSettings, config_values
 from tokenmill.engines.base import pad_rows
 from tokenmill.engines.hf import load_hf
 from tokenmill.errors import TokenmillError
@@ -106,10 +107,25 @@ def _ids_beyond(table: pa.Table, vocab: int) -> str | None:
     return f"token ids up to {top}, vocabulary of {vocab}" if top >= vocab else None
 
 
-def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str = "sft", weighting: str = "dataset",
-                   steps: int = 100, lr: float = 5e-5, batch: int = 8, grad_accum: int = 1, beta: float = 0.1,
-                   alpha: float = 0.5, seed: int = 0, run_id: str | None = None, log_every: int = 10) -> dict:
-    """Train `base_model` on a dataset; returns the artifact record {artifact_id, path, …}."""
+def train_settings(settings: TrainSettings | None = None, **overrides) -> TrainSettings:
+    """What a training runs with: `settings` (a TrainSettings or TrainConfig; TrainSettings'
+    defaults where none), `overrides` on top. An objective or weighting that does not exist is
+    check_settings' one clear error, before pydantic's."""
+    values = config_values(TrainSettings, settings, overrides)
+    draft = TrainSettings.model_construct(**values)
+    check_settings(draft.objective, draft.weighting)
+    return TrainSettings.model_validate(values)
+
+
+def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str | None = None, *,
+                   settings: TrainSettings | None = None, run_id: str | None = None, log_every: int = 10,
+                   **overrides) -> dict:
+    """Train `base_model` on a dataset with `settings` (TrainSettings: the defaults live there;
+    a TrainConfig gives its own), `objective` and keyword overrides (weighting, steps, lr, batch,
+    grad_accum, beta, alpha, seed) on top; returns the artifact record {artifact_id, path, …}."""
+    s = train_settings(settings, **({"objective": objective} if objective is not None else {}), **overrides)
+    objective, weighting, steps, lr, batch, grad_accum, beta, alpha, seed = (
+        s.objective, s.weighting, s.steps, s.lr, s.batch, s.grad_accum, s.beta, s.alpha, s.seed)
     manifest, table = _read(lake, dataset_id)
     check_weighting(table, manifest, objective, weighting)
     check_tokenizer(lake, manifest, table, base_model)

@@ -1,0 +1,101 @@
+"""cDPO critical tokens: the contrastive formula by hand, then contrast models, labels and
+rollout ground truth on a real run."""
+
+import math
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from tokenmill.config import CriticalConfig, TruthConfig
+from tokenmill.storage.catalog import connect
+from tokenmill.storage.lake import Lake
+from tokenmill.labelers.critical.labeler import (CriticalLabeler, contrastive_p_ce, critical_truth, precision_at_k,
+                                             rank_in_rollout)
+
+
+def test_p_ce_matches_a_hand_worked_two_token_vocabulary():
+    # p_pos = [0.8, 0.2], p_neg = [0.2, 0.8], β = 1:
+    # s = 2·log p_pos − log p_neg = [2 ln .8 − ln .2, 2 ln .2 − ln .8] = [ln 3.2, ln 0.05]
+    # softmax → [3.2, 0.05] / 3.25; token 1: 0.05 / 3.25 = 1/65
+    lp_pos = torch.log(torch.tensor([[0.8, 0.2], [0.8, 0.2]]))
+    lp_neg = torch.log(torch.tensor([[0.2, 0.8], [0.2, 0.8]]))
+    p = contrastive_p_ce(lp_pos, lp_neg, torch.tensor([1, 0]), beta=1.0)
+    assert p[0].item() == pytest.approx(1 / 65, rel=1e-5)
+    assert p[1].item() == pytest.approx(64 / 65, rel=1e-5)
+
+
+def test_p_ce_with_beta_zero_is_the_positive_models_probability():
+    lp_pos = torch.log_softmax(torch.tensor([[0.3, -1.0, 2.0]]), -1)
+    lp_neg = torch.log_softmax(torch.tensor([[5.0, 0.0, 0.0]]), -1)
+    p = contrastive_p_ce(lp_pos, lp_neg, torch.tensor([2]), beta=0.0)
+    assert p.item() == pytest.approx(lp_pos[0, 2].exp().item(), rel=1e-6)
+
+
+def test_rank_in_rollout_orders_each_rollout_by_p_ce():
+    # rollout 0: [0.5, 0.1, 0.9] → ranks [2, 1, 3]; rollout 1: []; rollout 2: [0.2, 0.2] → [1, 2] (tie: lower pos)
+    ranks = rank_in_rollout(np.array([0.5, 0.1, 0.9, 0.2, 0.2]), np.array([3, 0, 2]))
+    assert ranks.tolist() == [2, 1, 3, 1, 2]
+
+
+@pytest.fixture
+def labelled(copy_lake):
+    lake = Lake(copy_lake)
+    labeler = CriticalLabeler(CriticalConfig(train_steps=20, top_k=2))
+    models = labeler.prepare(lake, "r1")
+    counts = [labeler.label_shard(lake, "r1", s) for s in lake.files("rollouts", "r1")]
+    return lake, labeler, models, counts
+
+
+def test_contrast_models_are_artifacts_with_lineage(labelled):
+    lake, labeler, models, _ = labelled
+    assert set(models) == {"tiny-small"} and set(models["tiny-small"]) == {"pos", "neg"}
+    arts = lake.read("model_artifacts", "r1").to_pylist()
+    assert {a["role"] for a in arts} == {"pos", "neg"}
+    con = connect(lake)
+    # the authors' selection: one correct rollout per prompt that has one
+    n_correct = con.execute("SELECT count(DISTINCT prompt_id) FROM rollouts WHERE verdict = 'correct'").fetchone()[0]
+    assert {a["role"]: a["train_rollouts"] for a in arts}["pos"] == n_correct
+    assert all('"policy":"tiny-small"' in a["lineage"] and lake.has_dir(a["path"]) for a in arts)
+    # preparing again finds the artifacts instead of training
+    again = CriticalLabeler(CriticalConfig(train_steps=20, top_k=2)).prepare(lake, "r1")
+    assert again == models and lake.read("model_artifacts", "r1").num_rows == 2
+
+
+def test_labels_cover_incorrect_rollouts_with_top_k_marked(labelled):
+    lake, _, _, counts = labelled
+    con = connect(lake)
+    n_tokens = con.execute("SELECT sum(num_tokens) FROM rollouts WHERE verdict = 'incorrect'").fetchone()[0]
+    assert sum(c["critical"] for c in counts) == n_tokens
+    bad = con.execute("""SELECT count(*) FROM critical c JOIN tokens t USING (rollout_id, pos)
+                         WHERE c.token_id != t.token_id OR abs(c.weight - (1 - c.p_ce)) > 1e-6
+                            OR c.p_ce < 0 OR c.p_ce > 1 OR c.is_critical != (c.rank <= 2)""").fetchone()[0]
+    assert bad == 0
+    # the same full-vocabulary pass also leaves the pos/neg token statistics in `scores`
+    assert set(r[0] for r in con.execute("SELECT DISTINCT model FROM scores").fetchall()) == {"pos", "neg"}
+
+
+def test_relabelling_critical_adds_nothing(labelled):
+    lake, labeler, _, _ = labelled
+    rows = lake.read("critical", "r1").num_rows
+    again = [labeler.label_shard(lake, "r1", s) for s in lake.files("rollouts", "r1")]
+    assert sum(c["critical"] for c in again) == 0 and lake.read("critical", "r1").num_rows == rows
+
+
+def test_ground_truth_and_precision_at_k(labelled):
+    lake, _, _, _ = labelled
+    written = critical_truth(lake, "r1", "tiny-small", TruthConfig(rollouts=2, k=2, max_tokens=32))
+    truth = lake.read("critical_truth", "r1")
+    assert written == truth.num_rows > 0
+    assert pc.all(pc.not_equal(truth.column("token_id"), truth.column("alt_token_id"))).as_py()
+    rates = np.concatenate([truth.column("kept_success").to_numpy(), truth.column("replaced_success").to_numpy()])
+    assert set(np.unique(rates)) <= {0.0, 0.5, 1.0}  # k = 2 continuations per arm
+    flagged = truth.column("is_critical").to_numpy(zero_copy_only=False)
+    delta = truth.column("replaced_success").to_numpy() - truth.column("kept_success").to_numpy()
+    assert (flagged == (delta >= 0.25)).all()
+    row = precision_at_k(lake, "r1", k=2).to_pylist()[0]
+    assert row["rollouts"] == 2 and row["positions"] == written
+    for key in ("p_ce_at_k", "entropy_at_k", "random_at_k"):
+        assert row[key] is None or 0 <= row[key] <= 1
+    assert not math.isnan(row["truth_rate"])

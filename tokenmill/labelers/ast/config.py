@@ -1,0 +1,12 @@
+"""Settings of the AST labeler."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+class AstConfig(BaseModel):
+    """Where the code in completions is and which language it is."""
+
+    language: str | None = Field(None, description="language of code without a fence tag (default: python for the code and humaneval worlds)")
+    whole_completion_worlds: list[str] = Field(default_factory=lambda: ["code", "humaneval"],
+                                               description="worlds whose unfenced completion is code as a whole")

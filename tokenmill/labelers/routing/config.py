@@ -1,0 +1,23 @@
+"""Settings of the R2R routing labeler."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+class RoutingConfig(BaseModel):
+    """R2R routing labels of a large model's trajectories against a small model."""
+
+    small: str = Field("tiny-small", description="the small model; rollouts of every other model are labelled")
+    verifier: Literal["outcome", "judge"] = Field("outcome", description="outcome: continue to the end and compare "
+                                                   "rewards (exact-answer worlds); judge: a model compares two sentences")
+    judge_model: str | None = Field(None, description="judge verifier's model (default: the large model)")
+    judge_template: str | None = Field(None, description="judge prompt with {context}, {reference}, {candidate} "
+                                                          "(default: R2R's prompt)")
+    judge_tokens: int = Field(24, ge=1, description="judge: tokens of its reply")
+    unparsable: Literal["divergent", "neutral"] = Field("divergent", description="label of a judge reply without 0/1")
+    sentences: int = Field(2, ge=1, description="continuations stop after this many sentence ends (R2R: 2)")
+    continuation_tokens: int = Field(48, ge=1, description="judge: most tokens of a continuation")
+    outcome_tokens: int = Field(128, ge=1, description="outcome: most tokens to continue to the end")
+    top_k: int = Field(100, ge=1, description="router features: top-k logits of the small model")
