@@ -72,3 +72,27 @@ def test_two_configs_of_one_family_are_picked_never_averaged(two_grpo):
 def test_naming_a_config_the_run_lacks_is_refused(labelled):
     with pytest.raises(TokenmillError, match="is not a labeller config of run 'r1'"):
         run_recipe(labelled, "weighted-sft", ["r1"], {"weight": "grpo", "where": "true", "configs": "nope"})
+
+
+def test_configs_on_disjoint_rollouts_are_read_together(labelled):
+    # critical's configs differ per policy (their contrast models): one config per model's rollouts
+    from tokenmill.schema import CRITICAL
+
+    rollouts = labelled.read("rollouts", "r1", columns=["rollout_id", "verdict"]).to_pylist()
+    good = sorted(r["rollout_id"] for r in rollouts if r["verdict"] == "correct")
+    t = labelled.read("tokens", "r1", columns=["rollout_id", "pos", "token_id"])
+    t = t.filter(pa.compute.is_in(t.column("rollout_id"), value_set=pa.array(good)))
+    n = t.num_rows
+    labelled.commit("critical", "r1", pa.table({
+        "rollout_id": t.column("rollout_id"), "pos": t.column("pos"), "token_id": t.column("token_id"),
+        "p_ce": pa.array(np.full(n, 0.25), pa.float32()), "weight": pa.array(np.full(n, 0.75), pa.float32()),
+        "rank": pa.array(np.ones(n), pa.int32()), "is_critical": pa.array(np.zeros(n, bool)),
+        "pos_model": ["p2"] * n, "neg_model": ["n2"] * n, "beta": pa.array(np.ones(n), pa.float32()),
+        **provenance(n, "critical", "1", {"policy": "other"}, {})}, schema=CRITICAL.schema))
+    _, _, rows = run_recipe(labelled, "weighted-sft", ["r1"], {"weight": "critical_weight", "where": "verdict = 'correct'"})
+    assert {w for ws in rows.column("weights").to_pylist() for w in ws} == {0.75}
+    con = connect(labelled, read_only=True)
+    d = V.rollout_detail(con, "r1", good[0])
+    con.close()
+    assert d["configs"]["ask"] == {} and set(d["labels"]["critical_weight"]) == {0.75}
+    assert [r["output"] for r in label_summary(labelled, "r1").to_pylist()].count("critical_weight") == 1

@@ -72,12 +72,13 @@ def scope_of_output(name: str) -> tuple[LabelFamily, LabelScope]:
 
 def _rows_sql(scope: LabelScope, cfg_param: str, one_rollout: bool) -> str:
     rid = " AND rollout_id = $rid" if one_rollout else ""
-    return (f"SELECT * FROM {scope.table} WHERE run_id = $run AND config_id = ${cfg_param} "
+    return (f"SELECT * FROM {scope.table} WHERE run_id = $run AND list_contains(${cfg_param}, config_id) "
             f"AND ({scope.where}){rid}")
 
 
 def scope_sql(scope: LabelScope, cfg_param: str, one_rollout: bool = False, suffix: str = "") -> tuple[str, str]:
-    """(CTE definitions, CTE name) of a scope's per-token values for config `$<cfg_param>`:
+    """(CTE definitions, CTE name) of a scope's per-token values for the configs (a list)
+    `$<cfg_param>`:
     one row per (rollout_id, pos). `one_rollout` restricts to `$rid`."""
     rows, tokens, name = f"rows_{scope.name}{suffix}", f"tok_{scope.name}{suffix}", f"lab_{scope.name}{suffix}"
     rid = " AND rollout_id = $rid" if one_rollout else ""
@@ -88,16 +89,30 @@ def scope_sql(scope: LabelScope, cfg_param: str, one_rollout: bool = False, suff
     return ctes, name
 
 
-def configs_in(fetch, run: str) -> dict[str, list[str]]:
+class Found(dict):
+    """scope → the run's config ids in it; `overlapping`: the scopes where some rollout has
+    rows of two configs (only there would reading them together average two labellings —
+    critical's configs differ per policy, one config per model's rollouts)."""
+
+    overlapping: set = set()
+
+
+def configs_in(fetch, run: str) -> Found:
     """scope name → the run's config ids in it (sorted); scopes without rows left out.
     `fetch(sql, binds)` runs a query over the lake's views and returns its rows as dicts
     (curation uses the catalog, the viewer its own read-only connection)."""
-    parts = [f"SELECT '{s.name}' AS scope, config_id FROM {s.table} WHERE run_id = $run AND ({s.where})"
+    parts = [f"SELECT '{s.name}' AS scope, rollout_id, config_id FROM {s.table} WHERE run_id = $run AND ({s.where})"
              for _, s in scopes()]
-    sql = f"SELECT DISTINCT scope, config_id FROM ({' UNION ALL '.join(parts)}) ORDER BY 1, 2"
-    out: dict[str, list[str]] = {}
+    sql = f"""WITH c AS (SELECT DISTINCT scope, rollout_id, config_id FROM ({' UNION ALL '.join(parts)}))
+              SELECT scope, config_id, bool_or(n > 1) AS shared FROM (
+                  SELECT scope, config_id, count(*) OVER (PARTITION BY scope, rollout_id) AS n FROM c)
+              GROUP BY ALL ORDER BY 1, 2"""
+    out = Found()
+    out.overlapping = set()
     for row in fetch(sql, {"run": run}):
         out.setdefault(row["scope"], []).append(row["config_id"])
+        if row["shared"]:
+            out.overlapping.add(row["scope"])
     return out
 
 
@@ -120,11 +135,12 @@ def parse_picks(chosen) -> set[str]:
 
 
 def pick_configs(found: dict[str, list[str]], chosen, who: str, run: str, used=None,
-                 strict: bool = True, how: str = "--param configs") -> tuple[dict[str, str], dict[str, list[str]]]:
-    """(scope → the one config to read, scope → the configs to ask between).
+                 strict: bool = True, how: str = "--param configs") -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(scope → the configs to read, scope → the configs to ask between).
 
-    A scope with one config reads it; with several, the one named in `chosen`; naming two
-    of one scope is an error. `used` limits the scopes considered. With `strict` an
+    A scope with one config reads it, and so does one whose configs label disjoint rollouts
+    (`Found.overlapping`: none of its tokens has two values); otherwise the one named in
+    `chosen`; naming two of one scope is an error. `used` limits the scopes considered. With `strict` an
     unpicked scope of several configs raises `AmbiguousConfig` (curation); otherwise it is
     returned to ask about (the viewer shows a choice, not an average)."""
     picks = parse_picks(chosen)
@@ -143,9 +159,9 @@ def pick_configs(found: dict[str, list[str]], chosen, who: str, run: str, used=N
             raise TokenmillError(f"{who}: configs names {len(named)} {scope} configs ({', '.join(named)})",
                                  fix="name one config per scope")
         if named:
-            chosen_by_scope[scope] = named[0]
-        elif len(ids) == 1:
-            chosen_by_scope[scope] = ids[0]
+            chosen_by_scope[scope] = named
+        elif len(ids) == 1 or scope not in getattr(found, "overlapping", set(found)):
+            chosen_by_scope[scope] = list(ids)
         elif strict:
             raise AmbiguousConfig(who, run, scope, ids, how)
         else:
@@ -183,11 +199,20 @@ def token_labels_sql(picked: dict[str, str], names: list[str] | None = None, one
     return sql, params
 
 
-def scope_values_sql(scope: LabelScope, config_id: str) -> str:
-    """The per-token values of one config of a scope over the whole run (`$run`): a full
+def scope_values_sql(scope: LabelScope, config_ids: list[str]) -> str:
+    """The per-token values of configs of a scope over the whole run (`$run`): a full
     query, one row per (rollout_id, pos) with the scope's output columns."""
     cte, name = scope_sql(scope, "cfg")
-    return f"WITH {cte.replace('$cfg', _quote(config_id))} SELECT * FROM {name}"
+    return f"WITH {cte.replace('$cfg', '[' + ', '.join(map(_quote, config_ids)) + ']')} SELECT * FROM {name}"
+
+
+def config_groups(found: Found, scope: str) -> list[list[str]]:
+    """What a summary or a plot reads of a scope as one: each config alone where configs
+    share rollouts, else all of them together (they label disjoint rollouts)."""
+    ids = found.get(scope, [])
+    if not ids:
+        return []
+    return [[c] for c in ids] if scope in getattr(found, "overlapping", set(found)) else [list(ids)]
 
 
 def _quote(text: str) -> str:
@@ -201,8 +226,9 @@ def summary_sql(found: dict[str, list[str]]) -> str | None:
     rollouts, mean, flagged. Details (`TokenOutput.detail`) are left out."""
     parts = []
     for fam, scope in scopes():
-        for cid in found.get(scope.name, []):
-            values = f"({scope_values_sql(scope, cid)})"
+        for group in config_groups(found, scope.name):
+            cid = ",".join(group)
+            values = f"({scope_values_sql(scope, group)})"
             for o in scope.outputs:
                 if o.detail:
                     continue

@@ -120,8 +120,8 @@ def _sample(lake: Lake, sql: str, run_id: str) -> np.ndarray:
 
 def label_panels(lake: Lake, run_id: str) -> list[tuple[str, str, object]]:
     """(title, 'hist' | 'bar', data) for every label of the run that has values: one panel
-    per output and labeller config (two configs of one family are two panels, never pooled;
-    the config id is in the title when a scope has several)."""
+    per output and labeller config where configs share rollouts (two panels, never pooled; the
+    config id in the title), else one over the scope's configs (they label disjoint rollouts)."""
     panels = []
     for title, sql in TOKEN_STATS:
         v = _sample(lake, sql, run_id)
@@ -129,13 +129,14 @@ def label_panels(lake: Lake, run_id: str) -> list[tuple[str, str, object]]:
             panels.append((title, "hist", v))
     found = labelers.configs_in(lambda sql, binds: query(lake, sql, binds).to_pylist(), run_id)
     for _, scope in labelers.scopes():
-        ids = found.get(scope.name, [])
-        for cid in ids:
-            values = labelers.scope_values_sql(scope, cid)
+        groups = labelers.config_groups(found, scope.name)
+        for group in groups:
+            cid = group[0]
+            values = labelers.scope_values_sql(scope, group)
             for o in scope.outputs:
                 if o.detail:
                     continue
-                title = o.title + (f" [{cid[:8]}]" if len(ids) > 1 else "")
+                title = o.title + (f" [{cid[:8]}]" if len(groups) > 1 else "")
                 if o.kind == "continuous":
                     v = _sample(lake, f"SELECT {o.name} AS v FROM ({values})", run_id)
                     if len(v):

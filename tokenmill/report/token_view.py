@@ -206,5 +206,5 @@ def rollout_detail(con: duckdb.DuckDBPyConnection, run: str, rollout_id: str, co
         "present": [name for name, values in labels.items() if any(v is not None for v in values)],
         # label scopes with several configs in the run: the page offers the choice, and shows
         # a scope's labels only once one is picked (`ask`: none is yet)
-        "configs": {"picked": picked, "ask": ask, "several": {k: v for k, v in found.items() if len(v) > 1}},
+        "configs": {"picked": picked, "ask": ask, "several": {k: v for k, v in found.items() if k in found.overlapping}},
     }
