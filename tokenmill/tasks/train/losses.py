@@ -20,7 +20,9 @@ import torch.nn.functional as F
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     """[B, L] log π(x_t | x_<t); position 0 (no context) is 0."""
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    # gather − logsumexp, not log_softmax: no second [B, L, V] tensor is kept for backward
+    x = logits[:, :-1].float()
+    logp = x.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - x.logsumexp(-1)
     return F.pad(logp, (1, 0))
 
 
