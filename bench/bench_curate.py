@@ -83,7 +83,7 @@ def main() -> None:
 
     from tokenmill import datasets as D
     from tokenmill.storage.lake import Lake
-    from tokenmill.tasks.curate import run_recipe
+    from tokenmill.curation.curate import run_recipe
 
     console = Console(width=140)
     root = rollout_lake(console, "curate", "tiny-small", "arithmetic", args.prompts, args.samples, 1.0, 64)

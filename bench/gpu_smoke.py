@@ -100,7 +100,7 @@ def label(lake) -> None:
 
 def dataset(lake, recipe: str, params: dict | None = None) -> str:
     from tokenmill import datasets as D
-    from tokenmill.tasks.curate import run_recipe
+    from tokenmill.curation.curate import run_recipe
 
     r, p, rows = run_recipe(lake, recipe, ["r1"], params or {})
     return D.write(lake, D.build(r.kind, rows), recipe=r.name, kind=r.kind, params=p, runs=["r1"])["dataset_id"]

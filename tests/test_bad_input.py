@@ -136,7 +136,7 @@ def test_a_model_that_stops_at_once_gives_empty_completions_that_are_verified_an
 
 def test_rollouts_without_completion_tokens_are_kept_scored_labelled_and_curated(tmp_path, hf_small):
     from tokenmill import datasets as D
-    from tokenmill.tasks.curate import run_recipe
+    from tokenmill.curation.curate import run_recipe
 
     lake = Lake(tmp_path / "lake")
     params = SamplingParams(n=2, max_tokens=6, seed=1)
@@ -292,7 +292,7 @@ def test_a_corrupted_rollouts_file_read_by_a_stage_names_it(copy_lake):
 
 def test_a_corrupted_file_fails_sql_and_curation_naming_it(copy_lake):
     from tokenmill.storage.catalog import run_query
-    from tokenmill.tasks.curate import run_recipe
+    from tokenmill.curation.curate import run_recipe
 
     lake = Lake(copy_lake)
     bad = lake.files("tokens", "r1")[0]

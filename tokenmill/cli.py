@@ -144,7 +144,7 @@ def _run_rollouts(cfg) -> dict:
     preflight(cfg)  # fail on bad input before Prefect is even imported, and before any write
     from tokenmill.flows.rollouts import rollouts_flow
     from tokenmill.flows.runners import with_runner
-    from tokenmill.report import progress
+    from tokenmill import progress
 
     with progress.rich_bars():
         return with_runner(rollouts_flow, cfg.runner, cfg.work_tokens())(cfg)
@@ -156,7 +156,7 @@ def _run_label(cfg) -> dict:
     check_label_run(cfg)  # bad input fails before Prefect starts
     from tokenmill.flows.label import label_flow, label_work, run_tokens
     from tokenmill.flows.runners import with_runner
-    from tokenmill.report import progress
+    from tokenmill import progress
     from tokenmill.storage.lake import Lake
 
     work = label_work(run_tokens(Lake(cfg.lake), cfg.run_id), cfg.labelers)
@@ -733,7 +733,7 @@ def models_eval(
     engine: str = typer.Option("hf"),
 ):
     """Greedy accuracy of models on held-out prompts of every world."""
-    from tokenmill.models.evaluate import evaluate
+    from tokenmill.studies.model_table import evaluate
     from tokenmill.report.summary import render_table
 
     console.print(render_table(evaluate(model, prompts, engine), title="greedy accuracy (temperature 0)"))
@@ -750,7 +750,7 @@ def curate(
     """Select and weight tokens from labelled runs into a dataset (Parquet shards + manifest
     under the lake's _datasets/), ready for the training tasks, 🤗 datasets or TRL."""
     from tokenmill.config import CurateConfig
-    from tokenmill.tasks.curate import curate as curate_dataset
+    from tokenmill.curation.curate import curate as curate_dataset
 
     params = parse_pairs(param, "--param", "max_pairs=2", text_keys=("config",))
     m = curate_dataset(CurateConfig(lake=lake, runs=list(run_id), recipe=recipe, params=params))
@@ -853,7 +853,7 @@ def pipeline(
         sys.stdout.write(cfg.model_dump_json(indent=2) + "\n")
         return
     from tokenmill.flows.pipeline import pipeline_flow
-    from tokenmill.report import progress
+    from tokenmill import progress
     from tokenmill.report.summary import render_table
 
     model, world = cfg.model, cfg.world

@@ -82,3 +82,21 @@ class RunnerConfig(BaseModel):
     address: str | None = Field(None, description="ray: the cluster (host:port, or ray://host:10001); none = a local Ray")
     gpus: float = Field(0, ge=0, description="ray: GPUs requested by each task that loads a model")
     timeouts: TimeoutConfig = TimeoutConfig()
+
+
+def config_values(model: type[BaseModel], given: BaseModel | None = None, overrides: dict | None = None) -> dict:
+    """The field values of `model` that `given` (a config holding them, e.g. a TrainConfig for
+    TrainSettings) and then `overrides` set; the rest stay the model's defaults. A name the model
+    lacks is a TypeError: a typo must not fall back to a default."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(model.model_fields))
+    if unknown:
+        raise TypeError(f"{model.__name__} has no setting(s) {', '.join(unknown)}")
+    base = given.model_dump(include=set(model.model_fields)) if given is not None else {}
+    return {**base, **overrides}
+
+
+def resolve(model: type[BaseModel], given: BaseModel | None = None, /, **overrides):
+    """How a trainer takes its settings: `model` validated from `given` with `overrides` on top
+    (`config_values`), so the config model is the one place its defaults live."""
+    return model.model_validate(config_values(model, given, overrides))

@@ -6,204 +6,26 @@ describe a run the same way.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from tokenmill.labelers.label_config import (  # noqa: F401  (re-exported: one import for flows and users)
-    CONTRAST_RECIPES, REWARD_KINDS, AstConfig, ContrastTrainConfig, CriticalConfig, HallucinationConfig, LabelConfig,
-    RewardsConfig, RoutingConfig, TruthConfig)
-from tokenmill.common_config import (  # noqa: F401  (re-exported)
-    DEFAULT_LAKE, RUN_ID_FIELDS, RunId, RunnerConfig, TimeoutConfig, expand_run_id, new_run_id)
-
-
-class SourceConfig(BaseModel):
-    """A prompt source: a built-in world (`world: arithmetic`) or a file (`path: x.jsonl`)."""
-
-    world: str | None = None
-    path: str | None = None
-    n: int = Field(32, ge=1, description="prompts to draw from a world")
-    split: str = "test"
-    seed: int = 0
-    limit: int | None = Field(None, description="read at most this many records of a file")
-    prompt_field: str = "prompt"
-    reference_field: str | None = None
-    split_field: str | None = Field(None, description="record field holding each prompt's split (train/test)")
-    meta_fields: list[str] = Field([], description="record fields copied into prompt meta: PATH (kept under its name) "
-                                                    "or KEY=PATH, e.g. tests=test_list for the code-tests verifier")
-    verifier: str | None = Field(None, description="how rollouts of this source are checked (tasks/verifiers.py: "
-                                                    "text, math, regex, code-tests, reference-match); default: the "
-                                                    "world's own, else reference-match where there is a reference")
-
-    @field_validator("path")
-    @classmethod
-    def _one_kind(cls, v, info):
-        if v is not None and info.data.get("world") is not None:
-            raise ValueError("give either world or path, not both")
-        return v
-
-    def label(self) -> str:
-        return f"world:{self.world}" if self.world else str(self.path)
-
-    @field_validator("verifier")
-    @classmethod
-    def _known_verifier(cls, v):
-        if v is not None:
-            from tokenmill.tasks.verifiers import get_verifier
-
-            get_verifier(v)
-        return v
-
-
-class SamplingConfig(BaseModel):
-    n: int = Field(4, ge=1, description="samples per prompt")
-    temperature: float = Field(1.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(96, ge=1)
-    seed: int = 0
-    logprobs: int = Field(5, ge=0, le=20, description="top-k alternatives kept per token")
-    stop: list[str] = Field([], description="a completion also ends after the token completing one of these strings")
-    stop_token_ids: list[int] = Field([], description="a completion also ends at these token ids (besides every EOS id)")
-
-
-class RolloutConfig(BaseModel):
-    lake: str = DEFAULT_LAKE
-    run_id: RunId = Field(default_factory=new_run_id)
-    sources: list[SourceConfig] = [SourceConfig(world="arithmetic")]
-    models: list[str] = Field(["tiny-small"], description="bundled name, local path or hub id of each model")
-    engine: str = Field("hf", description="hf (transformers) or vllm")
-    engine_options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="passed to the engine: e.g. max_model_len, tensor_parallel_size (vllm); device, dtype, batch_size (hf)",
-    )
-    sampling: SamplingConfig = SamplingConfig()
-    chat_template: Literal["auto", "none"] = Field(
-        "auto", description="auto: render prompts with each model's chat template where it has one; none: raw text")
-    system_prompt: str | None = Field(None, description="system message (None: the chat template's own default)")
-    shard_size: int = Field(64, ge=1, description="prompts per generation shard (one Prefect task each)")
-    runner: RunnerConfig = RunnerConfig()
-
-    def shard_tokens(self) -> int:
-        """Most tokens one generate-shard task produces (its timeout's work)."""
-        return self.shard_size * self.sampling.n * self.sampling.max_tokens
-
-    def work_tokens(self) -> int:
-        """Most tokens the whole run generates (the flow timeout's work); a file source
-        without a limit counts as 10,000 prompts."""
-        prompts = sum(s.n if s.world else (s.limit or 10_000) for s in self.sources)
-        return prompts * self.sampling.n * self.sampling.max_tokens * len(self.models)
-
-
-# ------------------------------------------------------------------ labelling
-
-class RouterConfig(BaseModel):
-    """What the `train-router` flow runs: R2R's router on a run's routing labels, then
-    routed generation against small-only, large-only and random routing."""
-
-    lake: str = DEFAULT_LAKE
-    run_id: str
-    config_id: str | None = Field(None, description="routing labels of this labeller config (default: the only one)")
-    steps: int = Field(600, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    batch: int = Field(256, ge=1)
-    val_frac: float = Field(0.2, gt=0, lt=1, description="share of prompts held out to set the threshold")
-    recall: float = Field(0.95, gt=0, le=1, description="threshold: lowest positive rate with this recall of divergent tokens")
-    seed: int = 0
-    evaluate: bool = True
-    eval_world: str = "arithmetic"
-    eval_prompts: int = Field(128, ge=1)
-    eval_split: str = "test"
-    max_tokens: int = Field(96, ge=1)
-    thresholds: list[float] = Field(default_factory=lambda: [0.5], description="more router thresholds for the curve")
-
-
-class ProbeConfig(BaseModel):
-    """What the `train-probe` flow runs: a hallucination probe per model of a labelled run."""
-
-    lake: str = DEFAULT_LAKE
-    run_id: str
-    models: list[str] | None = Field(None, description="probe these models' rollouts (default: every model with spans)")
-    layer: int = Field(-2, description="hidden_states index (0 = embeddings; negative from the last layer)")
-    config_id: str | None = Field(None, description="hallucination spans of this labeller config (default: the only one)")
-    steps: int = Field(400, ge=1)
-    lr: float = Field(1e-2, gt=0)
-    weight_decay: float = Field(1e-3, ge=0)
-    lambda_max: float = Field(0.5, ge=0, le=1, description="final weight of the span-max term")
-    anneal: float = Field(0.5, gt=0, le=1, description="share of the steps over which that weight grows from 0")
-    val_frac: float = Field(0.25, gt=0, lt=1, description="share of prompts held out for evaluation")
-    seed: int = 0
-
-
-def config_values(model: type[BaseModel], given: BaseModel | None = None, overrides: dict | None = None) -> dict:
-    """The field values of `model` that `given` (a config holding them, e.g. a TrainConfig for
-    TrainSettings) and then `overrides` set; the rest stay the model's defaults. A name the model
-    lacks is a TypeError: a typo must not fall back to a default."""
-    overrides = overrides or {}
-    unknown = sorted(set(overrides) - set(model.model_fields))
-    if unknown:
-        raise TypeError(f"{model.__name__} has no setting(s) {', '.join(unknown)}")
-    base = given.model_dump(include=set(model.model_fields)) if given is not None else {}
-    return {**base, **overrides}
-
-
-def resolve(model: type[BaseModel], given: BaseModel | None = None, /, **overrides):
-    """How a trainer takes its settings: `model` validated from `given` with `overrides` on top
-    (`config_values`), so the config model is the one place its defaults live."""
-    return model.model_validate(config_values(model, given, overrides))
-
-
-
-class CurateConfig(BaseModel):
-    """What the `curate` flow runs: one recipe over one or more runs → a dataset."""
-
-    lake: str = DEFAULT_LAKE
-    runs: list[RunId] = Field(min_length=1)
-    recipe: str = Field(description="cdpo-pairs, dpo-pairs, weighted-sft, router-set, probe-set or sql:PATH")
-    params: dict[str, Any] = Field(default_factory=dict, description="recipe parameters (see `tokenmill curate --help`)")
-
-
-class TrainSettings(BaseModel):
-    """How a token-weighted trainer runs (`tasks/train/weighted.py`)."""
-
-    objective: Literal["sft", "dpo"] = "sft"
-    weighting: Literal["dataset", "plain", "tgdpo"] = Field(
-        "dataset", description="dataset: the curated weights; plain: loss masks only; tgdpo: TGDPO from token rewards")
-    steps: int = Field(100, ge=1)
-    lr: float = Field(5e-5, gt=0)
-    batch: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    beta: float = Field(0.1, gt=0, description="dpo: β")
-    alpha: float = Field(0.5, ge=0, description="tgdpo: α")
-    seed: int = 0
-
-
-class TrainConfig(TrainSettings):
-    """What the `train` flow runs: a base model trained on a curated dataset."""
-
-    lake: str = DEFAULT_LAKE
-    dataset_id: str
-    model: str = "tiny-small"
-    run_id: str | None = Field(None, description="run whose partition gets the artifact and metrics (default: the dataset's first)")
-    runner: RunnerConfig = RunnerConfig()
-
-    def work_tokens(self) -> int:
-        """Token passes of training (its timeout's work): steps × sequences × 512 tokens ×
-        3 (forward and backward), × 2 for DPO's chosen and rejected."""
-        return self.steps * self.batch * self.grad_accum * 512 * 3 * (2 if self.objective == "dpo" else 1)
-
-
-class EvalConfig(BaseModel):
-    """Greedy held-out accuracy of models on one world (`evaluate` flow → table `model_eval`)."""
-
-    world: str = "arithmetic"
-    split: str = "test"
-    prompts: int = Field(200, ge=1)
-    max_tokens: int = Field(96, ge=1)
-    seed: int = 1234
-
-    def work_tokens(self) -> int:
-        """Most tokens one model's evaluation generates."""
-        return self.prompts * self.max_tokens
+# every stage's config model, defined next to its code, importable from here (one import for flows and users)
+from tokenmill.labelers.ast.config import AstConfig  # noqa: F401
+from tokenmill.labelers.critical.config import CriticalConfig, TruthConfig  # noqa: F401
+from tokenmill.labelers.hallucination.config import HallucinationConfig  # noqa: F401
+from tokenmill.labelers.label_config import LabelConfig, LabelSettings  # noqa: F401
+from tokenmill.labelers.rewards.config import REWARD_KINDS, RewardsConfig  # noqa: F401
+from tokenmill.labelers.routing.config import RoutingConfig  # noqa: F401
+from tokenmill.tasks.train.finetune_config import CONTRAST_RECIPES, ContrastTrainConfig  # noqa: F401
+from tokenmill.common_config import (  # noqa: F401
+    DEFAULT_LAKE, RUN_ID_FIELDS, RunId, RunnerConfig, TimeoutConfig, config_values, expand_run_id, new_run_id, resolve)
+from tokenmill.curation.curate_config import CurateConfig  # noqa: F401
+from tokenmill.tasks.eval_config import EvalConfig  # noqa: F401
+from tokenmill.tasks.rollout_config import RolloutConfig, SamplingConfig, SourceConfig  # noqa: F401
+from tokenmill.tasks.train.probe_config import ProbeConfig  # noqa: F401
+from tokenmill.tasks.train.router_config import RouterConfig  # noqa: F401
+from tokenmill.tasks.train.weighted_config import TrainConfig, TrainSettings  # noqa: F401
 
 
 class Arm(BaseModel):

@@ -15,7 +15,7 @@ from tokenmill.report.plots import label_panels
 from tokenmill.report.summary import label_summary
 from tokenmill.schema import TOKEN_REWARDS
 from tokenmill.storage.catalog import connect
-from tokenmill.tasks.curate import run_recipe
+from tokenmill.curation.curate import run_recipe
 
 FIRST = config_id("rewards", "1", {}, {}, "grpo")  # write_hand_labels: 0.5 on every token
 

@@ -15,7 +15,7 @@ from tokenmill.report.plots import label_panels
 from tokenmill.report.summary import label_summary
 from tokenmill.storage.catalog import connect, query
 from tokenmill.storage.lake import Lake
-from tokenmill.tasks.curate import run_recipe
+from tokenmill.curation.curate import run_recipe
 
 
 def test_targets_are_the_share_of_correct_rollouts_through_each_prefix():

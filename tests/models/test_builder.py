@@ -6,7 +6,7 @@ import pytest
 
 from tokenmill.engines import SamplingParams, get_engine
 from tokenmill.models.builder import SPECS, build
-from tokenmill.models.evaluate import evaluate
+from tokenmill.studies.model_table import evaluate
 from tokenmill.models.registry import BUNDLED, TINY_DIR, resolve_model
 from tokenmill.sources.worlds import get_world
 

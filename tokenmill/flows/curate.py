@@ -19,7 +19,7 @@ from tokenmill.storage.lake import check_run_id
 @task(name="curate", cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,
       task_run_name="{cfg.recipe} over {cfg.runs}")
 def curate_task(cfg: CurateConfig) -> dict:
-    from tokenmill.tasks.curate import curate
+    from tokenmill.curation.curate import curate
 
     return curate(cfg)
 

@@ -24,7 +24,8 @@ from tokenmill.flows.rollouts import _retry_unless_user_error
 from tokenmill.flows.naming import run_name
 from tokenmill.flows.report import report_task
 from tokenmill.flows.runners import model_tasks, on_ray, timed
-from tokenmill.report import artifacts, progress
+from tokenmill import progress
+from tokenmill.report import artifacts
 from tokenmill.storage.lake import Lake, check_run_id
 from tokenmill.tasks import score as score_stage
 from tokenmill.labelers import build_labeler

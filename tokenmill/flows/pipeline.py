@@ -36,7 +36,7 @@ def check_pipeline(cfg: PipelineConfig) -> None:
     """Every arm's recipe, parameters, objective and guide checked before any work."""
     from tokenmill.sources.worlds import get_world
     from tokenmill.storage.lake import check_run_id
-    from tokenmill.tasks.curate import get_recipe
+    from tokenmill.curation.curate import get_recipe
     from tokenmill.tasks.train.weighted import check_settings
 
     check_run_id(cfg.run_id)

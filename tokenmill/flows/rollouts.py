@@ -24,7 +24,8 @@ from tokenmill.errors import TokenmillError
 from tokenmill.flows.naming import run_name
 from tokenmill.models.chat import PromptFormat
 from tokenmill.flows.runners import model_tasks, on_ray, timed
-from tokenmill.report import artifacts, progress
+from tokenmill import progress
+from tokenmill.report import artifacts
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks import generate as gen_stage
 from tokenmill.tasks import prompts as prompt_stage

@@ -41,7 +41,7 @@ def train_router_task(cfg: RouterConfig) -> dict:
 @task(name="eval-routing", cache_policy=NONE, retry_condition_fn=_retry_unless_user_error,
       task_run_name="routed generation on {cfg.eval_world}")
 def eval_routing_task(cfg: RouterConfig, router_path: str) -> list[dict]:
-    from tokenmill.tasks.routed import evaluate_routing
+    from tokenmill.tasks.train.routed import evaluate_routing
 
     table = evaluate_routing(Lake(cfg.lake), router_path, settings=cfg)
     return table.select(["policy", "threshold", "large_share", "accuracy", "tokens"]).to_pylist()

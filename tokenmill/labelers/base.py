@@ -19,8 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from tokenmill import ids
-from tokenmill.errors import TokenmillError, unreadable_file
-from tokenmill.storage.lake import Lake
+from tokenmill.storage.lake import Lake, read_rollouts_shard  # noqa: F401  (re-exported for labelers)
 
 _EMPTY = pa.table({"x": pa.array([], pa.int8())})
 
@@ -31,34 +30,12 @@ def config_id(labeler: str, version: str, models: dict, params: dict, kind: str 
     return ids.content_id(labeler, kind, version, ids.canonical_json(models), ids.canonical_json(params))
 
 
-def only_config(lake: Lake, table: str, run_id: str, who: str, fix: str) -> str | None:
-    """The run's only labeller config in `table` (None when it has none). Several is an error
-    asking for one (`fix` says how): mixing two labellings of the same tokens, or silently
-    picking one, would change a result when a config is added."""
-    from tokenmill.storage.catalog import query
-
-    found = query(lake, f"SELECT DISTINCT config_id FROM {table} WHERE run_id = $run ORDER BY 1",
-                  {"run": run_id}).column("config_id").to_pylist()
-    if len(found) > 1:
-        raise TokenmillError(f"{who}: run {run_id!r} has {len(found)} {table} configs ({', '.join(found)})", fix=fix)
-    return found[0] if found else None
-
-
 def provenance(n: int, labeler: str, version: str, models: dict, params: dict, kind: str = "") -> dict[str, pa.Array]:
     """The provenance columns of `n` label rows."""
     cid = config_id(labeler, version, models, params, kind)
     values = (labeler, version, ids.canonical_json(models), ids.canonical_json(params), cid)
     names = ("labeler", "labeler_version", "models", "params", "config_id")
     return {k: pa.array(np.full(n, v, dtype=object), pa.string()) for k, v in zip(names, values)}
-
-
-def read_rollouts_shard(lake: Lake, shard: str, columns: list[str] | None = None) -> pa.Table:
-    """One committed rollouts file (a shard of a run); a corrupted, truncated or vanished
-    file is a LakeError naming it, not an Arrow traceback."""
-    try:
-        return lake.read_part(shard, columns=columns)
-    except (pa.ArrowException, OSError) as e:
-        raise unreadable_file(shard, e, lake.uri) from None
 
 
 def entropy_needs(labelers: list["Labeler"]) -> list[str]:

@@ -13,12 +13,6 @@ from pydantic import BaseModel, Field, create_model
 
 from tokenmill.common_config import DEFAULT_LAKE, RunId, RunnerConfig
 from tokenmill.labelers import families
-from tokenmill.labelers.ast.config import AstConfig
-from tokenmill.labelers.critical.config import CriticalConfig, TruthConfig
-from tokenmill.labelers.hallucination.config import HallucinationConfig
-from tokenmill.labelers.rewards.config import REWARD_KINDS, RewardsConfig
-from tokenmill.labelers.routing.config import RoutingConfig
-from tokenmill.tasks.train.finetune_config import CONTRAST_RECIPES, ContrastTrainConfig
 
 
 class LabelSettings(BaseModel):
@@ -43,6 +37,3 @@ LabelConfig = create_model(
     **{name: (fam.config, Field(default_factory=fam.config, description=f"{fam.title} settings"))
        for name, fam in families().items()})
 LabelConfig.__doc__ = __doc__.split("\n\n")[0]
-
-__all__ = ["LabelConfig", "LabelSettings", "AstConfig", "CriticalConfig", "TruthConfig", "HallucinationConfig",
-           "RewardsConfig", "REWARD_KINDS", "RoutingConfig", "ContrastTrainConfig", "CONTRAST_RECIPES"]

@@ -9,7 +9,7 @@ new version of the same artifact):
   train      markdown `model-<id>`: objective, loss, tokens, lineage
   evaluate   table `eval-<run>`: held-out accuracy per model
   pipeline   markdown `pipeline-<run>`: accuracy per arm and the commands to dig in
-  progress   one progress artifact per long stage (`report/progress.py`)
+  progress   one progress artifact per long stage (`progress.py`)
 
 Each markdown summary ends with the `tokenmill sql` commands that open the same data.
 Outside a Prefect run (plain functions, tests) nothing is published. A failure to publish
@@ -19,79 +19,10 @@ is logged and never fails the flow: the lake, not the UI, holds the results.
 from __future__ import annotations
 
 import json
-import logging
-import math
-import re
 import shlex
-import sys
-from typing import Any, Callable
 
-import pyarrow as pa
-
-_log = logging.getLogger("tokenmill.report")
-
-
-def in_prefect_run() -> bool:
-    if "prefect" not in sys.modules:  # no run without Prefect; plain CLI commands never import it
-        return False
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
-
-
-def artifact_key(*parts: str) -> str:
-    """Prefect keys allow lowercase letters, digits and dashes only."""
-    key = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
-    return re.sub(r"-{2,}", "-", key)[:200] or "tokenmill"
-
-
-def _publish(what: str, fn: Callable[[], Any]) -> Any:
-    if not in_prefect_run():
-        return None
-    try:
-        return fn()
-    except Exception as e:  # the UI is a view; a failed publish must not lose the run's work
-        try:
-            from prefect import get_run_logger
-
-            get_run_logger().warning("could not publish the %s artifact: %s", what, e)
-        except Exception:
-            _log.warning("could not publish the %s artifact: %s", what, e)
-        return None
-
-
-def _json_rows(table: pa.Table) -> list[dict]:
-    # the API stores JSON: NaN/inf would be rejected, so they become null
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-            for row in table.to_pylist()]
-
-
-def publish_table(key: str, table: pa.Table | list[dict], description: str) -> Any:
-    from prefect.artifacts import create_table_artifact
-
-    rows = _json_rows(table) if isinstance(table, pa.Table) else table
-    return _publish(key, lambda: create_table_artifact(table=rows, key=key, description=description))
-
-
-def publish_markdown(key: str, text: str, description: str) -> Any:
-    from prefect.artifacts import create_markdown_artifact
-
-    return _publish(key, lambda: create_markdown_artifact(markdown=text, key=key, description=description))
-
-
-def progress_artifact(stage: str, total: int):
-    from prefect.artifacts import create_progress_artifact
-
-    return _publish(f"progress {stage}", lambda: create_progress_artifact(
-        progress=0.0, key=artifact_key("progress", stage), description=f"{stage}: 0/{total}"))
-
-
-def update_progress(artifact_id, stage: str, done: int, total: int) -> None:
-    from prefect.artifacts import update_progress_artifact
-
-    pct = 100.0 * done / total if total else 100.0
-    _publish(f"progress {stage}", lambda: update_progress_artifact(artifact_id=artifact_id, progress=min(pct, 100.0),
-                                                                   description=f"{stage}: {done}/{total}"))
+from tokenmill.prefect_ui import (  # noqa: F401  (artifact_key: for callers)
+    artifact_key, in_prefect_run, json_rows, publish_markdown, publish_table)
 
 
 # -------------------------------------------------------------------- markdown helpers
@@ -141,8 +72,8 @@ def rollouts_summary(lake: str, run_id: str) -> None:
     passk_md = ""
     if passk.num_rows:
         publish_table(artifact_key("pass-at-k", run_id), passk, f"run {run_id}: pass@k per source × model")
-        passk_md = "\n\n## pass@k (unbiased estimator, Chen et al. 2021)\n\n" + md_table(_json_rows(passk))
-    text = (f"# Rollouts of run `{run_id}`\n\nLake: `{lake}`\n\n" + md_table(_json_rows(table)) + passk_md
+        passk_md = "\n\n## pass@k (unbiased estimator, Chen et al. 2021)\n\n" + md_table(json_rows(passk))
+    text = (f"# Rollouts of run `{run_id}`\n\nLake: `{lake}`\n\n" + md_table(json_rows(table)) + passk_md
             + md_commands([view_command(lake, run_id)] + explore_hints(lake, run_id)))
     publish_markdown(artifact_key("rollouts", run_id, "summary"), text, f"run {run_id}: rollouts summary")
 
@@ -162,7 +93,7 @@ def label_summary(lake: str, run_id: str, labelers: list[str]) -> None:
     if "critical" in labelers:
         cmds += label_hints(lake, run_id)
     text = (f"# Labels of run `{run_id}`\n\nLabelers: {', '.join(labelers)}. Lake: `{lake}`\n\n"
-            + md_table(_json_rows(table)) + md_commands(cmds))
+            + md_table(json_rows(table)) + md_commands(cmds))
     publish_markdown(artifact_key("labels", run_id, "summary"), text, f"run {run_id}: labels summary")
 
 

@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tokenmill import schema as S
-from tokenmill.errors import LakeError
+from tokenmill.errors import LakeError, TokenmillError
 from tokenmill.storage.lake import Lake, with_run_id
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -354,3 +354,14 @@ def _duckdb_safe(schema: pa.Schema) -> pa.Schema:
             return pa.list_(widen(t.value_type))
         return t
     return pa.schema([f.with_type(widen(f.type)) for f in schema])
+
+
+def only_config(lake: Lake, table: str, run_id: str, who: str, fix: str) -> str | None:
+    """The run's only labeller config in `table` (None when it has none). Several is an error
+    asking for one (`fix` says how): mixing two labellings of the same tokens, or silently
+    picking one, would change a result when a config is added."""
+    found = query(lake, f"SELECT DISTINCT config_id FROM {table} WHERE run_id = $run ORDER BY 1",
+                  {"run": run_id}).column("config_id").to_pylist()
+    if len(found) > 1:
+        raise TokenmillError(f"{who}: run {run_id!r} has {len(found)} {table} configs ({', '.join(found)})", fix=fix)
+    return found[0] if found else None

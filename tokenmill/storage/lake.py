@@ -610,3 +610,12 @@ def _resolve_fsspec(uri: str, scheme: str, arrow_err: Exception) -> tuple[pafs.F
             fix=f"use a local path, s3://bucket/prefix, gs://…, or an fsspec protocol ({known}, …)",
         ) from e
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), root
+
+
+def read_rollouts_shard(lake: Lake, shard: str, columns: list[str] | None = None) -> pa.Table:
+    """One committed rollouts file (a shard of a run); a corrupted, truncated or vanished
+    file is a LakeError naming it, not an Arrow traceback."""
+    try:
+        return lake.read_part(shard, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise unreadable_file(shard, e, lake.uri) from None

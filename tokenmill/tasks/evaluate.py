@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tokenmill import ids
-from tokenmill.config import EvalConfig
+from tokenmill.tasks.eval_config import EvalConfig
 from tokenmill.engines import SamplingParams
 from tokenmill.models.chat import PromptFormat
 from tokenmill.schema import MODEL_EVAL

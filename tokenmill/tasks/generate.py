@@ -186,7 +186,7 @@ def generate_shard(lake: Lake, run_id: str, shard: str, engine_kind: str, model:
     name a model trained into the lake (`_artifacts/models/<id>`): it loads from the artifact
     and the lake records it by that name."""
     from tokenmill.tasks.prompts import read_shard
-    from tokenmill.tasks.train.artifacts import model_source
+    from tokenmill.storage.artifacts import model_source
 
     fmt = fmt or PromptFormat()
     out = generated_dir(run_id, shard, engine_kind, model, params, options, fmt)

@@ -9,14 +9,14 @@ does not fit a model's context (`check_prompt_lengths`; tokenizers only, no weig
 from __future__ import annotations
 
 from tokenmill import ids
-from tokenmill.config import RolloutConfig, SourceConfig
+from tokenmill.tasks.rollout_config import RolloutConfig, SourceConfig
 from tokenmill.engines import check_engine, context_limit, load_tokenizer
 from tokenmill.errors import EngineError
 from tokenmill.models.chat import RAW, PromptFormat
 from tokenmill.models.registry import resolve_model
 from tokenmill.sources import Prompt, build_source, prompts_from_table, prompts_table
 from tokenmill.storage.lake import Lake, check_run_id
-from tokenmill.tasks.train.artifacts import model_source
+from tokenmill.storage.artifacts import model_source
 
 
 def load_sources(sources: list[SourceConfig]) -> list[Prompt]:

@@ -34,8 +34,8 @@ from tokenmill.schema import HIDDEN_STATES, SCORES
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks.generate import _cat, cached_engine, list_array, token_keys
 from tokenmill.capabilities import ENTROPY
-from tokenmill.labelers.base import read_rollouts_shard
-from tokenmill.tasks.train.artifacts import model_source  # noqa: F401 (callers import it from here too)
+from tokenmill.storage.lake import read_rollouts_shard
+from tokenmill.storage.artifacts import model_source  # noqa: F401 (callers import it from here too)
 
 POLICY = "policy"  # the role of each rollout's own model
 SCORE_COLUMNS = ["rollout_id", "model", "prompt_token_ids", "completion_token_ids"]

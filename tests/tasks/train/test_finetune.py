@@ -11,7 +11,7 @@ from safetensors import safe_open
 from tokenmill.config import ContrastTrainConfig
 from tokenmill.engines import get_engine
 from tokenmill.engines.hf import load_hf
-from tokenmill.report import progress
+from tokenmill import progress
 from tokenmill.tasks.train.finetune import LoRALinear, add_lora, finetune, merge_lora, planned_steps, save_model
 
 IDS = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 2]])

@@ -10,7 +10,7 @@ import pytest
 
 from tokenmill import datasets as D
 from tokenmill.errors import TokenmillError
-from tokenmill.tasks.curate import run_recipe
+from tokenmill.curation.curate import run_recipe
 from tokenmill.tasks.train.weighted import train_weighted
 
 

@@ -42,28 +42,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from tokenmill.code.sandbox.limits import Limits
 from tokenmill.code.sandbox.jail import ENV, SANDBOX_PYTHON_ENV, Isolation, isolation, jail_command, sandbox_python
 
 __all__ = ["Limits", "run_tests", "isolation", "Isolation", "SANDBOX_PYTHON_ENV", "sandbox_python"]
 
 HERE = Path(__file__).resolve().parent
-
-
-@dataclass(frozen=True)
-class Limits:
-    wall_s: float = 5.0  # the whole run: every test, every restart of the candidate
-    cpu_s: int = 5  # per candidate process
-    memory_mb: int = 512  # address space of the candidate
-    file_mb: int = 8  # largest file it may write
-    disk_mb: int = 16  # its working directory (a tmpfs in the jail)
-    open_files: int = 64
-    processes: int = 0  # new processes (and threads) the code may start
-    reply_kb: int = 1024  # largest value one call may return
-    output_kb: int = 64  # what tokenmill reads from the harness
-    hook: bool = True  # the audit hook (the second layer); off only to test the jail alone
 
 
 def _source(*names: str) -> str:

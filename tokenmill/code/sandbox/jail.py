@@ -107,7 +107,7 @@ def jail_command(iso: Isolation, source: str, limits, processes: int = 0) -> tup
 
 def run_in_jail(iso: Isolation, source: str, timeout: float = 20):
     """Run `source` in the jail and wait (the probe, and tests)."""
-    from tokenmill.code.sandbox import Limits
+    from tokenmill.code.sandbox.limits import Limits
 
     cmd, root = jail_command(iso, source, Limits())
     try:

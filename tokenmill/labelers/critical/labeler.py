@@ -106,7 +106,7 @@ from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.tasks import score as score_stage
 from tokenmill.tasks.generate import cached_engine, token_keys
 from tokenmill.labelers.base import Labeler, config_id, is_done, mark_done, provenance, read_rollouts_shard
-from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
+from tokenmill.storage.artifacts import artifact_path, store_artifact
 
 ARTIFACT_DIR = f"{ARTIFACTS_DIR}/models"
 LIVE_COPIES = 3  # [tokens, vocab] float32 arrays alive at once in `contrast_pass`: log p_pos, log p_neg, a temporary

@@ -18,7 +18,7 @@ schedules, stepped after each optimizer step as the Trainer does (so with warm-u
 step has learning rate 0). On CUDA the forward pass runs under bfloat16 autocast (the
 authors' `bf16=True`); on CPU everything is float32.
 
-Progress: each step advances `report.progress` stage `stage` with the step's loss as its
+Progress: each step advances `tokenmill.progress` stage `stage` with the step's loss as its
 note, so the CLI shows a bar (`train pos tiny-small  12/40  loss 1.234`) and a Prefect run
 a progress artifact.
 """
@@ -35,7 +35,7 @@ from torch import nn
 from tokenmill.tasks.train.finetune_config import ContrastTrainConfig
 from tokenmill.engines.hf import load_hf
 from tokenmill.models.builder import pad_batch
-from tokenmill.report import progress as progress_hook
+from tokenmill import progress as progress_hook
 
 
 # ------------------------------------------------------------------ LoRA
@@ -117,7 +117,7 @@ def finetune(base: str, prompts: Sequence[Sequence[int]], completions: Sequence[
              progress: Callable[[int, int, float], None] | None = None):
     """(model, tokenizer, losses) after training `base` on the sequences with `recipe` (default:
     the cDPO authors' recipe). LoRA adapters come back merged. `progress(step, steps, loss)`
-    is called after each step, besides the `report.progress` stage `stage`."""
+    is called after each step, besides the `tokenmill.progress` stage `stage`."""
     if not prompts:
         raise ValueError("finetune: no training sequences")
     recipe = recipe or ContrastTrainConfig()

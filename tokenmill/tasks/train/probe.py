@@ -34,13 +34,14 @@ import torch
 import torch.nn.functional as F
 
 from tokenmill import ids
-from tokenmill.config import ProbeConfig, resolve
+from tokenmill.common_config import resolve
+from tokenmill.tasks.train.probe_config import ProbeConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.schema import PROBE_EVAL
 from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
-from tokenmill.labelers.base import only_config
-from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
+from tokenmill.storage.catalog import only_config
+from tokenmill.storage.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.metrics import auc_or_none, split_by_prompt
 
 PROBE_DIR = f"{ARTIFACTS_DIR}/probes"

@@ -27,12 +27,13 @@ import torch
 from torch import nn
 
 from tokenmill import ids
-from tokenmill.config import RouterConfig, resolve
+from tokenmill.common_config import resolve
+from tokenmill.tasks.train.router_config import RouterConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
-from tokenmill.labelers.base import only_config
-from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
+from tokenmill.storage.catalog import only_config
+from tokenmill.storage.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.metrics import split_by_prompt
 
 ROUTER_DIR = f"{ARTIFACTS_DIR}/routers"

@@ -31,14 +31,15 @@ import torch
 
 from tokenmill import datasets as D
 from tokenmill import ids
-from tokenmill.config import TrainSettings, config_values
+from tokenmill.common_config import config_values
+from tokenmill.tasks.train.weighted_config import TrainSettings
 from tokenmill.engines.base import pad_rows
 from tokenmill.engines.hf import load_hf
 from tokenmill.errors import TokenmillError
-from tokenmill.report import progress
+from tokenmill import progress
 from tokenmill.schema import TRAIN_METRICS
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
-from tokenmill.tasks.train.artifacts import artifact_path, store_artifact
+from tokenmill.storage.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.losses import tgdpo_weights, token_logprobs, weighted_dpo_loss, weighted_sft_loss
 
 MODEL_DIR = f"{ARTIFACTS_DIR}/models"

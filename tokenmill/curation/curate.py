@@ -36,11 +36,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from tokenmill import labelers
-from tokenmill.config import CurateConfig
+from tokenmill.curation.curate_config import CurateConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import Lake
-from tokenmill.labelers.base import only_config
+from tokenmill.storage.catalog import only_config
 
 SEQUENCE_COLUMNS = ("prompt_token_ids", "completion_token_ids", "weights")
 PAIR_COLUMNS = ("prompt_token_ids", "chosen_token_ids", "rejected_token_ids", "chosen_weights", "rejected_weights")

@@ -8,7 +8,7 @@ import pytest
 
 from tokenmill import datasets as D
 from tokenmill.errors import TokenmillError
-from tokenmill.tasks.curate import run_recipe
+from tokenmill.curation.curate import run_recipe
 
 
 def test_cdpo_pairs_weight_the_rejected_side_by_one_minus_p_ce(labelled):

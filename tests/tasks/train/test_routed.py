@@ -3,7 +3,7 @@ import numpy as np
 from tokenmill.engines import SamplingParams
 from tokenmill.sources.worlds import get_world
 from tokenmill.tasks.generate import cached_engine
-from tokenmill.tasks.routed import always, at_random, never, routed_generate
+from tokenmill.tasks.train.routed import always, at_random, never, routed_generate
 
 
 def _prompts(n=6):

@@ -27,9 +27,9 @@ def start(stage: str, total: int) -> None:
         _artifacts.pop(stage, None)
         _notes.pop(stage, None)
     _emit(stage)
-    from tokenmill.report import artifacts
+    from tokenmill import prefect_ui
 
-    aid = artifacts.progress_artifact(stage, total)
+    aid = prefect_ui.progress_artifact(stage, total)
     if aid is not None:
         with _lock:
             _artifacts[stage] = [aid, 0]
@@ -59,10 +59,10 @@ def _publish(stage: str) -> None:
         if art is None or pct <= art[1]:
             return
         art[1] = pct
-    from tokenmill.report import artifacts
+    from tokenmill import prefect_ui
 
     text = _notes.get(stage)
-    artifacts.update_progress(art[0], f"{stage} ({text})" if text else stage, done, total)
+    prefect_ui.update_progress(art[0], f"{stage} ({text})" if text else stage, done, total)
 
 
 def note_of(stage: str) -> str:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import torch
 
 from tokenmill import ids
-from tokenmill.config import RouterConfig
+from tokenmill.tasks.train.router_config import RouterConfig
 from tokenmill.engines.base import pad_rows
 from tokenmill.engines.hf import HFEngine
 from tokenmill.schema import ROUTING_EVAL
