@@ -83,3 +83,16 @@ def test_every_deployments_parameters_are_its_flows_config(name):
     d = _deployments()[name]
     model = _flow_config(d["entrypoint"])
     model.model_validate(d["parameters"]["cfg"])  # a typo or a stale field fails here, not at 2 am
+
+
+@pytest.mark.parametrize("cfg, field", [({"promts": 3}, "promts"), ({"sampling": {"m": 1}}, "sampling.m"),
+                                        ({"critical": {"bta": 2.0}}, "critical.bta"),
+                                        ({"arm_train": {"dpo": {"lr": 1e-6}}, "eval": {"prompt": 4}}, "eval.prompt")])
+def test_a_field_no_config_has_is_refused_not_ignored(cfg, field):
+    from pydantic import ValidationError
+
+    from tokenmill.errors import invalid_config
+
+    with pytest.raises(ValidationError) as e:
+        PipelineConfig.model_validate(cfg)
+    assert str(invalid_config(e.value)).startswith(f"unknown config field PipelineConfig.{field}")

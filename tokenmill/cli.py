@@ -21,7 +21,7 @@ from rich.console import Console
 from tokenmill.config import DEFAULT_LAKE
 from tokenmill.config import CriticalConfig, HallucinationConfig, LabelSettings, RewardsConfig, RoutingConfig
 from tokenmill.config import (DEFAULT_PRESET, PIPELINE_PRESETS, PipelineConfig, RolloutConfig, RunnerConfig,
-                              SamplingConfig, SourceConfig, TrainConfig)
+                              ProbeConfig, RouterConfig, SamplingConfig, SourceConfig, TrainConfig)
 from tokenmill.errors import TokenmillError
 from tokenmill.flows.demo import DemoConfig
 from tokenmill.pairs import parse_pairs  # noqa: F401  (the one KEY=VALUE parser; tokenmill.cli.parse_pairs stays)
@@ -868,7 +868,7 @@ def study_efficacy(
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
     """Plain DPO vs cDPO-weighted DPO and plain SFT vs reward-weighted SFT on the arithmetic
-    world with tiny-small, over seeds: held-out accuracy mean ± std (the README's table)."""
+    world with tiny-small, over seeds: held-out accuracy mean ± std (docs/BENCHMARKS.md's efficacy table)."""
     _quiet_prefect(verbose)
     from tokenmill.report.summary import render_table
     from tokenmill.studies.efficacy import run_study, study_configs, summarise
@@ -884,23 +884,25 @@ def router_train(
     run_id: str = typer.Option(..., "--run", help="A run labelled with `tokenmill label --labelers routing`."),
     lake: str = LakeOpt,
     config_id: Optional[str] = typer.Option(None, "--config", help="Routing labels of this config id (default: the run's only one; several must be picked)."),
-    steps: int = typer.Option(600, help="Training steps."),
-    recall: float = typer.Option(0.95, help="Threshold: lowest positive rate with this recall of divergent tokens."),
-    evaluate: bool = typer.Option(True, help="Evaluate routed generation after training."),
-    world: str = typer.Option("arithmetic", help="World of the evaluation prompts."),
-    prompts: int = typer.Option(128, help="Held-out prompts for the evaluation."),
-    threshold: list[float] = typer.Option([0.5], help="More router thresholds for the accuracy/share curve; repeatable."),
-    seed: int = typer.Option(0),
+    steps: Optional[int] = config_option(RouterConfig, "steps", help="Training steps."),
+    recall: Optional[float] = config_option(RouterConfig, "recall", help="Threshold: lowest positive rate with this "
+                                            "recall of divergent tokens."),
+    evaluate: bool = typer.Option(RouterConfig.model_fields["evaluate"].default,
+                                  help="Evaluate routed generation after training."),
+    world: Optional[str] = config_option(RouterConfig, "eval_world", help="World of the evaluation prompts."),
+    prompts: Optional[int] = config_option(RouterConfig, "eval_prompts", help="Held-out prompts for the evaluation."),
+    threshold: Optional[list[float]] = config_option(RouterConfig, "thresholds", help="More router thresholds for the "
+                                                     "accuracy/share curve; repeatable."),
+    seed: Optional[int] = config_option(RouterConfig, "seed", help="Seed of the split and the router's weights."),
     verbose: bool = typer.Option(False, help="Show Prefect logs."),
 ):
     """Train R2R's router on a run's routing labels, then compare routed generation with
     small-only, large-only and random routing at the same large-model share."""
     _quiet_prefect(verbose)
-    from tokenmill.config import RouterConfig
     from tokenmill.flows.train import router_flow
 
-    cfg = RouterConfig(lake=lake, run_id=run_id, config_id=config_id, steps=steps, recall=recall, evaluate=evaluate,
-                       eval_world=world, eval_prompts=prompts, thresholds=threshold, seed=seed)
+    cfg = RouterConfig(lake=lake, run_id=run_id, config_id=config_id, evaluate=evaluate, **given(
+        steps=steps, recall=recall, eval_world=world, eval_prompts=prompts, thresholds=threshold or None, seed=seed))
     t0 = time.time()
     with console.status("training the router and generating with it…"):
         out = router_flow(cfg)
@@ -912,22 +914,22 @@ def probe_train(
     run_id: str = typer.Option(..., "--run", help="A run labelled with `tokenmill label --labelers hallucination`."),
     lake: str = LakeOpt,
     model: list[str] = typer.Option([], help="Probe these models' rollouts; repeatable (default: all with spans)."),
-    layer: int = typer.Option(-2, help="Hidden-state layer (0 = embeddings; negative from the last)."),
+    layer: Optional[int] = config_option(ProbeConfig, "layer", help="Hidden-state layer (0 = embeddings; negative from "
+                                         "the last)."),
     config_id: Optional[str] = typer.Option(None, "--config", help="Hallucination spans of this config id (default: the run's only one; several must be picked)."),
-    steps: int = typer.Option(400, help="Training steps."),
-    seed: int = typer.Option(0),
+    steps: Optional[int] = config_option(ProbeConfig, "steps", help="Training steps."),
+    seed: Optional[int] = config_option(ProbeConfig, "seed", help="Seed of the split and the probe's weights."),
     verbose: bool = typer.Option(False, help="Show Prefect logs."),
 ):
     """Train a linear hallucination probe per model on one layer's hidden states and compare
     its held-out AUC with the uncertainty scores (min/mean prob, entropy, CCP, consistency)."""
     _quiet_prefect(verbose)
-    from tokenmill.config import ProbeConfig
     from tokenmill.flows.train import probe_flow
 
     t0 = time.time()
     with console.status("scoring hidden states and training probes…"):
-        out = probe_flow(ProbeConfig(lake=lake, run_id=run_id, models=model or None, layer=layer, config_id=config_id,
-                                     steps=steps, seed=seed))
+        out = probe_flow(ProbeConfig(lake=lake, run_id=run_id, models=model or None, config_id=config_id,
+                                     **given(layer=layer, steps=steps, seed=seed)))
     _print_probes(lake, run_id, out, time.time() - t0)
 
 

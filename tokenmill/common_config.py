@@ -6,11 +6,18 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from tokenmill import ids
 
 DEFAULT_LAKE = "./tokenmill-lake"
+
+
+class Settings(BaseModel):
+    """The base of every config model: a field it does not have is refused (`promts: 3` in a
+    deployment or an API call must not run the defaults silently)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def new_run_id(prefix: str = "run") -> str:
@@ -41,7 +48,7 @@ def expand_run_id(run_id: str) -> str:
 RunId = Annotated[str, AfterValidator(expand_run_id)]
 
 
-class TimeoutConfig(BaseModel):
+class TimeoutConfig(Settings):
     """Timeouts of flows and of tasks that load a model, sized from their work, so that a
     hung night gives its deployment's concurrency slot back instead of holding it forever.
 
@@ -70,7 +77,7 @@ class TimeoutConfig(BaseModel):
         return self.flow_s if self.flow_s is not None else max(self.min_s, tokens * self.seconds_per_token)
 
 
-class RunnerConfig(BaseModel):
+class RunnerConfig(Settings):
     """Where a flow's tasks run: threads in the flow's own process, or a Ray cluster — and
     how long they may take (`timeouts`).
 

@@ -19,7 +19,7 @@ from tokenmill.labelers.rewards.config import REWARD_KINDS, RewardsConfig  # noq
 from tokenmill.labelers.routing.config import RoutingConfig  # noqa: F401
 from tokenmill.tasks.train.finetune_config import CONTRAST_RECIPES, ContrastTrainConfig  # noqa: F401
 from tokenmill.common_config import (  # noqa: F401
-    DEFAULT_LAKE, RUN_ID_FIELDS, RunId, RunnerConfig, TimeoutConfig, config_values, expand_run_id, new_run_id, resolve)
+    Settings, DEFAULT_LAKE, RUN_ID_FIELDS, RunId, RunnerConfig, TimeoutConfig, config_values, expand_run_id, new_run_id, resolve)
 from tokenmill.curation.curate_config import CurateConfig  # noqa: F401
 from tokenmill.tasks.eval_config import EvalConfig  # noqa: F401
 from tokenmill.tasks.rollout_config import RolloutConfig, SamplingConfig, SourceConfig  # noqa: F401
@@ -28,7 +28,7 @@ from tokenmill.tasks.train.router_config import RouterConfig  # noqa: F401
 from tokenmill.tasks.train.weighted_config import TrainConfig, TrainSettings  # noqa: F401
 
 
-class Arm(BaseModel):
+class Arm(Settings):
     """One arm of a pipeline: curate with a recipe, train with settings."""
 
     name: str
@@ -102,7 +102,7 @@ PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
         "arm_train": {"batch": 8, "dpo": {"lr": 1e-6}, "sft": {"lr": 1e-5}},
         "eval": {"prompts": 200},
     },
-    # one seed of `tokenmill study efficacy` (the README's table; studies/efficacy.py sets the seeds):
+    # one seed of `tokenmill study efficacy` (docs/BENCHMARKS.md's efficacy table; studies/efficacy.py sets the seeds):
     # learning rates and β from a sweep on seed 0, the tiny contrast recipe (full fine-tune, 150 steps)
     "efficacy": {
         "prompts": 512,
@@ -135,7 +135,7 @@ def merge_config(base: dict, over: dict) -> dict:
     return out
 
 
-class PipelineConfig(BaseModel):
+class PipelineConfig(Settings):
     """rollouts → score → label → curate → train → evaluate, for each arm on one run."""
 
     preset: str = Field(DEFAULT_PRESET, description="named settings (config.PIPELINE_PRESETS: tiny, smollm2, efficacy) "

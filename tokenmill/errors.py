@@ -59,6 +59,9 @@ def invalid_config(err, options: dict | None = None) -> TokenmillError:
     name = str((first.get("loc") or ("",))[-1])  # a model-level error has no loc
     title = getattr(err, "title", "")
     # a field's whole path first (PipelineConfig's sampling.n: --samples), then its name
+    if first.get("type") == "extra_forbidden":  # a typo or a stale field: never run the defaults in its place
+        return TokenmillError(f"unknown config field {title}.{field}",
+                              fix="check its spelling (a config model's fields: docs/USER_GUIDE.md, `--help`)")
     option = (options or {}).get((title, field)) or (options or {}).get((title, name)) or "--" + name.replace("_", "-")
     value = "" if isinstance(got, dict) else f" {got!r}"
     more = f"; {len(errors) - 1} more field(s) invalid" if len(errors) > 1 else ""

@@ -3,7 +3,7 @@ against the real `tokenmill view` server (and its `--out` file) on a lake made b
 real `tokenmill demo`.
 
 Screenshots land in the test's tmp dir, and in $TOKENMILL_SCREENSHOTS when it is set
-(the README's pictures are made that way)."""
+(the README's screenshot and docs/img are made that way)."""
 
 from __future__ import annotations
 

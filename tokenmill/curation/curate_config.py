@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from tokenmill.common_config import DEFAULT_LAKE, RunId
+from tokenmill.common_config import DEFAULT_LAKE, RunId, Settings
 
 
-class CurateConfig(BaseModel):
+class CurateConfig(Settings):
     """What the `curate` flow runs: one recipe over one or more runs → a dataset."""
 
     lake: str = DEFAULT_LAKE

@@ -22,13 +22,13 @@ import contextlib
 import time
 from typing import Callable, ContextManager
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from tokenmill.common_config import DEFAULT_LAKE
+from tokenmill.common_config import DEFAULT_LAKE, Settings
 from tokenmill.errors import TokenmillError
 
 
-class DemoConfig(BaseModel):
+class DemoConfig(Settings):
     """What `tokenmill demo` runs."""
 
     lake: str = DEFAULT_LAKE

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import Field, create_model
 
-from tokenmill.common_config import DEFAULT_LAKE, RunId, RunnerConfig
+from tokenmill.common_config import DEFAULT_LAKE, RunId, RunnerConfig, Settings
 from tokenmill.labelers import families
 
 
-class LabelSettings(BaseModel):
+class LabelSettings(Settings):
     """What every labelling shares (the families' own settings are added per family)."""
 
     lake: str = DEFAULT_LAKE

@@ -5,7 +5,7 @@ trained from scratch on gold solutions of the worlds' *train* splits (completion
 next-token loss). `tiny-large` has more layers, width and steps than `tiny-small`, so
 the pair disagrees in useful places: the large one solves more arithmetic, remembers
 more biographies, writes more passing code. Held-out accuracy is measured by
-`tokenmill.studies.model_table` and printed in the README.
+`tokenmill.studies.model_table` and printed in docs/USER_GUIDE.md.
 """
 
 from __future__ import annotations

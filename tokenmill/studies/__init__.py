@@ -1,1 +1,1 @@
-"""Studies: pipelines run over seeds and arms, summarised (the README's measured results)."""
+"""Studies: pipelines run over seeds and arms, summarised (measured results: docs/BENCHMARKS.md)."""

@@ -30,7 +30,7 @@ COMPARISONS = {"cdpo": "dpo", "sft-critical": "sft", "sft-reward": "sft"}  # arm
 
 
 def default_arms(dpo_steps: int = 100, sft_steps: int = 150, batch: int = 16) -> list[Arm]:
-    """The study's arms; learning rates and β from a sweep on seed 0 (README)."""
+    """The study's arms; learning rates and β from a sweep on seed 0 (docs/BENCHMARKS.md)."""
     return named_arms(["dpo", "cdpo", "sft", "sft-critical", "sft-reward"], batch=batch,
                       dpo={"steps": dpo_steps, "lr": 1e-5, "beta": 0.5}, sft={"steps": sft_steps, "lr": 2e-5})
 
@@ -45,7 +45,7 @@ def study_configs(lake: str, seeds: list[int], prompts: int = 512, samples: int 
         out.append(PipelineConfig(
             lake=lake, run_id=f"{run_prefix}-s{s}", model="tiny-small", world="arithmetic", prompts=prompts, engine=engine,
             sampling=SamplingConfig(n=samples, temperature=1.0, max_tokens=64, seed=s), labelers=["rewards", "critical"],
-            # the tiny models' contrast recipe (full fine-tune, 150 steps) the README's table was measured with
+            # the tiny models' contrast recipe (full fine-tune, 150 steps) docs/BENCHMARKS.md's table was measured with
             critical=CriticalConfig(train="tiny", train_steps=critical_steps, seed=s, include_correct=True), arms=seeded,
             eval=EvalConfig(world="arithmetic", split="test", prompts=eval_prompts, max_tokens=64)))
     return out

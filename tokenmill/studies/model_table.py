@@ -1,4 +1,4 @@
-"""Greedy held-out accuracy of models on the worlds (the README's model table).
+"""Greedy held-out accuracy of models on the worlds (docs/USER_GUIDE.md's model table).
 
 arithmetic and code: the test split (problems never trained on). bios: people seen in
 training (`train`, knowledge recall) and people never seen (`test`, where every stated

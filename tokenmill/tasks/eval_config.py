@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from tokenmill.common_config import Settings
 
 
-class EvalConfig(BaseModel):
+class EvalConfig(Settings):
     """Greedy held-out accuracy of models on one world (`evaluate` flow → table `model_eval`)."""
 
     world: str = "arithmetic"

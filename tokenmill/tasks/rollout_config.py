@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
-from tokenmill.common_config import DEFAULT_LAKE, RunId, RunnerConfig, new_run_id
+from tokenmill.common_config import DEFAULT_LAKE, RunId, RunnerConfig, Settings, new_run_id
 
 
-class SourceConfig(BaseModel):
+class SourceConfig(Settings):
     """A prompt source: a built-in world (`world: arithmetic`) or a file (`path: x.jsonl`)."""
 
     world: str | None = None
@@ -47,7 +47,7 @@ class SourceConfig(BaseModel):
         return v
 
 
-class SamplingConfig(BaseModel):
+class SamplingConfig(Settings):
     n: int = Field(4, ge=1, description="samples per prompt")
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -58,7 +58,7 @@ class SamplingConfig(BaseModel):
     stop_token_ids: list[int] = Field([], description="a completion also ends at these token ids (besides every EOS id)")
 
 
-class RolloutConfig(BaseModel):
+class RolloutConfig(Settings):
     lake: str = DEFAULT_LAKE
     run_id: RunId = Field(default_factory=new_run_id)
     sources: list[SourceConfig] = [SourceConfig(world="arithmetic")]

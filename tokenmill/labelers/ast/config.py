@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-class AstConfig(BaseModel):
+from tokenmill.common_config import Settings
+
+class AstConfig(Settings):
     """Where the code in completions is and which language it is."""
 
     language: str | None = Field(None, description="language of code without a fence tag (default: python for the code and humaneval worlds)")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from tokenmill.common_config import Settings
+
 from tokenmill.tasks.train.finetune_config import _LEGACY_TRAIN, ContrastTrainConfig
 
-class CriticalConfig(BaseModel):
+class CriticalConfig(Settings):
     beta: float = Field(1.0, ge=0, description="contrast strength β")
     top_k: int | None = Field(3, ge=1, description="mark this many lowest-p_CE tokens per rollout critical")
     threshold: float | None = Field(None, gt=0, lt=1, description="or: mark tokens with p_CE below this")
@@ -41,7 +43,7 @@ class CriticalConfig(BaseModel):
 
 
 
-class TruthConfig(BaseModel):
+class TruthConfig(Settings):
     rollouts: int = Field(16, ge=1, description="incorrect rollouts to examine")
     k: int = Field(4, ge=1, description="continuations per arm (kept / replaced)")
     margin: float = Field(0.25, gt=0, le=1, description="truly critical: replaced − kept success ≥ margin")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-class HallucinationConfig(BaseModel):
+from tokenmill.common_config import Settings
+
+class HallucinationConfig(Settings):
     """Entity spans, their ground truth and uncertainty scores."""
 
     extractors: list[str] | None = Field(None, description="span extractors (default: kb — the world's own claims — "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from tokenmill.common_config import Settings
 
 REWARD_KINDS = ("dpo", "grpo", "tempo", "d3s", "entropy", "rlpr")
 
 
-class RewardsConfig(BaseModel):
+class RewardsConfig(Settings):
     kinds: list[str] = list(REWARD_KINDS)
     beta: float = Field(0.1, gt=0, description="dpo: β")
     clip: float | None = Field(None, gt=0, description="dpo: clip rewards to ±clip")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-class RoutingConfig(BaseModel):
+from tokenmill.common_config import Settings
+
+class RoutingConfig(Settings):
     """R2R routing labels of a large model's trajectories against a small model."""
 
     small: str = Field("tiny-small", description="the small model; rollouts of every other model are labelled")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from tokenmill.common_config import Settings
 
 
-class TvmConfig(BaseModel):
+class TvmConfig(Settings):
     """What a prefix's value is the mean of, over the rollouts of its prompt and model that
     share it. TVM's own target is correctness (`correct`: 1 for a correct final answer, else
     0); `reward` is a tokenmill variant that averages the verifier's reward instead

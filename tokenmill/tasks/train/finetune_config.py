@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-class ContrastTrainConfig(BaseModel):
+from tokenmill.common_config import Settings
+
+class ContrastTrainConfig(Settings):
     """How cDPO's positive / negative contrast models are fine-tuned from the policy. The
     defaults are the cDPO authors' recipe (recipe `cdpo`; what they run and where tokenmill
     differs: labelers/critical/labeler.py); recipe `tiny` is the full fine-tune tuned for the

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from tokenmill.common_config import DEFAULT_LAKE
+from tokenmill.common_config import DEFAULT_LAKE, Settings
 
 
-class ProbeConfig(BaseModel):
+class ProbeConfig(Settings):
     """What the `train-probe` flow runs: a hallucination probe per model of a labelled run."""
 
     lake: str = DEFAULT_LAKE

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from tokenmill.common_config import DEFAULT_LAKE
+from tokenmill.common_config import DEFAULT_LAKE, Settings
 
 
-class RouterConfig(BaseModel):
+class RouterConfig(Settings):
     """What the `train-router` flow runs: R2R's router on a run's routing labels, then
     routed generation against small-only, large-only and random routing."""
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from tokenmill.common_config import DEFAULT_LAKE, RunnerConfig
+from tokenmill.common_config import DEFAULT_LAKE, RunnerConfig, Settings
 
 
-class TrainSettings(BaseModel):
+class TrainSettings(Settings):
     """How a token-weighted trainer runs (`tasks/train/weighted.py`)."""
 
     objective: Literal["sft", "dpo"] = "sft"
