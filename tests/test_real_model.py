@@ -48,7 +48,7 @@ WORLDS = ("arithmetic", "bios", "code")
 PROMPTS, SAMPLES, MAX_TOKENS = 4, 2, 48
 IM_START = 1  # <|im_start|> in SmolLM2's vocabulary
 PEAK_BOUND_MIB = 6 * 1024
-REWARD_KINDS = ("dpo", "grpo", "tempo", "d3s", "entropy", "rlpr")
+REWARD_KINDS = ("dpo", "grpo", "tempo", "d3s", "entropy", "rlpr", "rlpr_raw")
 # One torch thread, as `tokenmill_env` gives the CLI's subprocesses: on 2 shared cores two
 # spinning OpenMP threads ran SmolLM2's decode loop 17x slower than one (measured: 246 s
 # vs 14.6 s for 8 rollouts × 48 tokens under a load of 7). vLLM's CPU worker replaces

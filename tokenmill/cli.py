@@ -306,7 +306,7 @@ def label(
     model: list[str] = typer.Option(["ref=tiny-small"], help="ROLE=MODEL for scoring, e.g. ref=tiny-small; repeatable. "
                                     "The role `policy` is each rollout's own model."),
     kinds: Optional[str] = config_option(RewardsConfig, "kinds", help="Reward kinds, comma-separated: dpo, grpo, tempo, "
-                                         "d3s, entropy, rlpr."),
+                                         "d3s, entropy, rlpr, rlpr_raw."),
     beta: Optional[float] = config_option(RewardsConfig, "beta", help="dpo: β of the implicit reward."),
     clip: Optional[float] = config_option(RewardsConfig, "clip", help="dpo: clip rewards to ±clip."),
     keep_frac: Optional[float] = config_option(RewardsConfig, "keep_frac", help="d3s: share of a shard's tokens kept."),

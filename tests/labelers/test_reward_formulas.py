@@ -39,15 +39,35 @@ def test_dpo_token_reward_clips_symmetrically():
 # --- GRPO ---------------------------------------------------------------------------
 
 
-def test_group_advantages_normalise_by_group_population_std():
+def test_group_advantages_normalise_by_the_unbiased_group_std():
     rewards = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
     groups = np.array(["a", "a", "a", "a", "b", "b"])
-    # group a: mean 0.5, population std sqrt(4 * 0.25 / 4) = 0.5 -> ±0.5 / 0.5 = ±1
-    # group b: both rewards equal the mean -> 0
+    # group a: mean 0.5, unbiased std sqrt(4 * 0.25 / 3) = 0.57735 (torch.std, as verl and TRL)
+    #   -> ±0.5 / 0.57735 = ±0.86603; group b: both rewards equal the mean -> 0
     adv = group_advantages(rewards, groups, eps=1e-6)
     assert adv.dtype == np.float32
-    s = 0.5 / (0.5 + 1e-6)  # just under 1
+    s = 0.5 / (math.sqrt(1 / 3) + 1e-6)
     np.testing.assert_allclose(adv, [s, -s, -s, s, 0.0, 0.0], rtol=1e-6)
+    # the population std (tokenmill's earlier default) is 0.5: ±1, √(4/3) = 1.155× larger
+    pop = group_advantages(rewards, groups, eps=1e-6, std="population")
+    np.testing.assert_allclose(pop, [1, -1, -1, 1, 0, 0], rtol=1e-5)
+
+
+def test_group_advantages_match_verls_formula_on_random_groups():
+    # verl's compute_grpo_outcome_advantage: (score − mean) / (torch.std(scores) + 1e-6) per group
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    rewards, groups = rng.random(40), rng.integers(0, 6, 40)
+    expected = np.empty(40)
+    for g in np.unique(groups):
+        m = groups == g
+        t = torch.tensor(rewards[m])
+        expected[m] = ((t - t.mean()) / (t.std() + 1e-6)).numpy() if m.sum() > 1 else 0.0
+    np.testing.assert_allclose(group_advantages(rewards, groups), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_group_of_one_gets_advantage_zero():
+    assert group_advantages(np.array([1.0, 0.0, 1.0]), np.array([0, 1, 1]))[0] == 0.0
 
 
 def test_group_advantages_without_normalisation_subtract_the_mean():
@@ -78,10 +98,14 @@ TEMPO_R = np.array([1.0, 0.0, 0.0, 1.0])
 
 def test_tempo_matches_hand_worked_tree():
     tokens, lengths = _flat(TEMPO_ROWS)
-    adv = tempo_advantages(tokens, lengths, TEMPO_R, np.zeros(4, int), eps=0.0)
+    # worked with the population σ = 0.5 of R = [1, 0, 0, 1]
+    adv = tempo_advantages(tokens, lengths, TEMPO_R, np.zeros(4, int), eps=0.0, std="population")
     assert adv.dtype == np.float32
-    expected = [1, 4 / 3, 5 / 3,  -1, -2 / 3, -7 / 3,  -1, -2,  1, 4 / 3, 5 / 3]
+    expected = np.array([1, 4 / 3, 5 / 3,  -1, -2 / 3, -7 / 3,  -1, -2,  1, 4 / 3, 5 / 3])
     np.testing.assert_allclose(adv, expected, rtol=1e-6)
+    # the default divides by the unbiased σ = √(1/3) instead: every value × 0.5 / √(1/3)
+    default = tempo_advantages(tokens, lengths, TEMPO_R, np.zeros(4, int), eps=0.0)
+    np.testing.assert_allclose(default, expected * 0.5 / math.sqrt(1 / 3), rtol=1e-6)
 
 
 def test_tempo_without_normalisation_keeps_raw_scale():
@@ -114,7 +138,7 @@ def test_tempo_keeps_groups_apart_and_follows_input_order():
     rows = [[5, 6, 7], [5, 6, 7], [5, 6, 8], [5, 9]]
     tokens, lengths = _flat(rows)
     adv = tempo_advantages(tokens, lengths, np.array([1.0, 0.0, 0.0, 1.0]),
-                           np.array(["a", "b", "a", "b"]), eps=0.0)
+                           np.array(["a", "b", "a", "b"]), eps=0.0, std="population")
     np.testing.assert_allclose(adv, [1, 1, 2,  -1, -2, -1,  -1, -1, -2,  1, 2], rtol=1e-6)
 
 
@@ -123,7 +147,8 @@ def test_tempo_zero_length_rollout_counts_in_group_stats_only():
     # j=0: A = B = {r0,r2}, V=.5 -> r0: 1, r2: -1
     # j=1: A={r0,r2} V=.5; r0: B V=1 -> (.5+.5)/.5 = 2; r2: B V=0 -> (-.5-.5)/.5 = -2
     tokens, lengths = _flat([[3, 4], [], [3, 5], []])
-    adv = tempo_advantages(tokens, lengths, np.array([1.0, 0.0, 0.0, 1.0]), np.zeros(4, int), eps=0.0)
+    adv = tempo_advantages(tokens, lengths, np.array([1.0, 0.0, 0.0, 1.0]), np.zeros(4, int), eps=0.0,
+                           std="population")
     np.testing.assert_allclose(adv, [1, 2, -1, -2], rtol=1e-6)
 
 
@@ -137,7 +162,7 @@ def _tempo_slow(rows, rewards, groups, eps, normalize):
     for i, row in enumerate(rows):
         members = [m for m in range(len(rows)) if groups[m] == groups[i]]
         rs = np.array([rewards[m] for m in members])
-        mu, sigma = rs.mean(), rs.std()
+        mu, sigma = rs.mean(), (rs.std(ddof=1) if len(rs) > 1 else 0.0)
         for j in range(len(row)):
             a = [m for m in members if len(rows[m]) > j and rows[m][:j] == row[:j]]
             b = [m for m in a if rows[m][j] == row[j]]
@@ -221,3 +246,21 @@ def test_rlpr_is_mean_token_probability_and_nan_for_empty_reference():
     r = rlpr_rewards(lp, np.array([2, 0, 1]))
     assert r.dtype == np.float32
     assert r[0] == pytest.approx(0.375) and math.isnan(r[1]) and r[2] == pytest.approx(0.8)
+
+
+def test_entropy_flags_the_top_fifth_of_tokens_by_their_own_entropy_by_default():
+    # the 80/20 paper's rule: a token is "forking" when its own entropy is in the batch's top 20 %
+    h = np.array([0.1, 2.0, 0.3, 0.2, 1.5, 0.0, 0.4, 0.9, 0.05, 0.6])
+    m, flag, tau = window_entropy(h, np.array([4, 6]))
+    np.testing.assert_allclose(m, h, rtol=1e-6)
+    assert tau == pytest.approx(np.quantile(h, 0.8)) and flag.tolist() == (h >= tau).tolist()
+    assert flag.sum() == 2 and set(np.flatnonzero(flag)) == {1, 4}
+
+
+def test_rlpr_debiasing_subtracts_the_no_reasoning_probability_floored_at_zero():
+    from tokenmill.labelers.rewards.reward_math import rlpr_debiased
+
+    out = rlpr_debiased(np.array([0.9, 0.3, 0.5, np.nan]), np.array([0.4, 0.5, 0.5, 0.2]))
+    np.testing.assert_allclose(out[:3], [0.5, 0.0, 0.0], atol=1e-7)
+    assert np.isnan(out[3]) and out.dtype == np.float32
+

@@ -25,16 +25,16 @@ def test_every_token_gets_one_row_per_kind(labelled):
     con = connect(lake)
     tokens = con.execute("SELECT count(*) FROM tokens").fetchone()[0]
     per_kind = dict(con.execute("SELECT kind, count(*) FROM token_rewards GROUP BY 1").fetchall())
-    assert per_kind == {k: tokens for k in ("dpo", "grpo", "tempo", "d3s", "entropy", "rlpr")}
+    assert per_kind == {k: tokens for k in ("dpo", "grpo", "tempo", "d3s", "entropy", "rlpr", "rlpr_raw")}
     assert con.execute("SELECT count(*) FROM (SELECT DISTINCT rollout_id, pos, kind FROM token_rewards)").fetchone()[0] \
-        == 6 * tokens
+        == 7 * tokens
 
 
 def test_grpo_is_the_group_normalised_reward(labelled):
     lake, _, _ = labelled
     con = connect(lake)
     diff = con.execute("""
-        WITH g AS (SELECT rollout_id, reward, avg(reward) OVER w AS mu, stddev_pop(reward) OVER w AS sd
+        WITH g AS (SELECT rollout_id, reward, avg(reward) OVER w AS mu, coalesce(stddev_samp(reward) OVER w, 0) AS sd
                    FROM rollouts WINDOW w AS (PARTITION BY prompt_id, model, sampling))
         SELECT max(abs(t.value - (g.reward - g.mu) / (g.sd + 1e-6)))
         FROM token_rewards t JOIN g USING (rollout_id) WHERE t.kind = 'grpo'""").fetchone()[0]
@@ -71,7 +71,7 @@ def test_rlpr_is_the_mean_probability_of_the_reference_tokens(labelled):
     rid, completion, ref, prompt_ids, value = con.execute("""
         SELECT r.rollout_id, r.completion, p.reference, r.prompt_token_ids, t.value
         FROM rollouts r JOIN prompts p USING (prompt_id) JOIN token_rewards t USING (rollout_id)
-        WHERE t.kind = 'rlpr' AND t.pos = 0 AND r.completion LIKE '%Answer:%' ORDER BY r.rollout_id LIMIT 1""").fetchone()
+        WHERE t.kind = 'rlpr_raw' AND t.pos = 0 AND r.completion LIKE '%Answer:%' ORDER BY r.rollout_id LIMIT 1""").fetchone()
     from tokenmill.tasks.generate import cached_engine
 
     engine = cached_engine("hf", "tiny-small")
@@ -82,6 +82,13 @@ def test_rlpr_is_the_mean_probability_of_the_reference_tokens(labelled):
     lp = engine.score([prompt_ids], [full], top_k=1)[0].logprobs[len(z):]
     assert value == pytest.approx(float(np.exp(lp).mean()), abs=1e-5)
     assert 0 < value <= 1
+    # the RLPR reward is debiased: minus the probability with no reasoning (y* right after the
+    # prompt), floored at 0 (OpenBMB/RLPR's scoreB − scoreA with `threshold_0`)
+    p0 = float(np.exp(engine.score([prompt_ids], [engine.tokenizer(ref, add_special_tokens=False)["input_ids"]],
+                                   top_k=1)[0].logprobs).mean())
+    (debiased,) = con.execute("SELECT value FROM token_rewards WHERE kind = 'rlpr' AND pos = 0 AND rollout_id = ?",
+                              [rid]).fetchone()
+    assert debiased == pytest.approx(max(value - p0, 0.0), abs=1e-5)
 
 
 def test_relabelling_adds_nothing_and_recomputes_nothing(labelled):

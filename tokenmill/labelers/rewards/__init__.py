@@ -1,5 +1,5 @@
-"""Token rewards and advantages: DPO implicit reward, GRPO, TEMPO, D³S, ARES entropy
-windows, RLPR (formulas: `reward_math.py`; labeler: `labeler.py`)."""
+"""Token rewards and advantages: DPO implicit reward, GRPO, TEMPO, D³S, high-entropy
+forking tokens, RLPR (formulas: `reward_math.py`; labeler: `labeler.py`)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,15 @@ FAMILY = LabelFamily(
         _kind("d3s", TokenOutput("d3s", "D³S score", "continuous", "max(value)", "|A|·H per token", scale="diverging"),
               TokenOutput("d3s_keep", "D³S kept", "flag", "bool_or(flag)", "the token is among the kept share",
                           detail=True), title="D³S"),
-        _kind("entropy", TokenOutput("entropy_flag", "high-entropy window (ARES)", "flag", "bool_or(flag)",
-                                     "the token's trailing window of entropy is above the threshold"), title="entropy"),
+        _kind("entropy", TokenOutput("entropy_flag", "high-entropy token (80/20)", "flag", "bool_or(flag)",
+                                     "the token's entropy (or, with window > 1, its trailing window's) is in "
+                                     "the shard's top 20 %"), title="entropy"),
         _kind("rlpr", TokenOutput("rlpr", "RLPR reward", "continuous", "max(value)",
-                                  "probability of the reference answer, on every token", scale="diverging"), title="RLPR"),
+                                  "debiased probability of the reference answer: with the reasoning minus without, "
+                                  "floored at 0 (on every token)", domain=(0.0, 1.0)), title="RLPR"),
+        _kind("rlpr_raw", TokenOutput("rlpr_raw", "RLPR raw probability", "continuous", "max(value)",
+                                      "mean probability of the reference answer after the reasoning (not debiased)",
+                                      domain=(0.0, 1.0)), title="RLPR (raw)"),
     ),
 )
 assert {s.name for s in FAMILY.scopes} == set(REWARD_KINDS)

@@ -7,20 +7,25 @@ its paper):
             (Rafailov et al. 2024 "From r to Q*"; RTO; TGDPO's r̂_t is β = 1). π_dpo and
             π_ref are model roles, scored into `scores` first (default: the rollout's own
             policy against role `ref`).
-- `grpo`    A_i = (R_i − mean_g R)/(std_g R + ε) on every token of rollout i (DeepSeekMath).
+- `grpo`    A_i = (R_i − mean_g R)/(std_g R + ε) on every token of rollout i (DeepSeekMath);
+            std_g unbiased as in TRL and verl (`std=population`: tokenmill's earlier variant).
 - `tempo`   A_ij = (R_i − μ + V(ℬ) − V(𝒜))/(σ + ε): 𝒜 the group members sharing y_i[<j],
             ℬ ⊆ 𝒜 those that also share y_i[j], V the mean reward of a set (TEMPO's
             prefix tree). `normalize=False` drops the division.
 - `d3s`     score_t = |A_t|·H_t, flag = among the top `keep_frac` of the shard (D³S).
-- `entropy` value = H_t, flag = trailing window mean of H ≥ τ (τ given, or the shard's
-            `quantile`) — high-entropy "forking" regions.
+- `entropy` value = H_t, flag = H_t ≥ τ, τ the shard's 0.8 quantile: the top 20 % "forking"
+            tokens of the 80/20 paper (`window` > 1: a trailing window mean of H instead,
+            tokenmill's smoothed variant; `threshold` fixes τ).
             H_t (d3s, entropy) is the policy's exact entropy: from `tokens` where generation
             gave it (hf), else the policy scored with the hf engine (`needs_entropy`; vLLM
             cannot give it, and the label flow refuses that pairing up front).
-- `rlpr`    r = (1/|y*|)·Σ_i p(y*_i | x, z, y*_<i): the reference answer y* put after the
-            rollout's reasoning z (the completion up to and including its last `Answer:`;
-            the empty string where there is none), scored by the policy (RLPR). The
+- `rlpr`    RLPR's debiased reward max(p_r − p_0, 0) (OpenBMB/RLPR's `threshold_0` shaping of
+            scoreB − scoreA): p_r = (1/|y*|)·Σ_i p(y*_i | x, z, y*_<i), the reference answer
+            y* put after the rollout's reasoning z (the completion up to and including its
+            last `Answer:`; the empty string where there is none), p_0 the same with no
+            reasoning (y* right after the prompt), both scored by the policy. The
             per-rollout value is written on every token of the rollout, like `grpo`.
+- `rlpr_raw` p_r alone (what labeller version 1 stored as `rlpr`).
 
 Groups are the rollouts of one prompt by one model with one sampling configuration. A
 rollout without a reward (unverified) gets null values for the outcome-based kinds;
@@ -69,7 +74,7 @@ def _floats(values: np.ndarray) -> pa.Array:
 
 class RewardsLabeler(Labeler):
     name = "rewards"
-    version = "1"
+    version = "2"  # 2: GRPO/TEMPO divide by the unbiased std; entropy flags by each token's own entropy
 
     def __init__(self, config: RewardsConfig | None = None, models: dict[str, str] | None = None,
                  engine: str = "hf", engine_options: dict | None = None):
@@ -116,9 +121,10 @@ class RewardsLabeler(Labeler):
             return ({"dpo": self._model(c.dpo_role), "ref": self._model(c.ref_role)},
                     {"beta": c.beta, "clip": c.clip, "dpo_role": c.dpo_role, "ref_role": c.ref_role})
         if kind in ("grpo", "tempo"):
-            return {}, {"eps": c.eps, "normalize": c.normalize}
+            return {}, {"eps": c.eps, "normalize": c.normalize, "std": c.std}
         if kind == "d3s":
-            return {}, {"eps": c.eps, "normalize": c.normalize, "keep_frac": c.keep_frac, "advantage": c.d3s_advantage}
+            return {}, {"eps": c.eps, "normalize": c.normalize, "std": c.std, "keep_frac": c.keep_frac,
+                        "advantage": c.d3s_advantage}
         if kind == "entropy":
             return {"policy": "policy"}, {"window": c.window, "threshold": c.threshold, "quantile": c.quantile}
         return {"policy": "policy"}, {}  # rlpr
@@ -163,6 +169,7 @@ class RewardsLabeler(Labeler):
         """Every requested kind's flat (value, flag) arrays for the shard's tokens."""
         c = self.cfg
         out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        cache: dict = {}  # rlpr and rlpr_raw share one scoring pass
         reward = rollouts.column("reward").to_numpy(zero_copy_only=False).astype(np.float64)  # null → NaN
         groups = pc.binary_join_element_wise(rollouts.column("prompt_id"), rollouts.column("model"),
                                              rollouts.column("sampling"), "\x1f").to_numpy(zero_copy_only=False)
@@ -170,14 +177,14 @@ class RewardsLabeler(Labeler):
         adv = {}
         if {"grpo", "d3s"} & set(kinds):
             a = np.full(len(reward), np.nan)
-            a[known] = rm.group_advantages(reward[known], groups[known], c.eps, c.normalize)
+            a[known] = rm.group_advantages(reward[known], groups[known], c.eps, c.normalize, c.std)
             adv["grpo"] = rm.broadcast(a, lengths)
         if "tempo" in kinds or ("d3s" in kinds and c.d3s_advantage == "tempo"):
             token_ids = pc.list_flatten(rollouts.column("completion_token_ids")).to_numpy()
             tok_known = np.repeat(known, lengths)
             a = np.full(len(token_ids), np.nan)
             a[tok_known] = rm.tempo_advantages(token_ids[tok_known], lengths[known], reward[known], groups[known],
-                                               c.eps, c.normalize)
+                                               c.eps, c.normalize, c.std)
             adv["tempo"] = a
         entropy = None
         if {"d3s", "entropy"} & set(kinds):
@@ -202,8 +209,12 @@ class RewardsLabeler(Labeler):
                                     rids).column("logprob").to_numpy()
                       for role in (c.dpo_role, c.ref_role)}
                 out[kind] = (rm.dpo_token_rewards(lp[c.dpo_role], lp[c.ref_role], c.beta, c.clip), None)
-            elif kind == "rlpr":
-                out[kind] = (rm.broadcast(self._rlpr(lake, run_id, rollouts), lengths), None)
+            elif kind in ("rlpr", "rlpr_raw"):
+                if "rlpr" not in cache:
+                    cache["rlpr"] = self._rlpr(lake, run_id, rollouts)
+                raw, base = cache["rlpr"]
+                value = rm.rlpr_debiased(raw, base) if kind == "rlpr" else raw
+                out[kind] = (rm.broadcast(value, lengths), None)
         return out
 
     def _entropy(self, lake: Lake, run_id: str, rids: pa.Array, lengths: np.ndarray) -> np.ndarray:
@@ -223,13 +234,14 @@ class RewardsLabeler(Labeler):
                                  "label flow re-scores what is missing) and label again with --engine hf")
         return aligned(sc, rids).column("entropy").to_numpy().astype(np.float64)
 
-    def _rlpr(self, lake: Lake, run_id: str, rollouts: pa.Table) -> np.ndarray:
-        """Per-rollout mean probability of the reference answer after the rollout's reasoning."""
+    def _rlpr(self, lake: Lake, run_id: str, rollouts: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """Per rollout, the mean probability of the reference answer after the rollout's
+        reasoning (p_r) and right after the prompt (p_0, scored once per prompt and model)."""
         refs = lake.read("prompts", run_id, columns=["prompt_id", "reference"])
         ref_of = dict(zip(refs.column("prompt_id").to_pylist(), refs.column("reference").to_pylist()))
         pids = rollouts.column("prompt_id").to_pylist()
         texts = rollouts.column("completion").to_pylist()
-        out = np.full(len(pids), np.nan)
+        out, base = np.full(len(pids), np.nan), np.full(len(pids), np.nan)
         has_ref = np.array([ref_of.get(p) is not None for p in pids], dtype=bool)
         for model in pc.unique(rollouts.column("model")).to_pylist():
             rows = np.flatnonzero(has_ref & (rollouts.column("model").to_numpy(zero_copy_only=False) == model))
@@ -238,14 +250,30 @@ class RewardsLabeler(Labeler):
             engine = cached_engine(self.engine, model, **self.engine_options)
             # per rollout (not per token): cut the text at its last "Answer:" and append y*
             reasoning = [texts[i][: m[-1].end()] + " " if (m := list(_ANSWER.finditer(texts[i]))) else "" for i in rows]
-            full = [z + ref_of[pids[i]] for z, i in zip(reasoning, rows)]
-            enc = engine.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
             prompts = [rollouts.column("prompt_token_ids")[int(i)].as_py() for i in rows]
-            scored = engine.score(prompts, enc["input_ids"], top_k=1, entropy=False)
-            lp = np.concatenate([s.logprobs for s in scored])
-            ends = np.concatenate([np.asarray(o, dtype=np.int64).reshape(-1, 2)[:, 1] for o in enc["offset_mapping"]])
-            starts = np.repeat([len(z) for z in reasoning], [len(e) for e in enc["input_ids"]])
-            is_ref = ends > starts  # tokens reaching into y*
-            seq = np.repeat(np.arange(len(rows)), [len(e) for e in enc["input_ids"]])
-            out[rows] = rm.rlpr_rewards(lp[is_ref], np.bincount(seq[is_ref], minlength=len(rows)))
-        return out
+            out[rows] = _reference_probability(engine, prompts, reasoning, [ref_of[pids[i]] for i in rows])
+            # p_0: no reasoning, once per prompt (every rollout of a prompt shares it)
+            first = {}
+            for k, i in enumerate(rows):
+                first.setdefault(pids[i], k)
+            uniq = list(first.values())
+            p0 = _reference_probability(engine, [prompts[k] for k in uniq], [""] * len(uniq),
+                                        [ref_of[pids[rows[k]]] for k in uniq])
+            at = {k: j for j, k in enumerate(uniq)}
+            base[rows] = p0[[at[first[pids[i]]] for i in rows]]
+        return out, base
+
+
+def _reference_probability(engine, prompts: list, reasoning: list[str], references: list[str]) -> np.ndarray:
+    """Per row, the mean probability of the reference's tokens when `reasoning` + reference
+    follows the prompt (the tokens reaching into the reference count)."""
+    full = [z + y for z, y in zip(reasoning, references)]
+    enc = engine.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    scored = engine.score(prompts, enc["input_ids"], top_k=1, entropy=False)
+    lp = np.concatenate([s.logprobs for s in scored])
+    ends = np.concatenate([np.asarray(o, dtype=np.int64).reshape(-1, 2)[:, 1] for o in enc["offset_mapping"]])
+    starts = np.repeat([len(z) for z in reasoning], [len(e) for e in enc["input_ids"]])
+    is_ref = ends > starts  # tokens reaching into y*
+    seq = np.repeat(np.arange(len(full)), [len(e) for e in enc["input_ids"]])
+    return rm.rlpr_rewards(lp[is_ref], np.bincount(seq[is_ref], minlength=len(full))).astype(np.float64)
+

@@ -12,16 +12,25 @@ import math
 import numpy as np
 
 
-def _group_stats(rewards: np.ndarray, groups: np.ndarray):
-    """Per-rollout (group index, group mean, group population std), in float64."""
+STD_KINDS = ("sample", "population")
+
+
+def _group_stats(rewards: np.ndarray, groups: np.ndarray, std: str = "sample"):
+    """Per-rollout (group index, group mean, group std), in float64. `std`: "sample" is the
+    unbiased std (ddof = 1, `torch.std`'s default: what TRL's GRPOTrainer and verl's
+    `compute_grpo_outcome_advantage` divide by); "population" divides by G (ddof = 0). A
+    group of one has std 0 either way (its advantage is 0: R − mean = 0)."""
+    if std not in STD_KINDS:
+        raise ValueError(f"std must be one of {STD_KINDS}")
     r = np.asarray(rewards, dtype=np.float64)
     inv = np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
     if inv.shape != r.shape:
         raise ValueError("rewards and groups must be 1-D and of equal length")
     count = np.bincount(inv)
     mean = np.bincount(inv, weights=r) / count
-    var = np.bincount(inv, weights=(r - mean[inv]) ** 2) / count
-    return inv, mean[inv], np.sqrt(var)[inv]
+    ss = np.bincount(inv, weights=(r - mean[inv]) ** 2)
+    dof = np.maximum(count - (1 if std == "sample" else 0), 1)
+    return inv, mean[inv], np.sqrt(ss / dof)[inv]
 
 
 def dpo_token_rewards(logp_policy: np.ndarray, logp_ref: np.ndarray, beta: float = 0.1,
@@ -42,15 +51,18 @@ def dpo_token_rewards(logp_policy: np.ndarray, logp_ref: np.ndarray, beta: float
 
 
 def group_advantages(rewards: np.ndarray, groups: np.ndarray, eps: float = 1e-6,
-                     normalize: bool = True) -> np.ndarray:
+                     normalize: bool = True, std: str = "sample") -> np.ndarray:
     """GRPO group-relative advantage A_i = (R_i − mean_g R) / (std_g R + ε).
 
-    Shao et al. 2024, "DeepSeekMath" (GRPO). std is the population std (ddof=0) over the
-    rollouts of i's group; `groups` holds any integer or string label per rollout.
-    `normalize=False` returns R_i − mean_g R (the Dr. GRPO variant, Liu et al. 2025).
-    A group of one rollout gets 0. Per rollout, float32.
+    Shao et al. 2024, "DeepSeekMath" (GRPO), as verl's `compute_grpo_outcome_advantage` runs
+    it: std_g is the unbiased std over the G rollouts of i's group,
+    √(Σ_k (R_k − mean_g R)² / (G − 1)) (`torch.std`; TRL's GRPOTrainer too), ε = 1e-6.
+    `std="population"` divides by G instead (tokenmill's earlier default, kept as a variant:
+    its advantages are √(G/(G−1)) times these, 1.155× for G = 4). `groups` holds any label
+    per rollout. `normalize=False` returns R_i − mean_g R (Dr. GRPO, Liu et al. 2025).
+    A group of one rollout gets 0 (verl gives it its raw score, TRL NaN). Per rollout, float32.
     """
-    _, mean, std = _group_stats(rewards, groups)
+    _, mean, std = _group_stats(rewards, groups, std)
     adv = np.asarray(rewards, np.float64) - mean
     return (adv / (std + eps) if normalize else adv).astype(np.float32)
 
@@ -61,7 +73,8 @@ def broadcast(per_rollout: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def tempo_advantages(token_ids: np.ndarray, lengths: np.ndarray, rewards: np.ndarray,
-                     groups: np.ndarray, eps: float = 1e-6, normalize: bool = True) -> np.ndarray:
+                     groups: np.ndarray, eps: float = 1e-6, normalize: bool = True,
+                     std: str = "sample") -> np.ndarray:
     """TEMPO prefix-tree advantage per token (flat, float32).
 
     TEMPO ("Tree-Estimated Mean Prefix Value", Prefix-to-Tree, 2025). For rollout i at
@@ -70,14 +83,15 @@ def tempo_advantages(token_ids: np.ndarray, lengths: np.ndarray, rewards: np.nda
           at position j (they reach tree node y_i[<j] and continue from it),
       ℬ = members of 𝒜 whose token j equals y_i[j] (they reach node y_i[≤j]),
       V(S) = mean raw reward R over S,
-      μ_g, σ_g = mean and population std (ddof=0) of R over all rollouts of the group,
-          zero-length rollouts included (they never enter 𝒜 or ℬ).
+      μ_g, σ_g = mean and std of R over all rollouts of the group, zero-length rollouts
+          included (they never enter 𝒜 or ℬ); σ_g unbiased (ddof = 1) as GRPO's in verl and
+          TRL, or the population std with `std="population"`.
     At non-branching tokens ℬ = 𝒜, the TD term vanishes and A_ij is the GRPO advantage;
     at j = 0, 𝒜 is every group member with at least one token. `normalize=False` drops
     the division. Token ids must be >= 0 (−1 is the padding). The tree is built exactly
     (no hashing) by sorting the padded token rows.
     """
-    g, mu, sigma = _group_stats(rewards, groups)
+    g, mu, sigma = _group_stats(rewards, groups, std)
     if np.asarray(token_ids).size == 0:
         _check_tree_inputs(token_ids, lengths, g)
         return np.zeros(0, np.float32)
@@ -187,13 +201,15 @@ def d3s_scores(advantages: np.ndarray, entropy: np.ndarray,
     return score.astype(np.float32), keep
 
 
-def window_entropy(entropy: np.ndarray, lengths: np.ndarray, window: int = 5,
+def window_entropy(entropy: np.ndarray, lengths: np.ndarray, window: int = 1,
                    threshold: float | None = None,
                    quantile: float = 0.8) -> tuple[np.ndarray, np.ndarray, float]:
-    """Trailing windowed token entropy and a high-entropy flag.
+    """Token entropy (optionally window-smoothed) and a high-entropy flag.
 
     High-entropy "forking tokens" (Wang et al. 2025, "Beyond the 80/20 Rule: High-Entropy
-    Minority Tokens Drive Effective RL for LLM Reasoning"), smoothed over a window:
+    Minority Tokens Drive Effective RL for LLM Reasoning"). The paper keeps the top 20 % of a
+    batch's tokens by their own entropy: window = 1 (the default) and quantile 0.8. A window
+    w > 1 is tokenmill's smoothed variant:
       m_t = mean(H_{max(s_i, t−w+1) .. t}),  s_i = first flat index of t's rollout,
     so windows never cross rollouts and a rollout's first tokens average fewer values.
     flag_t = m_t ≥ τ, τ = `threshold` if given, else the `quantile` quantile (np.quantile,
@@ -233,3 +249,14 @@ def rlpr_rewards(ref_logprobs: np.ndarray, ref_lengths: np.ndarray) -> np.ndarra
     out = np.full(lengths.size, np.nan)
     np.divide(total, lengths, out=out, where=lengths > 0)
     return out.astype(np.float32)
+
+
+def rlpr_debiased(with_reasoning: np.ndarray, without_reasoning: np.ndarray) -> np.ndarray:
+    """RLPR's reward as its code runs it (OpenBMB/RLPR, `reward_manager/prob.py`, shaping
+    `threshold_0`): r = max(p_r − p_0, 0), p_r = `rlpr_rewards` after the rollout's reasoning
+    (scoreB), p_0 = the same mean probability of the reference right after the prompt, with no
+    reasoning (scoreA). Subtracting p_0 removes what the reference's own likelihood gives
+    every rollout of the prompt alike. NaN stays NaN. Returns float32."""
+    d = np.asarray(with_reasoning, np.float64) - np.asarray(without_reasoning, np.float64)
+    return np.where(np.isnan(d), np.nan, np.maximum(d, 0.0)).astype(np.float32)
+
