@@ -16,3 +16,12 @@ def test_sft_critical_labels_correct_rollouts_from_any_entry_point():
 def test_arms_without_needs_leave_the_critical_settings_alone():
     assert PipelineConfig(arms=["dpo", "cdpo"]).critical.include_correct is False
     assert PipelineConfig(arms=["sft"], critical=CriticalConfig(top_k=7)).critical.top_k == 7
+
+
+def test_the_tdpo_arm_trains_tdpo_on_dpo_pairs_with_dpos_settings():
+    (arm,) = PipelineConfig(arms=["tdpo"], arm_train={"dpo": {"lr": 3e-6}}).arms
+    assert (arm.name, arm.recipe, arm.guide) == ("tdpo", "dpo-pairs", None)
+    assert (arm.train.objective, arm.train.weighting, arm.train.lr) == ("tdpo", "plain", 3e-6)
+    from tokenmill.flows.pipeline import check_pipeline
+
+    check_pipeline(PipelineConfig(arms=["dpo", "tdpo"], run_id="r1"))  # a pairs recipe for a pairs objective

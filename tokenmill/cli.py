@@ -743,31 +743,40 @@ def curate(
 def train(
     dataset: str = typer.Option(..., help="A dataset id from `tokenmill curate`."),
     model: Optional[str] = config_option(TrainConfig, "model", help="Base model: bundled name, local path or hub id."),
-    objective: Optional[str] = config_option(TrainConfig, "objective", help="sft (sequences) or dpo (pairs)."),
+    objective: Optional[str] = config_option(TrainConfig, "objective", help="sft (sequences), dpo or tdpo (pairs; "
+                                             "tdpo: TDPO, DPO with a token-level KL term; its reference stays "
+                                             "loaded beside the policy)."),
     weighting: Optional[str] = config_option(TrainConfig, "weighting", help="dataset (the curated token weights, e.g. "
                                              "cDPO's), plain (ignore them: plain SFT / DPO) or tgdpo (dpo: TGDPO's "
-                                             "weights from the pairs' token rewards)."),
+                                             "weights from the pairs' token rewards); tdpo: plain only, its default."),
     alpha: Optional[float] = config_option(TrainConfig, "alpha", help="tgdpo: α in β_t = β·(1 ± α·r̂_t)."),
+    tdpo_alpha: Optional[float] = config_option(TrainConfig, "tdpo_alpha", help="tdpo2: α, the weight of the "
+                                                "sequential-KL difference."),
+    tdpo_variant: Optional[str] = config_option(TrainConfig, "tdpo_variant", help="tdpo1 (the KL difference as is) or "
+                                                "tdpo2 (α times it, no gradient through the chosen side's KL)."),
     lake: str = LakeOpt,
     steps: Optional[int] = config_option(TrainConfig, "steps", help="Optimizer steps."),
     lr: Optional[float] = config_option(TrainConfig, "lr", help="Learning rate (AdamW)."),
     batch: Optional[int] = config_option(TrainConfig, "batch", help="Sequences (or pairs) per micro-batch."),
     grad_accum: Optional[int] = config_option(TrainConfig, "grad_accum", help="Gradient accumulation steps."),
-    beta: Optional[float] = config_option(TrainConfig, "beta", help="dpo: β."),
+    beta: Optional[float] = config_option(TrainConfig, "beta", help="dpo, tdpo: β."),
     seed: Optional[int] = config_option(TrainConfig, "seed", help="Seed of the batch draws and the weights' noise."),
     verbose: bool = typer.Option(False, help="Show Prefect logs."),
 ):
-    """Token-weighted SFT, or DPO (plain, cDPO-weighted or TGDPO) of a model on a curated
+    """Token-weighted SFT, DPO (plain, cDPO-weighted or TGDPO) or TDPO of a model on a curated
     dataset; the model is stored in the lake with lineage, its metrics in `train_metrics`.
     Runs the `train` flow (a Prefect run, with the model's summary as its artifact)."""
     from tokenmill.tasks.train.weighted import check_settings
+    from tokenmill.tasks.train.weighted_config import default_weighting
 
     defaults = TrainConfig.model_fields
-    # bad input fails before Prefect starts, in the trainer's own words
-    check_settings(objective or defaults["objective"].default, weighting or defaults["weighting"].default)
+    # bad input fails before Prefect starts, in the trainer's own words (tdpo's default weighting: plain)
+    chosen = default_weighting({"objective": objective or defaults["objective"].default, "weighting": weighting})
+    check_settings(chosen["objective"], chosen["weighting"] or defaults["weighting"].default)
     cfg = TrainConfig(lake=lake, dataset_id=dataset, **given(model=model, objective=objective, weighting=weighting,
-                                                            alpha=alpha, steps=steps, lr=lr, batch=batch,
-                                                            grad_accum=grad_accum, beta=beta, seed=seed))
+                                                            alpha=alpha, tdpo_alpha=tdpo_alpha, tdpo_variant=tdpo_variant,
+                                                            steps=steps, lr=lr, batch=batch, grad_accum=grad_accum,
+                                                            beta=beta, seed=seed))
     _quiet_prefect(verbose)
     from tokenmill.flows.train import train_flow
 
@@ -816,7 +825,7 @@ def pipeline(
     prompts: Optional[int] = config_option(_PIPELINE, "prompts", help="Training prompts."),
     samples: Optional[int] = config_option(_PIPELINE, "sampling.n", help="Samples per prompt."),
     arm: Optional[list[str]] = config_option(_PIPELINE, "arms", help="Arms to train and compare; repeatable: dpo, cdpo, "
-                                             "tgdpo, sft, sft-critical, sft-reward."),
+                                             "tgdpo, tdpo, sft, sft-critical, sft-reward."),
     steps: Optional[int] = config_option(_PIPELINE, "arms.0.train.steps", help="Training steps of every arm."),
     lr: Optional[float] = config_option(_PIPELINE, "arms.0.train.lr", help="Learning rate of every arm."),
     batch: Optional[int] = config_option(_PIPELINE, "arms.0.train.batch", help="Batch size of every arm."),

@@ -42,16 +42,17 @@ class Arm(Settings):
                                                        "applies them, whatever entry point built it")
 
 
-ARM_NAMES = ("dpo", "cdpo", "tgdpo", "sft", "sft-critical", "sft-reward")
+ARM_NAMES = ("dpo", "cdpo", "tgdpo", "tdpo", "sft", "sft-critical", "sft-reward")
 
 
 def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = None, **common) -> list[Arm]:
     """The built-in arms, in a fixed order, with training settings (`common`, then the
-    objective's own). tgdpo brings its guide, dpo, along.
+    objective's own; tdpo takes dpo's). tgdpo brings its guide, dpo, along.
 
       dpo         plain DPO on (correct, incorrect) pairs of a prompt   (dpo-pairs)
       cdpo        DPO with cDPO's 1 − p_CE on rejected tokens            (cdpo-pairs)
       tgdpo       DPO with TGDPO's weights from dpo's token rewards      (dpo-pairs, guide dpo)
+      tdpo        TDPO: DPO with a token-level KL(π_ref ‖ π_θ) term       (dpo-pairs)
       sft         plain SFT on correct rollouts                          (weighted-sft)
       sft-critical  SFT on correct rollouts, token weight p_CE: tokens the contrast
                   models flag as error-prone count less (needs critical.include_correct)
@@ -68,6 +69,7 @@ def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = Non
         "dpo": Arm(name="dpo", recipe="dpo-pairs", train=d.model_copy(update={"weighting": "plain"})),
         "cdpo": Arm(name="cdpo", recipe="cdpo-pairs", train=d.model_copy(update={"weighting": "dataset"})),
         "tgdpo": Arm(name="tgdpo", recipe="dpo-pairs", guide="dpo", train=d.model_copy(update={"weighting": "tgdpo"})),
+        "tdpo": Arm(name="tdpo", recipe="dpo-pairs", train=d.model_copy(update={"objective": "tdpo", "weighting": "plain"})),
         "sft": Arm(name="sft", recipe="weighted-sft", params={"where": "verdict = 'correct'"},
                    train=s.model_copy(update={"weighting": "plain"})),
         "sft-critical": Arm(name="sft-critical", recipe="weighted-sft",
@@ -114,8 +116,8 @@ PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_PRESET = "tiny"
-# what `arm_train` may set (for every named arm, or under `dpo` / `sft` for one objective's arms):
-# objective and weighting are the arm's own
+# what `arm_train` may set (for every named arm, or under `dpo` / `sft` for one objective's arms;
+# `dpo` also sets the tdpo arm's): objective and weighting are the arm's own
 ARM_TRAIN_FIELDS = tuple(f for f in TrainSettings.model_fields if f not in ("objective", "weighting"))
 
 
@@ -152,11 +154,11 @@ class PipelineConfig(Settings):
     critical: CriticalConfig = CriticalConfig()
     arm_train: dict[str, Any] = Field(default_factory=dict, description="training settings of the arms given by name: "
                                       "TrainSettings fields (steps, lr, batch, …) for every one, and under dpo / sft "
-                                      "for one objective's arms")
+                                      "for one objective's arms (dpo: the tdpo arm's too)")
     # `Arm | str` so that a deployment's parameter schema accepts `arms: [dpo, cdpo]`; names become Arms below
     arms: list[Arm | str] = Field(["dpo", "cdpo"], validate_default=True,
-                                  description="arms, or names of the standard ones (dpo, cdpo, tgdpo, sft, sft-critical, "
-                                              "sft-reward)")
+                                  description="arms, or names of the standard ones (dpo, cdpo, tgdpo, tdpo, sft, "
+                                              "sft-critical, sft-reward)")
     eval: EvalConfig = EvalConfig()
     runner: RunnerConfig = RunnerConfig()
 

@@ -459,7 +459,7 @@ TRAIN_METRICS = register_table(
             [
                 pa.field("artifact_id", pa.string(), nullable=False),  # the model being trained
                 pa.field("dataset_id", pa.string(), nullable=False),
-                pa.field("objective", pa.string(), nullable=False),  # sft | dpo
+                pa.field("objective", pa.string(), nullable=False),  # sft | dpo | tdpo
                 pa.field("step", pa.int32(), nullable=False),
                 pa.field("loss", pa.float32(), nullable=False),
                 pa.field("lr", pa.float32(), nullable=False),

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from tokenmill.tasks.train.losses import tgdpo_weights, token_logprobs, weighted_dpo_loss, weighted_sft_loss
+from tokenmill.tasks.train.losses import (tdpo_loss, tgdpo_weights, token_kl, token_logprobs, weighted_dpo_loss,
+                                          weighted_sft_loss)
 
 
 def _logits_for(probs_per_step):
@@ -41,3 +42,55 @@ def test_tgdpo_weights_follow_the_token_rewards():
     wc, wr = tgdpo_weights(torch.tensor([[0.4, -0.2]]), torch.tensor([[0.6, 0.0]]), torch.tensor([[1.0, 1.0]]),
                            torch.tensor([[1.0, 0.0]]), alpha=0.5)
     assert wc.tolist() == [[pytest.approx(1.2), pytest.approx(0.9)]] and wr.tolist() == [[pytest.approx(0.7), 0.0]]
+
+
+def test_token_kl_on_a_two_token_vocabulary():
+    # sequence 0 1 0; the distributions at positions 0 and 1 predict tokens 1 and 2
+    ref = torch.log(torch.tensor([[[0.5, 0.5], [0.8, 0.2], [0.5, 0.5]]]))
+    pol = torch.log(torch.tensor([[[0.25, 0.75], [0.5, 0.5], [0.9, 0.1]]])).requires_grad_()
+    ids = torch.tensor([[0, 1, 0]])
+    kl = token_kl(pol, ref, ids)
+    # KL(ref ‖ pol) = Σ_v ref(v)·ln(ref(v)/pol(v)); position 0 has no context, the last logits predict nothing
+    want = [0.0, 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75), 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5)]
+    assert kl.tolist()[0] == pytest.approx(want, abs=1e-6)
+    # ∂KL/∂z = softmax(z) − p_ref, and the reference gets no gradient
+    kl.sum().backward()
+    assert pol.grad[0, :2].tolist() == [[pytest.approx(-0.25), pytest.approx(0.25)], [pytest.approx(-0.3), pytest.approx(0.3)]]
+    assert pol.grad[0, 2].tolist() == [0.0, 0.0]
+    assert token_kl(ref, ref, ids).abs().max().item() < 1e-6  # the reference against itself
+    with pytest.raises(ValueError, match="do not fit"):
+        token_kl(pol, ref[:, :2], ids)
+
+
+def test_tdpo_on_a_hand_worked_case():
+    # completion = positions 1, 2; chosen log-ratios (.2, .4), rejected (−.1, .5): u = .6 − .4 = .2
+    pc, rc = torch.tensor([[0.0, -1.0, -2.0]]), torch.tensor([[0.0, -1.2, -2.4]])
+    pr, rr = torch.tensor([[0.0, -3.1, -1.5]]), torch.tensor([[0.0, -3.0, -2.0]])
+    mask = torch.tensor([[0.0, 1.0, 1.0]])
+    # sequential KL: chosen .1 + .2 = .3, rejected .3 + .4 = .7 (the 5 at position 0 is not completion)
+    klc = torch.tensor([[0.0, 0.1, 0.2]], requires_grad=True)
+    klr = torch.tensor([[5.0, 0.3, 0.4]], requires_grad=True)
+    loss1, m1 = tdpo_loss(pc, rc, pr, rr, klc, klr, mask, mask, beta=0.5, alpha=0.5, variant="tdpo1")
+    assert m1.item() == pytest.approx(0.5 * (0.2 - (0.7 - 0.3)), abs=1e-6)  # TDPO1: no α
+    assert loss1.item() == pytest.approx(math.log(1 + math.exp(0.1)), abs=1e-6)
+    loss2, m2 = tdpo_loss(pc, rc, pr, rr, klc, klr, mask, mask, beta=0.5, alpha=0.5, variant="tdpo2")
+    assert m2.item() == pytest.approx(0.5 * (0.2 - 0.5 * (0.7 - 0.3)), abs=1e-6) and loss2.item() == pytest.approx(math.log(2))
+    loss2.backward()
+    # TDPO2 stops the gradient through the chosen KL; ∂L/∂D^r = σ(−m)·β·α = .5 · .5 · .5
+    assert klc.grad is None
+    assert klr.grad.tolist() == [[0.0, pytest.approx(0.125), pytest.approx(0.125)]]
+    loss1.backward()
+    assert klc.grad.tolist()[0][1] < 0  # TDPO1: more chosen KL raises the margin, lowers the loss
+    with pytest.raises(ValueError, match="unknown variant"):
+        tdpo_loss(pc, rc, pr, rr, klc, klr, mask, mask, variant="tdpo3")
+
+
+@pytest.mark.parametrize("variant", ["tdpo1", "tdpo2"])
+def test_tdpo_without_kl_is_dpo(variant):
+    torch.manual_seed(0)
+    pc, rc, pr, rr = (torch.randn(3, 5) for _ in range(4))
+    mc, mr = (torch.tensor([[0.0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 1, 1, 0, 0]]) for _ in range(2))
+    zero = torch.zeros(3, 5)
+    loss, margin = tdpo_loss(pc, rc, pr, rr, zero, zero, mc, mr, beta=0.3, alpha=0.7, variant=variant)
+    dpo_loss, dpo_margin = weighted_dpo_loss(pc, rc, pr, rr, mc, mr, beta=0.3)
+    assert torch.allclose(margin, dpo_margin) and loss.item() == pytest.approx(dpo_loss.item(), abs=1e-6)

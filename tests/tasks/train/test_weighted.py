@@ -1,3 +1,5 @@
+import math
+
 import pyarrow.compute as pc
 import pytest
 
@@ -52,3 +54,20 @@ def test_tgdpo_needs_token_rewards_then_trains_on_them(labelled, add_dpo_rewards
     # same seed and batches; step 1 moved the two policies by different per-token β (at step 1
     # the policy is the reference, so both losses are log 2)
     assert m[out["artifact_id"]] != pytest.approx(m[plain["artifact_id"]], abs=1e-7)
+
+
+def test_tdpo_trains_on_pairs_with_the_reference_beside_the_policy(labelled):
+    ds = _dataset(labelled, "dpo-pairs")
+    out = train_weighted(labelled, ds, "tiny-small", "tdpo", steps=2, batch=2, log_every=1)
+    assert out["weighting"] == "plain" and out["tdpo_variant"] == "tdpo1" and "tdpo_alpha" not in out
+    m = labelled.read("train_metrics", "r1", filter=pc.field("artifact_id") == out["artifact_id"]).sort_by("step").to_pylist()
+    assert [r["step"] for r in m] == [1, 2] and all(r["objective"] == "tdpo" for r in m)
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["margin"]) for r in m)
+    # at step 1 the policy is the reference: no log-ratio, no KL, the loss is log 2
+    assert m[0]["loss"] == pytest.approx(math.log(2), abs=1e-4) and m[0]["margin"] == pytest.approx(0.0, abs=1e-4)
+    art = labelled.read("model_artifacts", "r1", filter=pc.field("artifact_id") == out["artifact_id"]).to_pylist()[0]
+    assert art["role"] == "tdpo" and ds in art["lineage"]
+    two = train_weighted(labelled, ds, "tiny-small", "tdpo", tdpo_variant="tdpo2", tdpo_alpha=0.25, steps=2, batch=2)
+    assert two["artifact_id"] != out["artifact_id"] and two["tdpo_alpha"] == 0.25
+    with pytest.raises(TokenmillError, match="tdpo has no weighting 'dataset'"):
+        train_weighted(labelled, ds, "tiny-small", "tdpo", weighting="dataset", steps=1)

@@ -10,6 +10,17 @@ weights w_t (0 on the prompt, padding and the first token of packed examples).
   TGDPO weights       w^c_t = 1 + α·r̂^c_t, w^r_t = 1 − α·r̂^l_t, with r̂ the token rewards of a DPO
                       model (`token_rewards` kind dpo) — TGDPO's token-reward-guided β_t = β·w_t
                       (Zhu et al. 2025, "Harnessing Token-Level Reward Guidance for DPO").
+  TDPO                (Zeng et al. 2024, "Token-level Direct Preference Optimization"; as the authors'
+                      code runs it, github.com/Vance0124/Token-level-Direct-Preference-Optimization
+                      trainers.py `_tdpo_get_batch_logps` and `tdpo_loss`), with m_t the completion mask:
+                      KL_t  = Σ_v π_ref(v | x_<t) · (log π_ref(v | x_<t) − log π_θ(v | x_<t))
+                      D     = Σ_t m_t · KL_t                  (sequential KL, summed over the completion)
+                      u     = Σ_t m^c_t (ℓ^θ_t − ℓ^ref_t)(chosen) − Σ_t m^r_t (ℓ^θ_t − ℓ^ref_t)(rejected)
+                      TDPO1 L = −log σ(β · (u − (D^r − D^c)))
+                      TDPO2 L = −log σ(β · (u − α · (D^r − sg(D^c))))   sg: stop-gradient (`.detach()`)
+                      β multiplies the KL term too; TDPO1 has no α. Their config/loss/tdpo.yaml:
+                      β = 0.1, α = 0.5, if_tdpo2: false (TDPO1; its README recommends TDPO2 for
+                      higher learning rates, TDPO1 for low ones).
 """
 
 from __future__ import annotations
@@ -24,6 +35,27 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
     x = logits[:, :-1].float()
     logp = x.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - x.logsumexp(-1)
     return F.pad(logp, (1, 0))
+
+
+def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """[B, L] KL(π_ref ‖ π_θ) of the next-token distributions, aligned like `token_logprobs`:
+    position t is the KL of the distributions that predict x_t (from logits at t − 1); position
+    0 (no context) is 0. The reference side is computed without gradient.
+
+    Memory: written as Σ_v p_ref·log p_ref − Σ_v p_ref·z + logsumexp(z) (z the policy's logits;
+    Σ_v p_ref = 1): no log_softmax of the policy is materialised, and backward keeps one
+    [B, L, V] tensor more than `token_logprobs` does (p_ref, without gradient)."""
+    if policy_logits.shape != ref_logits.shape or policy_logits.shape[:2] != input_ids.shape:
+        raise ValueError(f"token_kl: logits {tuple(policy_logits.shape)} / {tuple(ref_logits.shape)} "
+                         f"do not fit input_ids {tuple(input_ids.shape)}")
+    z = policy_logits[:, :-1].float()
+    with torch.no_grad():
+        ref_lp = ref_logits[:, :-1].float().log_softmax(-1)
+        p_ref = ref_lp.exp()
+        neg_entropy = (p_ref * ref_lp).sum(-1)
+        del ref_lp
+    kl = neg_entropy - (p_ref * z).sum(-1) + z.logsumexp(-1)  # float32 elementwise ops: no autocast downcast
+    return F.pad(kl, (1, 0))
 
 
 def weighted_sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -46,3 +78,26 @@ def tgdpo_weights(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor, ma
                   mask_rejected: torch.Tensor, alpha: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """TGDPO's token weights from token rewards: (1 + α r̂) on chosen, (1 − α r̂) on rejected tokens."""
     return (1 + alpha * reward_chosen) * mask_chosen, (1 - alpha * reward_rejected) * mask_rejected
+
+
+TDPO_VARIANTS = ("tdpo1", "tdpo2")
+
+
+def tdpo_loss(policy_chosen: torch.Tensor, ref_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+              ref_rejected: torch.Tensor, kl_chosen: torch.Tensor, kl_rejected: torch.Tensor,
+              mask_chosen: torch.Tensor, mask_rejected: torch.Tensor, beta: float = 0.1, alpha: float = 0.5,
+              variant: str = "tdpo1") -> tuple[torch.Tensor, torch.Tensor]:
+    """TDPO (module docstring): (mean loss, per-pair margin, the argument of log σ) from per-token
+    log-probs [B, L] of both sides under the policy and the reference, per-token KL(π_ref ‖ π_θ)
+    [B, L] (`token_kl`) and completion masks [B, L]. `variant` tdpo1 ignores α; tdpo2 stops the
+    gradient through the chosen side's KL."""
+    if variant not in TDPO_VARIANTS:
+        raise ValueError(f"tdpo_loss: unknown variant {variant!r}; variants: {', '.join(TDPO_VARIANTS)}")
+    u = ((policy_chosen - ref_chosen) * mask_chosen).sum(-1) - ((policy_rejected - ref_rejected) * mask_rejected).sum(-1)
+    d_chosen, d_rejected = (kl_chosen * mask_chosen).sum(-1), (kl_rejected * mask_rejected).sum(-1)
+    if variant == "tdpo1":
+        logits = u - (d_rejected - d_chosen)
+    else:
+        logits = u - alpha * (d_rejected - d_chosen.detach())
+    margin = beta * logits
+    return -F.logsigmoid(margin).mean(), margin

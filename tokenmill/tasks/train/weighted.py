@@ -1,4 +1,4 @@
-"""Token-weighted SFT and DPO on any transformers causal LM, from a curated dataset.
+"""Token-weighted SFT, DPO and TDPO on any transformers causal LM, from a curated dataset.
 
 Both read a dataset written by `tokenmill curate` (`tokenmill/datasets.py`), draw batches
 with a seeded RNG, right-pad them, and optimise the losses in `losses.py` with AdamW,
@@ -14,6 +14,9 @@ generated the dataset (manifest `models`); stopped with nothing stored: a non-fi
         weights (cDPO: 1 − p_CE on rejected tokens); `plain`: the loss masks (DPO);
         `tgdpo`: TGDPO's (1 + α r̂) on chosen and (1 − α r̂) on rejected tokens, r̂ the
         pairs' `dpo` token rewards (`losses.tgdpo_weights`)
+  tdpo  pairs, weighting `plain` only: DPO plus TDPO's sequential-KL term (Zeng et al. 2024,
+        `losses.tdpo_loss`; variant tdpo1 or tdpo2, α `tdpo_alpha`); the reference, the frozen
+        base model, stays loaded beside the policy (its full next-token distributions are needed)
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import torch
 from tokenmill import datasets as D
 from tokenmill import ids
 from tokenmill.common_config import config_values
-from tokenmill.tasks.train.weighted_config import TrainSettings
+from tokenmill.tasks.train.weighted_config import TrainSettings, default_weighting
 from tokenmill.engines.base import pad_rows
 from tokenmill.engines.hf import load_hf
 from tokenmill.errors import TokenmillError
@@ -40,7 +43,8 @@ from tokenmill import progress
 from tokenmill.schema import TRAIN_METRICS
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.storage.artifacts import artifact_path, store_artifact
-from tokenmill.tasks.train.losses import tgdpo_weights, token_logprobs, weighted_dpo_loss, weighted_sft_loss
+from tokenmill.tasks.train.losses import (tdpo_loss, tgdpo_weights, token_kl, token_logprobs, weighted_dpo_loss,
+                                          weighted_sft_loss)
 
 MODEL_DIR = f"{ARTIFACTS_DIR}/models"
 
@@ -51,21 +55,22 @@ def _read(lake: Lake, dataset_id: str) -> tuple[dict, pa.Table]:
     return manifest, pa.concat_tables([pq.read_table(path / s) for s in manifest["shards"]])
 
 
-WEIGHTINGS = {"sft": ("dataset", "plain"), "dpo": ("dataset", "plain", "tgdpo")}
+WEIGHTINGS = {"sft": ("dataset", "plain"), "dpo": ("dataset", "plain", "tgdpo"), "tdpo": ("plain",)}
+PAIR_OBJECTIVES = ("dpo", "tdpo")
 
 
 def check_settings(objective: str, weighting: str, kind: str | None = None, where: str | None = None) -> None:
     """One clear error for an objective / weighting that does not exist or does not fit a
     dataset (or recipe) of `kind` (sequences | pairs)."""
     if objective not in WEIGHTINGS:
-        raise TokenmillError(f"unknown objective {objective!r}", where=where, fix="use sft or dpo")
+        raise TokenmillError(f"unknown objective {objective!r}", where=where, fix="use sft, dpo or tdpo")
     if weighting not in WEIGHTINGS[objective]:
         raise TokenmillError(f"{objective} has no weighting {weighting!r}", where=where,
                              fix=f"use one of {', '.join(WEIGHTINGS[objective])}")
-    want = "pairs" if objective == "dpo" else "sequences"
+    want = "pairs" if objective in PAIR_OBJECTIVES else "sequences"
     if kind is not None and kind != want:
         raise TokenmillError(f"{objective} needs a {want} dataset, this one holds {kind}", where=where,
-                             fix="curate with dpo-pairs / cdpo-pairs for dpo, a sequences recipe for sft")
+                             fix="curate with dpo-pairs / cdpo-pairs for dpo and tdpo, a sequences recipe for sft")
 
 
 def check_weighting(table: pa.Table, manifest: dict, objective: str, weighting: str) -> None:
@@ -113,7 +118,7 @@ def train_settings(settings: TrainSettings | None = None, **overrides) -> TrainS
     """What a training runs with: `settings` (a TrainSettings or TrainConfig; TrainSettings'
     defaults where none), `overrides` on top. An objective or weighting that does not exist is
     check_settings' one clear error, before pydantic's."""
-    values = config_values(TrainSettings, settings, overrides)
+    values = default_weighting(config_values(TrainSettings, settings, overrides))
     draft = TrainSettings.model_construct(**values)
     check_settings(draft.objective, draft.weighting)
     return TrainSettings.model_validate(values)
@@ -124,7 +129,8 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
                    **overrides) -> dict:
     """Train `base_model` on a dataset with `settings` (TrainSettings: the defaults live there;
     a TrainConfig gives its own), `objective` and keyword overrides (weighting, steps, lr, batch,
-    grad_accum, beta, alpha, seed) on top; returns the artifact record {artifact_id, path, …}."""
+    grad_accum, beta, alpha, tdpo_alpha, tdpo_variant, seed) on top; returns the artifact record
+    {artifact_id, path, …}."""
     s = train_settings(settings, **({"objective": objective} if objective is not None else {}), **overrides)
     objective, weighting, steps, lr, batch, grad_accum, beta, alpha, seed = (
         s.objective, s.weighting, s.steps, s.lr, s.batch, s.grad_accum, s.beta, s.alpha, s.seed)
@@ -134,7 +140,9 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     if weighting == "tgdpo":  # pairs without guidance on both sides cannot be weighted
         table = table.filter(pc.is_valid(table.column("chosen_token_rewards")))
     params = {"objective": objective, "weighting": weighting, "steps": steps, "lr": lr, "batch": batch,
-              "grad_accum": grad_accum, "beta": beta, "seed": seed, **({"alpha": alpha} if weighting == "tgdpo" else {})}
+              "grad_accum": grad_accum, "beta": beta, "seed": seed, **({"alpha": alpha} if weighting == "tgdpo" else {}),
+              **({"tdpo_variant": s.tdpo_variant} if objective == "tdpo" else {}),
+              **({"tdpo_alpha": s.tdpo_alpha} if objective == "tdpo" and s.tdpo_variant == "tdpo2" else {})}
     aid = ids.content_id("weighted-train", base_model, dataset_id, ids.canonical_json(params))
     rel = f"{MODEL_DIR}/{aid}"
     run_id = run_id or manifest["runs"][0]
@@ -151,6 +159,12 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     draws = [[rng.randrange(table.num_rows) for _ in range(batch)] for _ in range(steps * grad_accum)]
     t0 = time.time()
     ref_logps = _reference_logps(base_model, cols, draws, batch, amp) if objective == "dpo" else None
+    # TDPO's KL term needs the reference's whole next-token distribution at every completion
+    # position of every step: precomputed like `_reference_logps`, that is rows × tokens ×
+    # vocabulary floats (SmolLM2's 49k vocabulary: ~100 MB per 512-token sequence), so the
+    # reference stays loaded instead and runs on each micro-batch (memory: policy + optimizer
+    # state + reference weights). Frozen: eval mode, no gradients; float32 like the policy.
+    ref_model = _frozen(base_model) if objective == "tdpo" else None
     model, tok, _ = load_hf(base_model, dtype="float32")
     dev = model.device
     model.train()
@@ -165,6 +179,10 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
             with amp():  # forward only: one context per step (autocast caches its weight casts)
                 if objective == "sft":
                     loss, n = _sft_step(model, cols, idx, weighting, tok.pad_token_id, dev)
+                elif objective == "tdpo":
+                    loss, n, margin = _tdpo_step(model, ref_model, cols, idx, beta, s.tdpo_alpha, s.tdpo_variant,
+                                                 tok.pad_token_id, dev)
+                    margins.append(margin)
                 else:
                     loss, n, margin = _dpo_step(model, ref_logps, cols, idx, weighting, beta, alpha,
                                                 tok.pad_token_id, dev)
@@ -183,6 +201,7 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
                             "loss": total, "lr": lr, "tokens": seen, "seconds": time.time() - t0,
                             "margin": float(np.mean(margins)) if margins else None})
     model.eval()
+    del ref_model
 
     def save(tmp: str) -> None:
         model.save_pretrained(tmp)
@@ -247,4 +266,31 @@ def _dpo_step(model, ref_logps, cols, idx, weighting, beta, alpha, pad_id, dev):
     loss, margin = weighted_dpo_loss(pol["chosen"], rlp["chosen"], pol["rejected"], rlp["rejected"], w["chosen"],
                                      w["rejected"], beta)
     n = sum(int(_rows(cols, f"{s}_loss_mask", idx, "cpu").sum()) for s in sides)
+    return loss, n, margin.mean().item()
+
+
+def _frozen(base_model):
+    ref, _, _ = load_hf(base_model, dtype="float32")
+    ref.eval().requires_grad_(False)
+    return ref
+
+
+def _tdpo_step(model, ref, cols, idx, beta, alpha, variant, pad_id, dev):
+    """TDPO on one micro-batch: per side, the policy's and the reference's logits of the same
+    tokens, their per-token log-probs and KL(π_ref ‖ π_θ); the reference's logits are freed
+    before the other side runs."""
+    sides = ("chosen", "rejected")
+    out = {}
+    for s in sides:
+        ids_, attn = (t.to(dev) for t in pad_rows([cols[f"{s}_input_ids"][i] for i in idx], pad_id))
+        logits = model(input_ids=ids_, attention_mask=attn).logits
+        with torch.no_grad():
+            ref_logits = ref(input_ids=ids_, attention_mask=attn).logits
+            ref_lp = token_logprobs(ref_logits, ids_)
+        out[s] = (token_logprobs(logits, ids_), ref_lp, token_kl(logits, ref_logits, ids_),
+                  _rows(cols, f"{s}_loss_mask", idx, dev))
+        del ref_logits
+    (pc, rc, klc, mc), (pr, rr, klr, mr) = out["chosen"], out["rejected"]
+    loss, margin = tdpo_loss(pc, rc, pr, rr, klc, klr, mc, mr, beta, alpha, variant)
+    n = int(mc.sum() + mr.sum())
     return loss, n, margin.mean().item()

@@ -4,24 +4,43 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tokenmill.common_config import DEFAULT_LAKE, RunnerConfig, Settings
+
+
+def default_weighting(values: dict) -> dict:
+    """`values` with tdpo's only weighting, plain, where none is given (the field's default,
+    dataset, is not one tdpo has)."""
+    if values.get("objective") == "tdpo" and values.get("weighting") is None:
+        return {**values, "weighting": "plain"}
+    return values
 
 
 class TrainSettings(Settings):
     """How a token-weighted trainer runs (`tasks/train/weighted.py`)."""
 
-    objective: Literal["sft", "dpo"] = "sft"
+    objective: Literal["sft", "dpo", "tdpo"] = Field(
+        "sft", description="sft (sequences); dpo or tdpo (pairs; TDPO: DPO with a token-level KL term)")
     weighting: Literal["dataset", "plain", "tgdpo"] = Field(
-        "dataset", description="dataset: the curated weights; plain: loss masks only; tgdpo: TGDPO from token rewards")
+        "dataset", description="dataset: the curated weights; plain: loss masks only; tgdpo: TGDPO from token rewards "
+                               "(tdpo: plain, its only one and its default)")
     steps: int = Field(100, ge=1)
     lr: float = Field(5e-5, gt=0)
     batch: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
-    beta: float = Field(0.1, gt=0, description="dpo: β")
+    beta: float = Field(0.1, gt=0, description="dpo, tdpo: β")
     alpha: float = Field(0.5, ge=0, description="tgdpo: α")
+    tdpo_alpha: float = Field(0.5, ge=0, description="tdpo2: α, the weight of the sequential-KL term (the TDPO authors' 0.5)")
+    tdpo_variant: Literal["tdpo1", "tdpo2"] = Field(
+        "tdpo1", description="tdpo1: the KL difference as is; tdpo2: α times it, no gradient through the chosen side's "
+                             "KL (the authors' config default is tdpo1; their README advises tdpo2 at higher learning rates)")
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tdpo_weighting(cls, data):
+        return default_weighting(data) if isinstance(data, dict) else data
 
 
 class TrainConfig(TrainSettings):
@@ -35,5 +54,7 @@ class TrainConfig(TrainSettings):
 
     def work_tokens(self) -> int:
         """Token passes of training (its timeout's work): steps × sequences × 512 tokens ×
-        3 (forward and backward), × 2 for DPO's chosen and rejected."""
-        return self.steps * self.batch * self.grad_accum * 512 * 3 * (2 if self.objective == "dpo" else 1)
+        3 (forward and backward; 4 for TDPO, whose reference runs alongside), × 2 for (T)DPO's
+        chosen and rejected."""
+        passes = 4 if self.objective == "tdpo" else 3
+        return self.steps * self.batch * self.grad_accum * 512 * passes * (2 if self.objective in ("dpo", "tdpo") else 1)
