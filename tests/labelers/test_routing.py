@@ -10,17 +10,34 @@ from tokenmill.sources.worlds import get_world
 from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks.generate import cached_engine
-from tokenmill.labelers.routing.labeler import (DIVERGENT, IDENTICAL, NEUTRAL, RoutingLabeler, check_same_tokenizer,
-                                            cut_after_sentences, mismatches, parse_judge, sentence_end_mask)
+from tokenmill.labelers.routing.labeler import (DIVERGENT, IDENTICAL, NEUTRAL, UNDECIDABLE, RoutingLabeler,
+                                                check_same_tokenizer, cut_after_sentences, mismatches, outcome_verdict,
+                                                parse_judge, sentence_end_mask, think_end_mask)
 
 
 def test_mismatch_rule_on_hand_made_tokens():
-    special = np.zeros(10, bool)
-    special[9] = True  # EOS
+    exempt = np.zeros(10, bool)
+    exempt[9] = True  # the large model's end of thinking
     large = np.array([1, 2, 3, 4, 9, 5])
     small = np.array([1, 7, 3, 9, 2, 5])
-    # pos 1 differs; pos 3 the small model wants EOS and pos 4 the trajectory has EOS: both excluded
-    assert mismatches(large, small, special).tolist() == [False, True, False, False, False, False]
+    # pos 1 differs; pos 3 the small model wants </think> where the trajectory goes on: a
+    # mismatch (R2R exempts only the trajectory's own end of thinking, pos 4)
+    assert mismatches(large, small, exempt).tolist() == [False, True, False, True, False, False]
+
+
+@pytest.mark.parametrize("reference, candidate, verdict", [
+    (1.0, 1.0, 0),   # same outcome from a correct reference: neutral
+    (1.0, 0.0, 1),   # the small token breaks a correct answer: divergent
+    (0.0, 1.0, 0),   # the small token fixes a wrong answer: not routed
+    (0.0, 0.0, -1),  # both wrong: the outcome cannot tell (undecidable)
+    (0.5, 0.25, 1),  # partial credit lost: divergent
+])
+def test_outcome_verdict_means_what_the_judge_means(reference, candidate, verdict):
+    assert outcome_verdict(reference, candidate) == verdict
+
+
+def test_end_of_thinking_is_the_only_exempt_token(hf_small):
+    assert not think_end_mask(hf_small.tokenizer).any()  # the tiny models think without a </think> token
 
 
 def test_sentence_stop_rule_cuts_after_the_second_sentence_end():
@@ -122,13 +139,14 @@ def test_labels_align_with_the_trajectory_and_flag_the_planted_mismatch():
     assert len(f[0]["state"]) == small.model.config.hidden_size
 
 
-def test_outcome_verdict_is_divergent_exactly_when_the_reward_changes(route_lake):
+def test_outcome_labels_follow_the_rewards_of_trajectory_and_continuation(route_lake):
     con = connect(Lake(str(route_lake)))
-    bad = con.execute("""SELECT count(*) FROM routing WHERE is_mismatch AND
-                     (label = 2) != (split_part(verdict_raw, ' ', 2) != split_part(verdict_raw, ' ', 4))""").fetchone()[0]
+    rows = con.execute("""SELECT label, split_part(verdict_raw, ' ', 2)::DOUBLE, split_part(verdict_raw, ' ', 4)::DOUBLE
+                          FROM routing WHERE is_mismatch""").fetchall()
+    expected = {1: DIVERGENT, 0: NEUTRAL, -1: UNDECIDABLE}
+    assert rows and all(label == expected[outcome_verdict(r, c)] for label, r, c in rows)
     counts = dict(con.execute("SELECT label, count(*) FROM routing GROUP BY label").fetchall())
-    assert bad == 0
-    assert counts[IDENTICAL] > counts.get(DIVERGENT, 0) > 0 and counts.get(NEUTRAL, 0) > 0
+    assert counts[IDENTICAL] > counts.get(DIVERGENT, 0) > 0
     # features exist for every labelled token
     assert con.execute("SELECT count(*) FROM routing").fetchone() == con.execute("SELECT count(*) FROM router_features").fetchone()
 
@@ -149,21 +167,20 @@ def test_judge_verifier_records_each_reply_and_its_parse(copy_lake):
     for r in t.to_pylist():
         assert r["verifier"] == "judge" and r["verdict_raw"] is not None
         assert r["verdict"] == parse_judge(r["verdict_raw"])
-        assert r["label"] == (DIVERGENT if r["verdict"] in (1, -1) else NEUTRAL)
+        assert r["label"] == {1: DIVERGENT, 0: NEUTRAL, -1: UNDECIDABLE}[r["verdict"]]  # unparsable: dropped
 
 
-def test_judge_prompt_too_long_for_the_judge_is_recorded_unparsable(copy_lake):
+def test_a_judge_prompt_longer_than_the_judges_context_is_an_error_not_a_guess(copy_lake):
     from tests.conftest import make_run
 
     lake = Lake(str(copy_lake))
     make_run(str(copy_lake), run_id="j2", models=("tiny-large",), n_prompts=4, samples=1, temperature=0.0)
     labeler = RoutingLabeler(RoutingConfig(verifier="judge"))  # R2R's full prompt: > 256 tokens
-    for shard in lake.files("rollouts", "j2"):
-        labeler.label_shard(lake, "j2", shard)
-    t = lake.read("routing", "j2").filter(pc.field("is_mismatch"))
-    assert t.num_rows > 0
-    assert set(t.column("verdict").to_pylist()) == {-1}
-    assert all("longer than the judge" in r for r in t.column("verdict_raw").to_pylist())
+    with pytest.raises(TokenmillError, match="judge prompt is .* tokens") as e:
+        for shard in lake.files("rollouts", "j2"):
+            labeler.label_shard(lake, "j2", shard)
+    assert "--judge-model" in e.value.fix
+    assert not lake.files("routing", "j2")  # nothing written
 
 
 def test_relabelling_writes_nothing_new(route_lake, tmp_path):

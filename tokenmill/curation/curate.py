@@ -21,7 +21,7 @@ Built in:
                  rlpr, routing, halluc, …), e.g. `CASE WHEN halluc = 1 THEN 0 ELSE 1 END`;
                  where a label scope the expressions use has several configs, `configs`
                  (comma-separated config ids) names the one to read
-  router-set     R2R trajectories, targets = 1 at divergent tokens, else 0
+  router-set     R2R trajectories, targets = 1 at divergent tokens, else 0; undecidable tokens weight 0
   probe-set      bios rollouts, targets = the hallucination_tokens label (1 / 0 / −100)
   sql:<file>     a user's SQL file whose result has the sequence columns (`$run` is bound)
 """
@@ -100,10 +100,11 @@ ORDER BY r.rollout_id
 """
 
 ROUTER_SET = """
-WITH y AS (SELECT rollout_id, list((label = 2)::FLOAT ORDER BY pos) AS targets FROM routing
+WITH y AS (SELECT rollout_id, list((label = 2)::FLOAT ORDER BY pos) AS targets,
+                  list((label <> 3)::FLOAT ORDER BY pos) AS weights FROM routing  -- undecidable (3): weight 0
            WHERE run_id = $run AND ($config IS NULL OR config_id = $config) GROUP BY rollout_id)
 SELECT r.rollout_id, $run AS run_id, r.prompt_token_ids, r.completion_token_ids,
-       list_transform(r.completion_token_ids, lambda x: 1.0::FLOAT) AS weights, y.targets, p.prompt, r.completion
+       y.weights, y.targets, p.prompt, r.completion
 FROM rollouts r JOIN y USING (rollout_id) JOIN prompts p ON p.run_id = r.run_id AND p.prompt_id = r.prompt_id
 WHERE r.run_id = $run ORDER BY r.rollout_id
 """

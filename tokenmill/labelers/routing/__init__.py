@@ -18,9 +18,12 @@ FAMILY = LabelFamily(
     needs=frozenset({GENERATE, SCORE}), build=_build,
     paper="R2R: Efficiently Navigating Divergent Reasoning Paths with Small-Large Model Token Routing",
     scopes=(LabelScope("routing", "routing", title="R2R routing", outputs=(
-        TokenOutput("routing", "routing class (R2R)", "categorical", "['identical', 'neutral', 'divergent'][max(label) + 1]",
-                    "the small model's next token against the large model's: identical, neutral or divergent",
-                    categories={"identical": "#e8f1fb", "neutral": "#fdd49e", "divergent": "#e34a33"}),
+        TokenOutput("routing", "routing class (R2R)", "categorical",
+                    "['identical', 'neutral', 'divergent', 'undecidable'][max(label) + 1]",
+                    "the small model's next token against the large model's: identical, neutral, divergent, or "
+                    "undecidable (left out of router training)",
+                    categories={"identical": "#e8f1fb", "neutral": "#fdd49e", "divergent": "#e34a33",
+                                "undecidable": "#bdbdbd"}),
         TokenOutput("small_token_id", "small model's token", "continuous", "any_value(small_token_id)", detail=True),
     )),),
 )

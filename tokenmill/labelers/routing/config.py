@@ -18,7 +18,10 @@ class RoutingConfig(Settings):
     judge_template: str | None = Field(None, description="judge prompt with {context}, {reference}, {candidate} "
                                                           "(default: R2R's prompt)")
     judge_tokens: int = Field(24, ge=1, description="judge: tokens of its reply")
-    unparsable: Literal["divergent", "neutral"] = Field("divergent", description="label of a judge reply without 0/1")
+    unparsable: Literal["drop", "divergent", "neutral"] = Field(
+        "drop", description="a judge reply without 0/1, or an outcome the verifier cannot decide (both wrong): drop "
+                            "(undecidable, left out of router training, as R2R filters them); divergent / neutral: "
+                            "tokenmill variants")
     sentences: int = Field(2, ge=1, description="continuations stop after this many sentence ends (R2R: 2)")
     continuation_tokens: int = Field(48, ge=1, description="judge: most tokens of a continuation")
     outcome_tokens: int = Field(128, ge=1, description="outcome: most tokens to continue to the end")

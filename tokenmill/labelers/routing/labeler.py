@@ -4,9 +4,12 @@ with Small-Large Model Token Routing", Fu et al. 2025).
 A large model's trajectory y (greedy by default) is teacher-forced through the small
 model. With ŷ_t = argmax_v p_small(v | x, y_<t):
 
-    label_t = 0 (identical)   if ŷ_t = y_t, or either token is special (EOS, end-of-thought)
-    label_t = 1 (neutral)     if ŷ_t ≠ y_t and V(t) = 0
-    label_t = 2 (divergent)   if ŷ_t ≠ y_t and V(t) = 1
+    label_t = 0 (identical)    if ŷ_t = y_t, or y_t is the large model's end-of-thinking token
+                               (R2R's `data_process.py`: only that token is exempt)
+    label_t = 1 (neutral)      if ŷ_t ≠ y_t and V(t) = 0
+    label_t = 2 (divergent)    if ŷ_t ≠ y_t and V(t) = 1
+    label_t = 3 (undecidable)  if ŷ_t ≠ y_t and V(t) cannot say (below); the router's training
+                               set leaves these tokens out
 
 V compares two continuations of the common context c = x ⊕ y_<t:
   candidate  ŷ_t ⊕ L(c ⊕ ŷ_t), the large model L continuing greedily after the small token,
@@ -14,10 +17,16 @@ V compares two continuations of the common context c = x ⊕ y_<t:
 both cut after the same number of sentence ends (R2R's stop rule: 2). Two verifiers:
   * `judge`: a model is asked, with R2R's prompt, whether the divergence changes meaning,
     reasoning or conclusions; its reply is parsed by regex ("output … <d>", else the
-    first integer) into 1 / 0, and −1 when neither is found (recorded; labelled by
-    `unparsable`, divergent by default);
-  * `outcome`: for worlds with exact answers, L continues c ⊕ ŷ_t to the end; V = 1 when
-    the verified reward differs from the trajectory's.
+    first integer) into 1 / 0, and −1 when neither is found (recorded; undecidable, as
+    R2R drops such replies; `unparsable` divergent or neutral are tokenmill variants). A
+    judge prompt longer than the judge's context is an error before any judging;
+  * `outcome`: for worlds with exact answers, L continues c ⊕ ŷ_t to the end and the
+    verifier scores it (r̂) against the trajectory's reward r, so that the classes mean
+    what the judge's do (the trajectory is the reference):
+      r̂ < r               divergent  (the small token makes the answer worse)
+      r̂ = r, r correct    neutral    (same outcome from a correct reference)
+      r̂ > r               neutral    (the small token fixes the answer: not routed)
+      r̂ = r, r incorrect  undecidable (both wrong: the outcome cannot tell)
 
 The small model's router features (final state, top-k logits, argmax) at every position
 go to `router_features` (float16) for `tasks/train/router.py`.
@@ -43,7 +52,8 @@ from tokenmill.tasks.generate import _cat, cached_engine, list_array, token_keys
 from tokenmill.tasks.prompts import describe
 from tokenmill.labelers.base import Labeler, config_id, is_done, mark_done, provenance, read_rollouts_shard
 
-IDENTICAL, NEUTRAL, DIVERGENT = 0, 1, 2
+IDENTICAL, NEUTRAL, DIVERGENT, UNDECIDABLE = 0, 1, 2, 3
+THINK_END = ("</think>",)  # end-of-thinking tokens R2R exempts from mismatches
 ROLLOUT_COLUMNS = ["rollout_id", "model", "prompt_id", "prompt_token_ids", "completion_token_ids", "reward"]
 
 # R2R's judge prompt (same task, criteria, two worked examples and answer slot), in our words
@@ -114,16 +124,39 @@ def cut_after_sentences(ids: np.ndarray, ends: np.ndarray, n: int) -> np.ndarray
     return ids[: hits[n - 1] + 1] if len(hits) >= n else ids
 
 
-def special_mask(tokenizer) -> np.ndarray:
+def think_end_mask(tokenizer) -> np.ndarray:
+    """[V] bool: the vocabulary's end-of-thinking token(s) (none in a model without one)."""
     mask = np.zeros(len(tokenizer), dtype=bool)
-    mask[[i for i in tokenizer.all_special_ids if i is not None and i < len(mask)]] = True
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in THINK_END]
+    unk = getattr(tokenizer, "unk_token_id", None)
+    mask[[i for i in ids if isinstance(i, int) and i != unk and 0 <= i < len(mask)]] = True
     return mask
 
 
-def mismatches(large: np.ndarray, small: np.ndarray, special: np.ndarray) -> np.ndarray:
-    """Positions where the small model's argmax differs from the trajectory's token, special
-    tokens (EOS, end-of-thought) excluded as in R2R."""
-    return (large != small) & ~special[large] & ~special[small]
+def mismatches(large: np.ndarray, small: np.ndarray, exempt: np.ndarray) -> np.ndarray:
+    """Positions where the small model's argmax differs from the trajectory's token, except
+    where the trajectory's token is exempt (the end of thinking), as R2R's
+    `mismatch_mask = (SLM != LLM) & (real_token != think_end)`."""
+    return (large != small) & ~exempt[large]
+
+
+def outcome_verdict(reference: float, candidate: float) -> int:
+    """The outcome verifier's verdict: 1 divergent (the candidate's reward is lower), 0 neutral
+    (equal from a correct reference, or higher: the small token fixes the answer), −1
+    undecidable (equal from an incorrect reference)."""
+    if candidate < reference:
+        return 1
+    if candidate > reference or reference >= 1.0:
+        return 0
+    return -1
+
+
+def _label(verdict: int, cfg: RoutingConfig) -> int:
+    if verdict == 1:
+        return DIVERGENT
+    if verdict == 0:
+        return NEUTRAL
+    return {"drop": UNDECIDABLE, "divergent": DIVERGENT, "neutral": NEUTRAL}[cfg.unparsable]
 
 
 def check_same_tokenizer(small_tok, large_tok, small: str, large: str) -> None:
@@ -148,7 +181,7 @@ def judge_prompt(tokenizer, template: str, context: str, reference: str, candida
 
 class RoutingLabeler(Labeler):
     name = "routing"
-    version = "1"
+    version = "2"  # 2: outcome classes as the judge's, undecidable (3) kept out of training, only end-of-thinking exempt
 
     def __init__(self, config: RoutingConfig | None = None, engine: str = "hf", engine_options: dict | None = None):
         self.cfg = config or RoutingConfig()
@@ -236,7 +269,7 @@ class RoutingLabeler(Labeler):
         self.timings["features"] += time.perf_counter() - t0
         y = _cat(comps, np.int32)
         pred = _cat([f.top_ids[:, 0] for f in feats], np.int32)
-        mism = mismatches(y, pred, special_mask(tok))
+        mism = mismatches(y, pred, think_end_mask(tok))
         seq = np.repeat(np.arange(len(comps)), lengths)
         pos = np.arange(len(y)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         where = np.flatnonzero(mism)
@@ -250,8 +283,7 @@ class RoutingLabeler(Labeler):
             s_txt, l_txt, v, r = self._verify(jobs, p_ids, comps, rollouts, prompts, large, self._models(large_name))
             small_text[where], large_text[where], raw[where] = s_txt, l_txt, r
             verdict[where] = v
-            div = np.array([x == 1 or (x == -1 and cfg.unparsable == "divergent") for x in v])
-            label[where] = np.where(div, DIVERGENT, NEUTRAL)
+            label[where] = [_label(x, cfg) for x in v]
         self.timings["tokens"] += len(y)
         self.timings["mismatches"] += len(where)
 
@@ -321,7 +353,7 @@ class RoutingLabeler(Labeler):
                 raise TokenmillError(f"routing: the outcome verifier needs verified rollouts with exact answers; "
                                      f"prompt {pids[i]!r} has none",
                                      fix="label with --routing-verifier judge, or use a world with answers")
-            verdicts.append(int(v.reward != old[i]))
+            verdicts.append(outcome_verdict(old[i], v.reward))
             raws.append(f"reward {old[i]:g} -> {v.reward:g}")
         return verdicts, raws
 
@@ -334,14 +366,17 @@ class RoutingLabeler(Labeler):
         room = limit - cfg.judge_tokens
         small_tok = tok.batch_decode([[s] for _, _, s in jobs])
         large_tok = tok.batch_decode([[int(comps[i][t])] for i, t, _ in jobs])
-        prompts, fits = [], []
+        prompts = []
         for ctx, c, r, st, lt in zip(contexts, candidates, references, small_tok, large_tok):
             # R2R marks where the two texts part: the differing tokens inside << >>
             ids = judge_prompt(jt, template, ctx, "<<" + lt + ">>" + r[len(lt):], "<<" + st + ">>" + c[len(st):], room)
-            fits.append(len(ids) <= room)
-            prompts.append(ids if fits[-1] else ids[:1])
+            if len(ids) > room:  # a truncated prompt would judge nothing: every label a guess
+                raise TokenmillError(
+                    f"routing: the judge prompt is {len(ids)} tokens, {judge_name}'s context leaves {room} "
+                    f"({limit} − {cfg.judge_tokens} reply tokens)",
+                    fix="use a judge with a longer context (--judge-model), a shorter --judge-template, or "
+                        "--routing-verifier outcome")
+            prompts.append(ids)
         gens = judge.generate(prompts, SamplingParams(n=1, temperature=0.0, max_tokens=cfg.judge_tokens, logprobs=0))
         replies = jt.batch_decode([g.token_ids for g in gens], skip_special_tokens=True)
-        verdicts = [parse_judge(rep) if ok else -1 for rep, ok in zip(replies, fits)]
-        raws = [rep if ok else f"judge prompt longer than the judge's {limit}-token context" for rep, ok in zip(replies, fits)]
-        return verdicts, raws
+        return [parse_judge(rep) for rep in replies], replies

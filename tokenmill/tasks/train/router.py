@@ -9,7 +9,8 @@ Model: each input projected to `width`, concatenated → LayerNorm → residual 
 blocks → one logit g_t; route to the large model when σ(g_t) ≥ τ.
 
 Training: labels y_t = 1 for divergent tokens (`routing.label = 2`), 0 for identical and
-neutral; loss BCE with pos_weight = n_neg / n_pos (R2R: divergent tokens are rare). The
+neutral; undecidable tokens (label 3) are left out. Loss BCE with pos_weight = n_neg / n_pos (R2R:
+divergent tokens are rare). The
 validation split holds whole prompts out. Threshold τ: the lowest positive rate whose
 recall on validation divergent tokens is ≥ `recall` (0.95), i.e. the largest τ with
 |{p ≥ τ, y = 1}| ≥ ⌈recall · n_pos⌉.
@@ -43,7 +44,7 @@ SELECT r.rollout_id, f.state, f.top_logits, f.pred_id, (r.label = 2) AS y, ro.pr
 FROM routing r
 JOIN router_features f ON f.run_id = r.run_id AND f.rollout_id = r.rollout_id AND f.pos = r.pos AND f.model = r.small_model
 JOIN rollouts ro ON ro.run_id = r.run_id AND ro.rollout_id = r.rollout_id
-WHERE r.run_id = $run AND ($cfg IS NULL OR r.config_id = $cfg)
+WHERE r.run_id = $run AND ($cfg IS NULL OR r.config_id = $cfg) AND r.label <> 3  -- undecidable: no target
 ORDER BY r.rollout_id, r.pos
 """
 
