@@ -38,10 +38,14 @@ def test_weighted_dpo_on_a_hand_worked_case():
     assert plain.item() == pytest.approx(0.5 * (0.6 - 0.4), abs=1e-6)
 
 
-def test_tgdpo_weights_follow_the_token_rewards():
-    wc, wr = tgdpo_weights(torch.tensor([[0.4, -0.2]]), torch.tensor([[0.6, 0.0]]), torch.tensor([[1.0, 1.0]]),
-                           torch.tensor([[1.0, 0.0]]), alpha=0.5)
+def test_tgdpo_weights_follow_the_token_rewards_scaled_by_alpha_and_beta():
+    # dvlab-research/TGDPO: β·(1 ± α·β·r̂) per token; α 0.5, β 0.1: 1 + 0.05·r̂ on chosen, 1 − 0.05·r̂ on rejected
+    wc, wr = tgdpo_weights(torch.tensor([[4.0, -2.0]]), torch.tensor([[6.0, 0.0]]), torch.tensor([[1.0, 1.0]]),
+                           torch.tensor([[1.0, 0.0]]), alpha=0.5, beta=0.1)
     assert wc.tolist() == [[pytest.approx(1.2), pytest.approx(0.9)]] and wr.tolist() == [[pytest.approx(0.7), 0.0]]
+    # not clipped: a large reward on a rejected token gives a negative weight, as in the authors' loss
+    _, neg = tgdpo_weights(torch.zeros(1, 1), torch.tensor([[30.0]]), torch.ones(1, 1), torch.ones(1, 1), 0.5, 0.1)
+    assert neg.item() == pytest.approx(-0.5)
 
 
 def test_token_kl_on_a_two_token_vocabulary():

@@ -7,8 +7,9 @@ weights w_t (0 on the prompt, padding and the first token of packed examples).
   weighted DPO        L = −log σ(β · [Σ_t w^c_t (ℓ^θ_t − ℓ^ref_t)(chosen) − Σ_t w^r_t (ℓ^θ_t − ℓ^ref_t)(rejected)])
                       w ≡ completion mask: DPO (Rafailov et al. 2023);
                       rejected w_t = 1 − p_CE(y_t), chosen w ≡ 1: cDPO ("Critical Tokens Matter", Lin et al. 2024);
-  TGDPO weights       w^c_t = 1 + α·r̂^c_t, w^r_t = 1 − α·r̂^l_t, with r̂ the token rewards of a DPO
-                      model (`token_rewards` kind dpo) — TGDPO's token-reward-guided β_t = β·w_t
+  TGDPO weights       w^c_t = 1 + α·β·r̂^c_t, w^r_t = 1 − α·β·r̂^l_t, with r̂ = log π_guide − log π_ref the
+                      token rewards of a DPO model (`token_rewards` kind dpo, β = 1) and β the training
+                      β, as the authors' trainer — TGDPO's token-reward-guided β_t = β·w_t
                       (Zhu et al. 2025, "Harnessing Token-Level Reward Guidance for DPO").
   TDPO                (Zeng et al. 2024, "Token-level Direct Preference Optimization"; as the authors'
                       code runs it, github.com/Vance0124/Token-level-Direct-Preference-Optimization
@@ -75,9 +76,13 @@ def weighted_dpo_loss(policy_chosen: torch.Tensor, ref_chosen: torch.Tensor, pol
 
 
 def tgdpo_weights(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor, mask_chosen: torch.Tensor,
-                  mask_rejected: torch.Tensor, alpha: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """TGDPO's token weights from token rewards: (1 + α r̂) on chosen, (1 − α r̂) on rejected tokens."""
-    return (1 + alpha * reward_chosen) * mask_chosen, (1 - alpha * reward_rejected) * mask_rejected
+                  mask_rejected: torch.Tensor, alpha: float = 0.5, beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """TGDPO's token weights as dvlab-research/TGDPO's trainer runs them
+    (`(self.beta * (1 + self.tgdpo_alpha * self.beta * reward_chosen_logratios) * chosen_logratios)`):
+    1 + α·β·r̂ on chosen and 1 − α·β·r̂ on rejected tokens, r̂ = log π_guide − log π_ref (the
+    `dpo` token rewards labelled with β = 1) and β the training β. Not clipped: a weight may
+    go negative, as there."""
+    return (1 + alpha * beta * reward_chosen) * mask_chosen, (1 - alpha * beta * reward_rejected) * mask_rejected
 
 
 TDPO_VARIANTS = ("tdpo1", "tdpo2")

@@ -12,8 +12,8 @@ generated the dataset (manifest `models`); stopped with nothing stored: a non-fi
   sft   weighting `dataset`: the dataset's `weights`; `plain`: the loss mask (plain SFT)
   dpo   pairs; the reference is the frozen base model. Weighting `dataset`: the dataset's
         weights (cDPO: 1 − p_CE on rejected tokens); `plain`: the loss masks (DPO);
-        `tgdpo`: TGDPO's (1 + α r̂) on chosen and (1 − α r̂) on rejected tokens, r̂ the
-        pairs' `dpo` token rewards (`losses.tgdpo_weights`)
+        `tgdpo`: TGDPO's (1 + α·β·r̂) on chosen and (1 − α·β·r̂) on rejected tokens, r̂ the
+        pairs' `dpo` token rewards (β = 1: the log-ratio), β the training β (`losses.tgdpo_weights`)
   tdpo  pairs, weighting `plain` only: DPO plus TDPO's sequential-KL term (Zeng et al. 2024,
         `losses.tdpo_loss`; variant tdpo1 or tdpo2, α `tdpo_alpha`); the reference, the frozen
         base model, stays loaded beside the policy (its full next-token distributions are needed)
@@ -140,9 +140,10 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     if weighting == "tgdpo":  # pairs without guidance on both sides cannot be weighted
         table = table.filter(pc.is_valid(table.column("chosen_token_rewards")))
     params = {"objective": objective, "weighting": weighting, "steps": steps, "lr": lr, "batch": batch,
-              "grad_accum": grad_accum, "beta": beta, "seed": seed, **({"alpha": alpha} if weighting == "tgdpo" else {}),
+              "grad_accum": grad_accum, "beta": beta, "seed": seed, **({"alpha": alpha, "tgdpo_scale": "alpha*beta"} if weighting == "tgdpo" else {}),
               **({"tdpo_variant": s.tdpo_variant} if objective == "tdpo" else {}),
               **({"tdpo_alpha": s.tdpo_alpha} if objective == "tdpo" and s.tdpo_variant == "tdpo2" else {})}
+    # tgdpo_scale: models trained with the earlier 1 ± α·r̂ weights keep their own ids
     aid = ids.content_id("weighted-train", base_model, dataset_id, ids.canonical_json(params))
     rel = f"{MODEL_DIR}/{aid}"
     run_id = run_id or manifest["runs"][0]
@@ -257,7 +258,7 @@ def _dpo_step(model, ref_logps, cols, idx, weighting, beta, alpha, pad_id, dev):
     sides = ("chosen", "rejected")
     if weighting == "tgdpo":
         w = dict(zip(sides, tgdpo_weights(*(_rows(cols, f"{s}_token_rewards", idx, dev) for s in sides),
-                                          *(_rows(cols, f"{s}_loss_mask", idx, dev) for s in sides), alpha)))
+                                          *(_rows(cols, f"{s}_loss_mask", idx, dev) for s in sides), alpha, beta)))
     else:
         key = "loss_mask" if weighting == "plain" else "weights"
         w = {s: _rows(cols, f"{s}_{key}", idx, dev) for s in sides}
