@@ -49,6 +49,15 @@ def test_file_annotator_reads_the_papers_format_and_checks_each_span(tmp_path):
     assert spans == [(0, 5, 13, "Vassport", "not_supported"), (0, 0, 4, "1962", "supported")]
     with pytest.raises(TokenmillError, match="is not at index 5"):
         ann.spans({"rollout_id": ["r1"], "completion": ["1962 Kestrin."]})
+    # upstream's other records: short labels, "Insufficient Information" (a hallucination there), unplaced entities
+    path.write_text("\n".join(json.dumps(r) for r in [
+        {"rollout_id": "r1", "span": "1962", "label": "S", "index": 0},
+        {"rollout_id": "r1", "span": "Vassport", "label": "Insufficient Information", "index": 5},
+        {"rollout_id": "r1", "span": "Kestrin", "label": None, "index": None}]) + "\n")
+    assert FileAnnotator(path).spans({"rollout_id": ["r1"], "completion": ["1962 Vassport."]}) == [
+        (0, 0, 4, "1962", "supported"), (0, 5, 13, "Vassport", "not_supported")]
+    assert FileAnnotator(path, insufficient="unverifiable").spans(
+        {"rollout_id": ["r1"], "completion": ["1962 Vassport."]})[1][4] == "unverifiable"
     path.write_text('{"rollout_id": "r1", "span": "x", "label": "Maybe", "index": 0}\n')
     with pytest.raises(TokenmillError, match="verdicts.jsonl:1: unknown label 'Maybe'"):
         FileAnnotator(path)

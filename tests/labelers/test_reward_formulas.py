@@ -200,7 +200,13 @@ def test_d3s_keeps_top_scores_with_ties_to_lower_index():
     _, keep = d3s_scores(adv, ent, keep_frac=0.5)  # ceil(2.5) = 3
     np.testing.assert_array_equal(keep, [True, True, True, False, False])
     _, keep = d3s_scores(adv, ent, keep_frac=1.0)
-    assert keep.all()
+    np.testing.assert_array_equal(keep, [True, True, True, True, False])  # the zero score is never kept
+
+
+def test_d3s_does_not_fill_its_quota_with_zero_scores():
+    # a group whose rollouts all share one reward has A = 0: none of its tokens is kept
+    _, keep = d3s_scores(np.array([0.0, 0.0, 0.0, 1.0]), np.array([1.0, 2.0, 3.0, 0.5]), keep_frac=0.5)
+    np.testing.assert_array_equal(keep, [False, False, False, True])
 
 
 def test_d3s_count_is_not_inflated_by_float_noise():

@@ -46,3 +46,10 @@ def test_consistency_counts_other_samples_stating_the_same_value():
     out = consistency(rollout, group, kind, text, {"p": 3, "q": 1})
     assert out[:4] == pytest.approx([0.5, 0.5, 0.0, 0.0])
     assert np.isnan(out[4])
+
+
+def test_a_missing_value_nulls_only_the_segments_that_hold_it():
+    v = np.array([1.0, np.nan, 3.0, 4.0, 5.0])
+    mins, means, sums = segment_stats(v, np.array([0, 2, 1]), np.array([0, 4, 2]))
+    np.testing.assert_allclose(means[:2], [1.0, 4.0]) and np.testing.assert_allclose(mins[:2], [1.0, 3.0])
+    assert np.isnan(means[2]) and np.isnan(sums[2]) and np.isnan(mins[2])

@@ -12,9 +12,14 @@
         without a `judge` get no label.
   file  the user's own verdicts, JSON lines in the paper's format:
         {"rollout_id": …, "span": "Vassport", "label": "Not Supported", "index": 31}
-        labels "Supported" / "Not Supported" / "Insufficient Information" (or ours);
-        `index` is the character offset into the completion. The file's spans are
-        the spans (extractor `file`); each is checked against the completion text.
+        labels "Supported" / "Not Supported" / "Insufficient Information", the short
+        S / NS / N/A, or ours; `index` is the character offset into the completion. As
+        in obalcells/hallucination_probes, "Insufficient Information" counts as a
+        hallucination (not_supported; `insufficient="unverifiable"`: tokenmill's variant,
+        left out of training), and a record with a null label or index (an entity the
+        annotation could not place, which the upstream pipeline emits) is skipped. The
+        file's spans are the spans (extractor `file`); each is checked against the
+        completion text.
 
 A new annotator is one `Annotator` subclass registered in `ANNOTATORS`.
 """
@@ -30,8 +35,10 @@ import numpy as np
 from tokenmill.errors import TokenmillError
 
 SUPPORTED, NOT_SUPPORTED, UNVERIFIABLE = "supported", "not_supported", "unverifiable"
-_PAPER_LABELS = {"supported": SUPPORTED, "not supported": NOT_SUPPORTED, "not_supported": NOT_SUPPORTED,
-                 "insufficient information": UNVERIFIABLE, "unverifiable": UNVERIFIABLE}
+INSUFFICIENT = "insufficient"  # the paper's "Insufficient Information", mapped by FileAnnotator(insufficient=…)
+_PAPER_LABELS = {"supported": SUPPORTED, "s": SUPPORTED, "not supported": NOT_SUPPORTED, "ns": NOT_SUPPORTED,
+                 "not_supported": NOT_SUPPORTED, "insufficient information": INSUFFICIENT, "n/a": INSUFFICIENT,
+                 "unverifiable": UNVERIFIABLE}
 
 
 class Annotator(ABC):
@@ -61,7 +68,9 @@ class KBAnnotator(Annotator):
 class FileAnnotator(Annotator):
     name = "file"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, insufficient: str = NOT_SUPPORTED):
+        if insufficient not in (NOT_SUPPORTED, UNVERIFIABLE):
+            raise ValueError("insufficient must be not_supported or unverifiable")
         self.path = Path(path)
         self.by_rollout: dict[str, list[tuple[int, int, str, str]]] = {}
         if not self.path.exists():
@@ -72,14 +81,19 @@ class FileAnnotator(Annotator):
             where = f"{self.path}:{n}"
             try:
                 rec = json.loads(line)
+                if {"label", "index"} <= rec.keys() and (rec["label"] is None or rec["index"] is None):
+                    # not placed upstream: no verdict to use
+                    continue
                 rid, span, label, index = rec["rollout_id"], rec["span"], str(rec["label"]), int(rec["index"])
             except (ValueError, KeyError, TypeError) as e:
                 raise TokenmillError(f"{where}: not a span verdict ({e})",
                                      fix='each line: {"rollout_id": …, "span": …, "label": "Supported", "index": 0}') from None
             if label.strip().lower() not in _PAPER_LABELS:
                 raise TokenmillError(f"{where}: unknown label {label!r}",
-                                     fix="use Supported, Not Supported or Insufficient Information")
-            self.by_rollout.setdefault(rid, []).append((index, index + len(span), span, _PAPER_LABELS[label.strip().lower()]))
+                                     fix="use Supported, Not Supported or Insufficient Information (or S, NS, N/A)")
+            verdict = _PAPER_LABELS[label.strip().lower()]
+            verdict = insufficient if verdict == INSUFFICIENT else verdict
+            self.by_rollout.setdefault(rid, []).append((index, index + len(span), span, verdict))
 
     def spans(self, rows: dict) -> list[tuple[int, int, int, str, str]]:
         """[(row, char_start, char_end, text, label)] of the file's verdicts for these rollouts,

@@ -17,4 +17,8 @@ class HallucinationConfig(Settings):
     annotator: Literal["kb", "none"] = Field("kb", description="ground truth: the rollout's knowledge-base world "
                                                                "(bios people, countries facts) judges each span, or none")
     verdicts_file: str | None = Field(None, description="JSONL span verdicts in the paper's format (span, label, index)")
+    insufficient: Literal["not_supported", "unverifiable"] = Field(
+        "not_supported", description="verdicts file: what \"Insufficient Information\" is — not_supported (a "
+                                     "hallucination, as obalcells/hallucination_probes labels it) or unverifiable "
+                                     "(tokenmill's variant: left out of training)")
     judge: Literal["surface"] = Field("surface", description="CCP equivalence judge")

@@ -39,13 +39,13 @@ TOKEN_COLUMNS = ["rollout_id", "pos", "token_id", "logprob", "entropy", "topk_id
 
 class HallucinationLabeler(Labeler):
     name = "hallucination"
-    version = "2"  # 2: claims and judges per world (countries); names in any script, one-word names
+    version = "3"  # 3: "Insufficient Information" verdicts are hallucinations (upstream); per-span null entropy
 
     def __init__(self, config: HallucinationConfig | None = None):
         self.cfg = config or HallucinationConfig()
         for name in self.cfg.extractors or []:
             get_extractor(name)  # unknown names fail before any work
-        self.file = FileAnnotator(self.cfg.verdicts_file) if self.cfg.verdicts_file else None
+        self.file = FileAnnotator(self.cfg.verdicts_file, self.cfg.insufficient) if self.cfg.verdicts_file else None
 
     def params(self) -> dict:
         p = self.cfg.model_dump(exclude={"verdicts_file"})
@@ -89,9 +89,9 @@ class HallucinationLabeler(Labeler):
         g_first, g_last = first[spans["row"]] + start, first[spans["row"]] + end
         logprob = tokens.column("logprob").to_numpy().astype(np.float64)
         min_p, mean_p, _ = segment_stats(np.exp(logprob), g_first, g_last)
-        ent_col = tokens.column("entropy")
-        mean_h = (segment_stats(ent_col.to_numpy(zero_copy_only=False).astype(np.float64), g_first, g_last)[1]
-                  if ent_col.null_count == 0 else np.full(len(start), np.nan))
+        # a token without entropy (a vLLM rollout) nulls only the spans it is in, not the shard's
+        entropy = tokens.column("entropy").to_numpy(zero_copy_only=False).astype(np.float64)  # null → NaN
+        mean_h = segment_stats(entropy, g_first, g_last)[1]
         ccp = self._ccp(tokens, models, rids, lengths, g_first, g_last)
         group = np.array([f"{pids[r]}\x1f{models[r]}" for r in spans["row"]], dtype=object)
         sizes: dict = {}

@@ -73,11 +73,14 @@ def ccp_word(chosen: np.ndarray, chosen_logprob: np.ndarray, top_ids: np.ndarray
 
 def segment_stats(values: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(min, mean, sum) of values[first_i … last_i] (inclusive) per segment; segments may
-    overlap. Empty segments give NaN."""
+    overlap. Empty segments, and segments holding a NaN (a missing value), give NaN; the
+    others are unaffected by NaNs elsewhere."""
     v = np.asarray(values, np.float64)
     ok = last >= first
     lo, hi = np.where(ok, first, 0), np.where(ok, last + 1, 1)
     csum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(v))])
+    missing = np.concatenate([[0], np.cumsum(np.isnan(v))])
+    ok = ok & (missing[hi] - missing[lo] == 0)
     total = csum[hi] - csum[lo]
     n = hi - lo
     padded = np.append(v, np.nan)  # reduceat needs an index past the end for the last segment

@@ -189,7 +189,10 @@ def d3s_scores(advantages: np.ndarray, entropy: np.ndarray,
 
     "Dynamic Dual-Level Down-Sampling" (D³S, 2025), token level: score_t = |A_t|·H_t, and the
     ⌈keep_frac·N⌉ highest-scoring tokens of the batch are kept; ties go to the lower flat
-    index. keep_frac must lie in (0, 1]. Returns (score float32, keep bool).
+    index, except that a zero score is never kept (a token with no advantage or no entropy
+    carries no gradient signal: filling the quota with them would be arbitrary). keep_frac
+    must lie in (0, 1]. Returns (score float32, keep bool). D³S's sample-level selection and
+    its dynamic keep schedule are not implemented.
     """
     if not 0.0 < keep_frac <= 1.0:
         raise ValueError("keep_frac must be in (0, 1]")
@@ -198,6 +201,7 @@ def d3s_scores(advantages: np.ndarray, entropy: np.ndarray,
     k = math.ceil(round(keep_frac * score.size, 9))
     keep = np.zeros(score.size, dtype=bool)
     keep[np.argsort(-score, kind="stable")[:k]] = True
+    keep &= score > 0
     return score.astype(np.float32), keep
 
 
