@@ -102,3 +102,14 @@ def test_probe_flow_skips_a_model_it_found_whose_spans_cannot_be_split(prefect_h
     # a model the user names must get its probe: the same thin model is an error then
     with pytest.raises(ProbeDataError, match="tiny-large .*cannot be split"):
         probe_flow(ProbeConfig(lake=str(dest), run_id="b", steps=20, models=["tiny-large"]))
+
+
+def test_token_targets_follow_upstreams_long_form_labels_and_weights():
+    from tokenmill.tasks.train.probe import token_targets
+
+    label = np.array([-100, 1, 1, -100, 0, -100])   # outside, not-supported ×2, unverifiable, supported, outside
+    in_span = np.array([False, True, True, True, True, False])
+    y, w = token_targets(label, in_span, "negative", "span", 10.0)
+    assert y.tolist() == [0, 1, 1, -100, 0, 0] and w.tolist() == [1, 10, 10, 1, 10, 1]
+    y, w = token_targets(label, in_span, "ignore", "balanced", 10.0)  # tokenmill's earlier recipe
+    assert y.tolist() == [-100, 1, 1, -100, 0, -100] and w.tolist() == [1] * 6

@@ -4,12 +4,18 @@ in Long-Form Generation"): a linear value head on one layer's hidden states.
   p_t = σ(w · h_t + b)                  h_t: the generating model's layer-ℓ state at token t
 
 Trained on the `hallucination_tokens` format (y_t = 1 inside not-supported spans, 0 inside
-supported ones, ignored elsewhere) with
+supported ones; tokens outside every span 0, as upstream's long-form setting labels them;
+unverifiable spans ignored) with, as obalcells/hallucination_probes' trainer runs it,
 
   L = (1 − λ_s) · L_token + λ_s · L_span
-  L_token = BCE(w·h_t + b, y_t) over labelled tokens (positives weighted n_neg / n_pos)
+  L_token = mean over labelled tokens of ω_t · BCE(w·h_t + b, y_t), ω_t = 10 on span tokens
+            (upstream's pos/neg weights), 1 elsewhere
   L_span  = mean over labelled spans S of BCE(max_{t ∈ S} (w·h_t + b), y_S)
-  λ_s     = λ_max · min(1, s / (anneal · steps))   annealed from token-level to span-level
+  λ_s     = λ_max · min(1, s / (anneal · steps)), λ_max = 1, anneal = 1 (upstream's
+            anneal_warmup): annealed from token-level to span-level over the whole run
+
+tokenmill's earlier recipe stays available by name of its settings: `outside="ignore"`,
+`token_weighting="balanced"` (positives weighted n_neg / n_pos), λ_max = 0.5, anneal = 0.5.
 
 (the span-max term asks one confident token per hallucinated entity instead of every
 token; the annealing lets the token loss shape the direction first). Validation holds
@@ -50,7 +56,7 @@ SPAN_BASELINES = {"1 - min_prob": ("min_prob", -1), "1 - mean_prob": ("mean_prob
                   "1 - ccp": ("ccp", -1), "1 - consistency": ("consistency", -1)}
 
 TOKENS_SQL = """
-SELECT ht.rollout_id, ht.pos, ht.label, ht.prob, ht.entropy, h.hidden, r.prompt_id
+SELECT ht.rollout_id, ht.pos, ht.label, ht.spans, ht.prob, ht.entropy, h.hidden, r.prompt_id
 FROM hallucination_tokens ht
 JOIN rollouts r ON r.run_id = ht.run_id AND r.rollout_id = ht.rollout_id
 JOIN hidden_states h ON h.run_id = ht.run_id AND h.rollout_id = ht.rollout_id AND h.pos = ht.pos
@@ -135,13 +141,26 @@ def load_probe_data(lake: Lake, run_id: str, cfg_id: str, model: str, layer: int
     offset = dict(zip(rids[starts], starts))  # rollout → index of its token 0
     s_first = np.array([offset[r] for r in spans.column("rollout_id").to_pylist()], np.int64) + spans.column("start_pos").to_numpy()
     s_len = (spans.column("end_pos").to_numpy() - spans.column("start_pos").to_numpy() + 1).astype(np.int64)
-    return {"x": x, "y": toks.column("label").to_numpy(), "prob": toks.column("prob").to_numpy(zero_copy_only=False),
+    return {"x": x, "y": toks.column("label").to_numpy(), "in_span": toks.column("spans").to_numpy() > 0, "prob": toks.column("prob").to_numpy(zero_copy_only=False),
             "entropy": toks.column("entropy").to_numpy(zero_copy_only=False).astype(np.float64),
             "token_prompt": toks.column("prompt_id").to_pylist(), "span_first": s_first, "span_len": s_len,
             "span_y": spans.column("y").to_numpy(zero_copy_only=False).astype(np.float32),
             "val_span": val_span,
             "span_scores": {k: spans.column(k).to_numpy(zero_copy_only=False).astype(np.float64)
                             for k in ("min_prob", "mean_prob", "mean_entropy", "ccp", "consistency")}}
+
+
+def token_targets(label: np.ndarray, in_span: np.ndarray, outside: str, weighting: str,
+                  span_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, weights) of every token: 1 / 0 inside not-supported / supported spans, −100
+    inside unverifiable ones; outside every span 0 (`outside="negative"`) or −100 (`ignore`).
+    Weights: `span_weight` on span tokens with a target, 1 elsewhere (`weighting="span"`), all
+    1 otherwise (the balanced positive weight is set by the trainer)."""
+    y = label.astype(np.float32).copy()
+    if outside == "negative":
+        y[~in_span] = 0.0
+    w = np.where(in_span & (y != -100), span_weight, 1.0) if weighting == "span" else np.ones(len(y))
+    return y, w.astype(np.float32)
 
 
 def _span_index(first: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -184,7 +203,8 @@ def train_probe(lake: Lake, run_id: str, model: str, layer: int | None = None, c
     cfg_id = hallucination_config(lake, run_id, config)
     layer = absolute_layer(model, layer)
     params = {"steps": steps, "lr": lr, "weight_decay": weight_decay, "lambda_max": lambda_max, "anneal": anneal,
-              "val_frac": val_frac, "seed": seed}
+              "val_frac": val_frac, "seed": seed, "token_weighting": s.token_weighting, "outside": s.outside,
+              **({"span_weight": s.span_weight} if s.token_weighting == "span" else {})}
     d = load_probe_data(lake, run_id, cfg_id, model, layer, val_frac, seed)
     pid = ids.content_id("probe", run_id, cfg_id, model, str(layer), ids.canonical_json(params), str(len(d["y"])))
     rel = f"{PROBE_DIR}/{pid}"
@@ -195,14 +215,17 @@ def train_probe(lake: Lake, run_id: str, model: str, layer: int | None = None, c
     x = torch.from_numpy(d["x"])
     mu, sd = x[torch.from_numpy(~val_tok)].mean(0), x[torch.from_numpy(~val_tok)].std(0) + 1e-6  # train statistics
     xs = (x - mu) / sd
-    y = torch.from_numpy(d["y"].astype(np.float32))
-    tok_train = torch.from_numpy((d["y"] != -100) & ~val_tok)
+    y_np, weight_np = token_targets(d["y"], d["in_span"], s.outside, s.token_weighting, s.span_weight)
+    y = torch.from_numpy(y_np)
+    tok_train = torch.from_numpy((y_np != -100) & ~val_tok)
     tr_spans = np.flatnonzero(~val_span)
     tok_i, span_i = _span_index(d["span_first"][tr_spans], d["span_len"][tr_spans])
     tok_i, span_i = torch.from_numpy(tok_i), torch.from_numpy(span_i)
     span_y = torch.from_numpy(d["span_y"][tr_spans])
     n_pos = float(y[tok_train].sum())
-    pos_weight = torch.tensor((float(tok_train.sum()) - n_pos) / max(n_pos, 1.0))
+    if s.token_weighting == "balanced":  # tokenmill's variant: positives weighted n_neg / n_pos
+        weight_np = np.where(y_np == 1, (float(tok_train.sum()) - n_pos) / max(n_pos, 1.0), 1.0).astype(np.float32)
+    weight = torch.from_numpy(weight_np)[tok_train]
     torch.manual_seed(seed)
     head = torch.nn.Linear(x.shape[1], 1)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
@@ -210,7 +233,7 @@ def train_probe(lake: Lake, run_id: str, model: str, layer: int | None = None, c
     for step in range(steps):
         lam = lambda_max * min(1.0, step / max(anneal * steps, 1))
         logits = head(xs).squeeze(-1)
-        l_tok = F.binary_cross_entropy_with_logits(logits[tok_train], y[tok_train], pos_weight=pos_weight)
+        l_tok = F.binary_cross_entropy_with_logits(logits[tok_train], y[tok_train], weight=weight)
         l_span = F.binary_cross_entropy_with_logits(span_max(logits, tok_i, span_i, len(tr_spans)), span_y)
         loss = (1 - lam) * l_tok + lam * l_span
         if not torch.isfinite(loss):  # diverged: the probe, its threshold and its loss would all be NaN
