@@ -152,7 +152,7 @@ def test_label_colour_rules_are_complete():
     for lb in V.LABELS:
         assert lb.kind in ("sequential", "diverging", "categorical")
         assert (lb.kind == "categorical") == bool(lb.categories), lb.name
-    assert np.array_equal(sorted(V.LABEL_BY_NAME["routing"].categories), ["divergent", "identical", "neutral"])
+    assert np.array_equal(sorted(V.LABEL_BY_NAME["routing"].categories), ["divergent", "identical", "neutral", "undecidable"])
 
 
 def test_siblings_include_the_same_prompt_in_other_runs_after_this_runs(copy_lake):
