@@ -139,29 +139,17 @@ def _quiet_prefect(verbose: bool) -> None:
 
 
 def _run_rollouts(cfg) -> dict:
-    from tokenmill.tasks.prompts import preflight
-
-    preflight(cfg)  # fail on bad input before Prefect is even imported, and before any write
-    from tokenmill.flows.rollouts import rollouts_flow
-    from tokenmill.flows.runners import with_runner
     from tokenmill import progress
+    from tokenmill.flows.checked import run_rollouts
 
-    with progress.rich_bars():
-        return with_runner(rollouts_flow, cfg.runner, cfg.work_tokens())(cfg)
+    return run_rollouts(cfg, bars=progress.rich_bars)
 
 
 def _run_label(cfg) -> dict:
-    from tokenmill.flows.label import check_label_run
-
-    check_label_run(cfg)  # bad input fails before Prefect starts
-    from tokenmill.flows.label import label_flow, label_work, run_tokens
-    from tokenmill.flows.runners import with_runner
     from tokenmill import progress
-    from tokenmill.storage.lake import Lake
+    from tokenmill.flows.checked import run_label
 
-    work = label_work(run_tokens(Lake(cfg.lake), cfg.run_id), cfg.labelers)
-    with progress.rich_bars():
-        return with_runner(label_flow, cfg.runner, work)(cfg)
+    return run_label(cfg, bars=progress.rich_bars)
 
 
 def _print_label_summary(lake: str, run_id: str, wall: float, labelers: list[str]) -> None:
@@ -749,7 +737,7 @@ def train(
     weighting: Optional[str] = config_option(TrainConfig, "weighting", help="dataset (the curated token weights, e.g. "
                                              "cDPO's), plain (ignore them: plain SFT / DPO) or tgdpo (dpo: TGDPO's "
                                              "weights from the pairs' token rewards); tdpo: plain only, its default."),
-    alpha: Optional[float] = config_option(TrainConfig, "alpha", help="tgdpo: α in β_t = β·(1 ± α·r̂_t)."),
+    alpha: Optional[float] = config_option(TrainConfig, "alpha", help="tgdpo: α in β_t = β·(1 ± α·β·r̂_t)."),
     tdpo_alpha: Optional[float] = config_option(TrainConfig, "tdpo_alpha", help="tdpo2: α, the weight of the "
                                                 "sequential-KL difference."),
     tdpo_variant: Optional[str] = config_option(TrainConfig, "tdpo_variant", help="tdpo1 (the KL difference as is) or "
@@ -853,18 +841,12 @@ def pipeline(
         return
     from tokenmill.flows.pipeline import pipeline_flow
     from tokenmill import progress
-    from tokenmill.report.summary import render_table
 
-    model, world = cfg.model, cfg.world
-    console.print(f"[bold]tokenmill pipeline[/] {cfg.run_id}: {model} on {world}, arms {', '.join(a.name for a in cfg.arms)}")
+    console.print(f"[bold]tokenmill pipeline[/] {cfg.run_id}: {cfg.model} on {cfg.world}, arms "
+                  f"{', '.join(a.name for a in cfg.arms)}")
     with progress.rich_bars():
         out = pipeline_flow(cfg)
-    rows = [{"arm": e["arm"] or "base", "model": e["model"], "train rows": (out["arms"].get(e["arm"]) or {}).get("dataset_rows"),
-             "accuracy": round(e["accuracy"], 4), "prompts": e["prompts"]} for e in out["eval"]]
-    import pyarrow as pa
-
-    console.print(render_table(pa.Table.from_pylist(rows),
-                               title=f"held-out {world} accuracy (greedy) — {out['seconds']:.0f} s wall time"))
+    _print_arm_eval(out["eval"], out["arms"], cfg.world, out["seconds"])
 
 
 @study_app.command("efficacy")

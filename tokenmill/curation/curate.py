@@ -38,7 +38,7 @@ import pyarrow as pa
 from tokenmill import labelers
 from tokenmill.curation.curate_config import CurateConfig
 from tokenmill.errors import TokenmillError
-from tokenmill.storage.catalog import config_per_rollout, query
+from tokenmill.storage.catalog import only_config, query
 from tokenmill.storage.lake import Lake
 
 SEQUENCE_COLUMNS = ("prompt_token_ids", "completion_token_ids", "weights")
@@ -136,8 +136,8 @@ class Recipe:
         of two labellings of one rollout (a dataset must not change when a config is added)."""
         if self.config_table is None or params.get("config") is not None:
             return params
-        return {**params, "config": config_per_rollout(lake, self.config_table, run, f"recipe {self.name}",
-                                                       fix="pick one with --param config=<config id>")}
+        return {**params, "config": only_config(lake, self.config_table, run, f"recipe {self.name}",
+                                                fix="pick one with --param config=<config id>", disjoint=True)}
 
     def params(self, given: dict) -> dict:
         unknown = set(given) - set(self.defaults) - set(self.optional)

@@ -26,6 +26,7 @@ from pydantic import Field
 
 from tokenmill.common_config import DEFAULT_LAKE, Settings
 from tokenmill.errors import TokenmillError
+from tokenmill.flows.checked import run_label, run_rollouts
 
 
 class DemoConfig(Settings):
@@ -76,24 +77,6 @@ def run_demo(cfg: DemoConfig, show: Show = lambda stage, out: None,
     return out
 
 
-def _rollouts(cfg) -> dict:
-    from tokenmill.flows.rollouts import rollouts_flow
-    from tokenmill.flows.runners import with_runner
-    from tokenmill.tasks.prompts import preflight
-
-    preflight(cfg)  # bad input fails before any write
-    return with_runner(rollouts_flow, cfg.runner, cfg.work_tokens())(cfg)
-
-
-def _label(cfg) -> dict:
-    from tokenmill.flows.label import check_label_run, label_flow, label_work, run_tokens
-    from tokenmill.flows.runners import with_runner
-    from tokenmill.storage.lake import Lake
-
-    check_label_run(cfg)
-    return with_runner(label_flow, cfg.runner, label_work(run_tokens(Lake(cfg.lake), cfg.run_id), cfg.labelers))(cfg)
-
-
 def rollouts(cfg: DemoConfig) -> dict:
     from tokenmill.config import RolloutConfig, SamplingConfig, SourceConfig
 
@@ -103,7 +86,7 @@ def rollouts(cfg: DemoConfig) -> dict:
                  SourceConfig(world="code", n=cfg.prompts, split="train"),
                  SourceConfig(world="bios", n=cfg.prompts, split="all")],
         sampling=SamplingConfig(n=cfg.samples, temperature=1.0, max_tokens=96))
-    return {"run_id": cfg.run_id, **_rollouts(rcfg)}
+    return {"run_id": cfg.run_id, **run_rollouts(rcfg)}
 
 
 def label(cfg: DemoConfig) -> dict:
@@ -113,7 +96,7 @@ def label(cfg: DemoConfig) -> dict:
     # authors' LoRA recipe (the default) is for real checkpoints
     lcfg = LabelConfig(lake=cfg.lake, run_id=cfg.run_id, engine=cfg.engine, models={"ref": "tiny-small"},
                        labelers=["rewards", "critical", "hallucination", "ast"], critical=CriticalConfig(train="tiny"))
-    _label(lcfg)
+    run_label(lcfg)
     return {"run_id": cfg.run_id, "labelers": lcfg.labelers}
 
 
@@ -134,10 +117,10 @@ def routing(cfg: DemoConfig) -> dict:
     from tokenmill.flows.train import router_flow
 
     run_id = f"{cfg.run_id}-route"
-    _rollouts(RolloutConfig(lake=cfg.lake, run_id=run_id, engine=cfg.engine, models=["tiny-large"],
-                            sources=[SourceConfig(world="arithmetic", n=cfg.route_prompts, split="train")],
-                            sampling=SamplingConfig(n=1, temperature=0.0, max_tokens=96)))
-    _label(LabelConfig(lake=cfg.lake, run_id=run_id, engine=cfg.engine, labelers=["routing"]))
+    run_rollouts(RolloutConfig(lake=cfg.lake, run_id=run_id, engine=cfg.engine, models=["tiny-large"],
+                                sources=[SourceConfig(world="arithmetic", n=cfg.route_prompts, split="train")],
+                                sampling=SamplingConfig(n=1, temperature=0.0, max_tokens=96)))
+    run_label(LabelConfig(lake=cfg.lake, run_id=run_id, engine=cfg.engine, labelers=["routing"]))
     try:
         return {"run_id": run_id, "router": router_flow(RouterConfig(lake=cfg.lake, run_id=run_id))}
     except TokenmillError as e:  # e.g. too few trajectories for a held-out split with divergent tokens
@@ -161,20 +144,14 @@ def arm_pipeline(cfg: DemoConfig):
 
 def arm(cfg: DemoConfig) -> dict:
     """curate → train → evaluate one arm, the way the pipeline runs each of its arms."""
-    from tokenmill.flows.pipeline import check_pipeline, run_arm
-    from tokenmill.flows.runners import with_runner
-    from tokenmill.flows.train import evaluate_flow
+    from tokenmill.flows.pipeline import check_pipeline, evaluate_arms, run_arm
 
     pcfg = arm_pipeline(cfg)
     check_pipeline(pcfg)
     trained: dict[str, dict] = {}
     for a in pcfg.arms:  # tgdpo brings its guide along
         trained[a.name] = run_arm(pcfg, a, trained)
-    models = [{"model": pcfg.model, "path": pcfg.model, "arm": None}] + [
-        {"model": t["artifact_id"], "path": t["local_path"], "arm": name} for name, t in trained.items()]
-    evals = with_runner(evaluate_flow, pcfg.runner, pcfg.eval.work_tokens() * len(models))(
-        pcfg.lake, pcfg.run_id, models, pcfg.eval, pcfg.engine, pcfg.runner)
-    return {"run_id": cfg.run_id, "arms": trained, "eval": evals, "world": pcfg.world}
+    return {"run_id": cfg.run_id, "arms": trained, "eval": evaluate_arms(pcfg, trained), "world": pcfg.world}
 
 
 def report(cfg: DemoConfig) -> dict:
@@ -200,9 +177,9 @@ def real_model(cfg: DemoConfig) -> dict:
                          sources=[SourceConfig(world="arithmetic", n=cfg.real_prompts),
                                   SourceConfig(world="bios", n=cfg.real_prompts, split="all")],
                          sampling=SamplingConfig(n=2, temperature=0.7, max_tokens=96))
-    out = {"run_id": run_id, "prompts": cfg.real_prompts, "samples": 2, **_rollouts(rcfg)}
+    out = {"run_id": run_id, "prompts": cfg.real_prompts, "samples": 2, **run_rollouts(rcfg)}
     if cfg.label:
-        _label(LabelConfig(lake=cfg.lake, run_id=run_id, engine=cfg.engine, labelers=["rewards", "hallucination"],
-                           rewards=RewardsConfig(kinds=["grpo", "entropy", "rlpr"])))
+        run_label(LabelConfig(lake=cfg.lake, run_id=run_id, engine=cfg.engine, labelers=["rewards", "hallucination"],
+                              rewards=RewardsConfig(kinds=["grpo", "entropy", "rlpr"])))
         out["labelers"] = ["rewards", "hallucination"]
     return out

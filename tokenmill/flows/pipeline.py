@@ -85,6 +85,14 @@ def run_arm(cfg: PipelineConfig, arm: Arm, trained: dict[str, dict], at=lambda s
 
 
 
+def evaluate_arms(cfg: PipelineConfig, trained: dict[str, dict]) -> list[dict]:
+    """Held-out accuracy of the base policy and of every trained arm (`model_eval` rows)."""
+    models = [{"model": cfg.model, "path": cfg.model, "arm": None}] + [
+        {"model": t["artifact_id"], "path": t["local_path"], "arm": name} for name, t in trained.items()]
+    return with_runner(evaluate_flow, cfg.runner, cfg.eval.work_tokens() * len(models))(
+        cfg.lake, cfg.run_id, models, cfg.eval, cfg.engine, cfg.runner)
+
+
 @flow(name="pipeline", flow_run_name="pipeline {cfg.run_id}", log_prints=True)
 def pipeline_flow(cfg: PipelineConfig) -> dict:
     """Roll out, label, curate, train and evaluate every arm on one run; returns a summary."""
@@ -106,10 +114,7 @@ def pipeline_flow(cfg: PipelineConfig) -> dict:
         for arm in cfg.arms:
             trained[arm.name] = run_arm(cfg, arm, trained, at)
         at("evaluate")
-        models = [{"model": cfg.model, "path": cfg.model, "arm": None}] + [
-            {"model": t["artifact_id"], "path": t["local_path"], "arm": name} for name, t in trained.items()]
-        evals = with_runner(evaluate_flow, cfg.runner, cfg.eval.work_tokens() * len(models))(
-            cfg.lake, cfg.run_id, models, cfg.eval, cfg.engine, cfg.runner)
+        evals = evaluate_arms(cfg, trained)
     except Exception as e:  # a failed or timed-out stage: say where, why, and how to resume
         artifacts.pipeline_failure(cfg.model_dump(mode="json"), stage[0], e)
         log.error("pipeline %s stopped at stage %s: %s", cfg.run_id, stage[0], e)

@@ -356,30 +356,21 @@ def _duckdb_safe(schema: pa.Schema) -> pa.Schema:
     return pa.schema([f.with_type(widen(f.type)) for f in schema])
 
 
-def only_config(lake: Lake, table: str, run_id: str, who: str, fix: str) -> str | None:
+def only_config(lake: Lake, table: str, run_id: str, who: str, fix: str, disjoint: bool = False) -> str | None:
     """The run's only labeller config in `table` (None when it has none). Several is an error
     asking for one (`fix` says how): mixing two labellings of the same tokens, or silently
-    picking one, would change a result when a config is added."""
-    found = query(lake, f"SELECT DISTINCT config_id FROM {table} WHERE run_id = $run ORDER BY 1",
-                  {"run": run_id}).column("config_id").to_pylist()
-    if len(found) > 1:
-        raise TokenmillError(f"{who}: run {run_id!r} has {len(found)} {table} configs ({', '.join(found)})", fix=fix)
-    return found[0] if found else None
-
-
-def config_per_rollout(lake: Lake, table: str, run_id: str, who: str, fix: str) -> str | None:
-    """What a reader of `table` binds as its config for `run_id`: the run's only config; None
-    ("all of them") when it has several but no rollout carries two (critical labels each
-    policy's rollouts under its own contrast models: read together, no token is labelled
-    twice); several on one rollout is an error asking for one (`fix` says how)."""
+    picking one, would change a result when a config is added. With `disjoint`, several
+    configs of which no rollout carries two give None ("all of them"): critical labels each
+    policy's rollouts under its own contrast models, so read together no token is labelled twice."""
     found = query(lake, f"SELECT DISTINCT config_id FROM {table} WHERE run_id = $run ORDER BY 1",
                   {"run": run_id}).column("config_id").to_pylist()
     if len(found) <= 1:
         return found[0] if found else None
-    shared = query(lake, f"SELECT count(*) AS n FROM (SELECT rollout_id FROM {table} WHERE run_id = $run "
-                         "GROUP BY rollout_id HAVING count(DISTINCT config_id) > 1)", {"run": run_id})
-    if shared.column("n")[0].as_py() == 0:
-        return None
-    raise TokenmillError(f"{who}: run {run_id!r} has {len(found)} {table} configs on the same rollouts "
-                         f"({', '.join(found)})", fix=fix)
-
+    where = ""
+    if disjoint:
+        shared = query(lake, f"SELECT count(*) AS n FROM (SELECT rollout_id FROM {table} WHERE run_id = $run "
+                             "GROUP BY rollout_id HAVING count(DISTINCT config_id) > 1)", {"run": run_id})
+        if shared.column("n")[0].as_py() == 0:
+            return None
+        where = " on the same rollouts"
+    raise TokenmillError(f"{who}: run {run_id!r} has {len(found)} {table} configs{where} ({', '.join(found)})", fix=fix)

@@ -74,7 +74,7 @@ def _floats(values: np.ndarray) -> pa.Array:
 
 class RewardsLabeler(Labeler):
     name = "rewards"
-    version = "2"  # 2: GRPO/TEMPO divide by the unbiased std; entropy flags by each token's own entropy
+    version = "2"  # 2: unbiased group std (grpo, tempo), own-entropy flags, debiased rlpr, d3s keeps no zero score
 
     def __init__(self, config: RewardsConfig | None = None, models: dict[str, str] | None = None,
                  engine: str = "hf", engine_options: dict | None = None):
@@ -253,14 +253,11 @@ class RewardsLabeler(Labeler):
             prompts = [rollouts.column("prompt_token_ids")[int(i)].as_py() for i in rows]
             out[rows] = _reference_probability(engine, prompts, reasoning, [ref_of[pids[i]] for i in rows])
             # p_0: no reasoning, once per prompt (every rollout of a prompt shares it)
-            first = {}
-            for k, i in enumerate(rows):
-                first.setdefault(pids[i], k)
-            uniq = list(first.values())
-            p0 = _reference_probability(engine, [prompts[k] for k in uniq], [""] * len(uniq),
-                                        [ref_of[pids[rows[k]]] for k in uniq])
-            at = {k: j for j, k in enumerate(uniq)}
-            base[rows] = p0[[at[first[pids[i]]] for i in rows]]
+            row_pids = np.array([pids[i] for i in rows], dtype=object)
+            _, firsts, inverse = np.unique(row_pids, return_index=True, return_inverse=True)
+            p0 = _reference_probability(engine, [prompts[k] for k in firsts], [""] * len(firsts),
+                                        [ref_of[row_pids[k]] for k in firsts])
+            base[rows] = p0[inverse.ravel()]
         return out, base
 
 

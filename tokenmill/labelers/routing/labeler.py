@@ -151,14 +151,6 @@ def outcome_verdict(reference: float, candidate: float) -> int:
     return -1
 
 
-def _label(verdict: int, cfg: RoutingConfig) -> int:
-    if verdict == 1:
-        return DIVERGENT
-    if verdict == 0:
-        return NEUTRAL
-    return {"drop": UNDECIDABLE, "divergent": DIVERGENT, "neutral": NEUTRAL}[cfg.unparsable]
-
-
 def check_same_tokenizer(small_tok, large_tok, small: str, large: str) -> None:
     """Routing hands single tokens between the models, so they must share one vocabulary."""
     from tokenmill.engines import tokenizer_difference
@@ -283,7 +275,9 @@ class RoutingLabeler(Labeler):
             s_txt, l_txt, v, r = self._verify(jobs, p_ids, comps, rollouts, prompts, large, self._models(large_name))
             small_text[where], large_text[where], raw[where] = s_txt, l_txt, r
             verdict[where] = v
-            label[where] = [_label(x, cfg) for x in v]
+            v = np.asarray(v)
+            undecided = {"drop": UNDECIDABLE, "divergent": DIVERGENT, "neutral": NEUTRAL}[cfg.unparsable]
+            label[where] = np.select([v == 1, v == 0], [DIVERGENT, NEUTRAL], undecided)
         self.timings["tokens"] += len(y)
         self.timings["mismatches"] += len(where)
 
