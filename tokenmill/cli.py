@@ -749,6 +749,10 @@ def train(
     grad_accum: Optional[int] = config_option(TrainConfig, "grad_accum", help="Gradient accumulation steps."),
     beta: Optional[float] = config_option(TrainConfig, "beta", help="dpo, tdpo: β."),
     seed: Optional[int] = config_option(TrainConfig, "seed", help="Seed of the batch draws and the weights' noise."),
+    keep_start: Optional[float] = config_option(TrainConfig, "keep_start", help="sft: D³S's dynamic keep schedule — "
+                                                "train only each batch's top share of tokens by weight (weights 0/1), "
+                                                "this share at the first step (e.g. 0.2 on d3s-weighted data)."),
+    keep_end: Optional[float] = config_option(TrainConfig, "keep_end", help="sft: the kept share at the last step."),
     verbose: bool = typer.Option(False, help="Show Prefect logs."),
 ):
     """Token-weighted SFT, DPO (plain, cDPO-weighted or TGDPO) or TDPO of a model on a curated
@@ -764,7 +768,8 @@ def train(
     cfg = TrainConfig(lake=lake, dataset_id=dataset, **given(model=model, objective=objective, weighting=weighting,
                                                             alpha=alpha, tdpo_alpha=tdpo_alpha, tdpo_variant=tdpo_variant,
                                                             steps=steps, lr=lr, batch=batch, grad_accum=grad_accum,
-                                                            beta=beta, seed=seed))
+                                                            beta=beta, seed=seed, keep_start=keep_start,
+                                                            keep_end=keep_end))
     _quiet_prefect(verbose)
     from tokenmill.flows.train import train_flow
 

@@ -20,7 +20,10 @@ Built in:
                  critical_weight, p_ce, dpo, grpo, tempo, d3s, d3s_keep, entropy_flag,
                  rlpr, routing, halluc, …), e.g. `CASE WHEN halluc = 1 THEN 0 ELSE 1 END`;
                  where a label scope the expressions use has several configs, `configs`
-                 (comma-separated config ids) names the one to read
+                 (comma-separated config ids) names the one to read. Selection first
+                 (`curation/selection.py`): `std_filter_beta` keeps prompts by RLPR's EMA
+                 std filter of their `std_filter_kind` rewards (rlpr), `select_m` keeps each
+                 prompt's m rollouts of largest `select_by` (grpo) variance (D³S sample level)
   router-set     R2R trajectories, targets = 1 at divergent tokens, else 0; undecidable tokens weight 0
   probe-set      bios rollouts, targets = the hallucination_tokens label (1 / 0 / −100)
   sql:<file>     a user's SQL file whose result has the sequence columns (`$run` is bound)
@@ -34,9 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tokenmill import labelers
 from tokenmill.curation.curate_config import CurateConfig
+from tokenmill.curation.selection import SELECTION_PARAMS, selected_rollouts
 from tokenmill.errors import TokenmillError
 from tokenmill.storage.catalog import only_config, query
 from tokenmill.storage.lake import Lake
@@ -156,7 +161,7 @@ RECIPES = {
     "dpo-pairs": Recipe("dpo-pairs", "pairs", PAIRS, {"chosen_weight": 1.0, "max_pairs": 4, "reward_config": None},
                         {"critical": False, "config": None}),
     "weighted-sft": Recipe("weighted-sft", "sequences", WEIGHTED_SFT, {"weight": "1.0", "where": "verdict = 'correct'"},
-                           optional=("configs",)),
+                           optional=("configs", *SELECTION_PARAMS)),
     "router-set": Recipe("router-set", "sequences", ROUTER_SET, {"config": None}, config_table="routing"),
     "probe-set": Recipe("probe-set", "sequences", PROBE_SET, {"config": None}, config_table="hallucination_spans"),
 }
@@ -186,12 +191,15 @@ def run_recipe(lake: Lake, name: str, run_ids: list[str], params: dict | None = 
             sql = sql.format(token_labels=labels, weight=p["weight"], where=p["where"])
             binds |= cfgs
         try:
-            parts.append(query(lake, sql, {**binds, "run": run} if "$run" in sql else binds))
+            part = query(lake, sql, {**binds, "run": run} if "$run" in sql else binds)
         except TokenmillError:  # an unreadable lake file: its own message says which and what to do
             raise
         except Exception as e:  # a user's SQL or expression: say where it went wrong
             raise TokenmillError(f"recipe {recipe.name} on run {run!r}: {str(e).splitlines()[0]}",
                                  fix="check the recipe's SQL / --param expressions against `tokenmill sql 'SHOW TABLES'`") from None
+        if (keep := selected_rollouts(lake, run, p)) is not None:
+            part = part.filter(pc.is_in(part.column("rollout_id"), value_set=keep))
+        parts.append(part)
     table = pa.concat_tables(parts, promote_options="permissive") if parts else pa.table({})
     required = PAIR_COLUMNS if recipe.kind == "pairs" else SEQUENCE_COLUMNS
     missing = [c for c in required if c not in table.column_names]

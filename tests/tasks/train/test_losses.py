@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tokenmill.tasks.train.losses import (tdpo_loss, tgdpo_weights, token_kl, token_logprobs, weighted_dpo_loss,
+from tokenmill.tasks.train.losses import (keep_share, keep_top, tdpo_loss, tgdpo_weights, token_kl, token_logprobs, weighted_dpo_loss,
                                           weighted_sft_loss)
 
 
@@ -98,3 +98,13 @@ def test_tdpo_without_kl_is_dpo(variant):
     loss, margin = tdpo_loss(pc, rc, pr, rr, zero, zero, mc, mr, beta=0.3, alpha=0.7, variant=variant)
     dpo_loss, dpo_margin = weighted_dpo_loss(pc, rc, pr, rr, mc, mr, beta=0.3)
     assert torch.allclose(margin, dpo_margin) and loss.item() == pytest.approx(dpo_loss.item(), abs=1e-6)
+
+
+def test_dynamic_keep_schedule_relaxes_linearly_and_keeps_the_top_weights():
+    assert [keep_share(s, 5, 0.2, 1.0) for s in range(1, 6)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert keep_share(1, 1, 0.2, 1.0) == 0.2  # one step: the start share
+    w = torch.tensor([[0.0, 0.9, 0.1, 0.5, 0.0], [0.0, 0.3, 0.5, 0.0, 0.7]])  # 6 positive weights
+    # share 0.5 → 3 tokens: 0.9, 0.7 and the first 0.5 (ties: the lower flat index)
+    assert keep_top(w, 0.5).tolist() == [[0, 1, 0, 1, 0], [0, 0, 0, 0, 1]]
+    assert keep_top(w, 1.0).tolist() == (w > 0).float().tolist()  # never a zero weight, even at share 1
+    assert keep_top(w, 0.1).sum() == 1

@@ -39,6 +39,11 @@ def test_weighted_sft_trains_and_plain_sft_is_another_model(labelled):
         train_weighted(labelled, ds, "tiny-small", "dpo", steps=1)
     with pytest.raises(TokenmillError, match="sft has no weighting 'tgdpo'"):
         train_weighted(labelled, ds, "tiny-small", "sft", weighting="tgdpo", steps=1)
+    # D³S's dynamic keep schedule trains fewer tokens and is another model
+    c = train_weighted(labelled, ds, "tiny-small", "sft", steps=3, batch=4, log_every=1, keep_start=0.2, keep_end=0.6)
+    assert c["artifact_id"] != a["artifact_id"] and 0 < c["tokens"] < a["tokens"]
+    with pytest.raises(TokenmillError, match="dynamic keep schedule"):
+        train_weighted(labelled, ds, "tiny-small", "sft", weighting="plain", steps=1, keep_start=0.2)
 
 
 def test_tgdpo_needs_token_rewards_then_trains_on_them(labelled, add_dpo_rewards):

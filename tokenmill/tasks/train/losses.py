@@ -22,9 +22,17 @@ weights w_t (0 on the prompt, padding and the first token of packed examples).
                       β multiplies the KL term too; TDPO1 has no α. Their config/loss/tdpo.yaml:
                       β = 0.1, α = 0.5, if_tdpo2: false (TDPO1; its README recommends TDPO2 for
                       higher learning rates, TDPO1 for low ones).
+  dynamic keep        (D³S's dynamic down-sampling schedule, Wang et al. 2025): at step s of S the
+                      batch's q_s share of tokens with the highest weight get weight 1, the rest 0,
+                      q_s = q_start + (q_end − q_start)·(s − 1)/(S − 1): aggressive first, then
+                      relaxed. The authors' schedule is not public (no code); linear is
+                      tokenmill's choice. With weights = D³S's |A|·H scores this is D³S's token
+                      level re-selected per batch.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +65,22 @@ def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, input_ids: t
         del ref_lp
     kl = neg_entropy - (p_ref * z).sum(-1) + z.logsumexp(-1)  # float32 elementwise ops: no autocast downcast
     return F.pad(kl, (1, 0))
+
+
+def keep_share(step: int, steps: int, start: float, end: float) -> float:
+    """q_s of the dynamic keep schedule (module docstring), steps counted from 1."""
+    return start + (end - start) * (step - 1) / max(steps - 1, 1)
+
+
+def keep_top(weights: torch.Tensor, share: float) -> torch.Tensor:
+    """0/1 weights: the ⌈share·N⌉ highest of the N positive weights are 1 (ties: the lower
+    flat index, a stable sort), the rest 0."""
+    flat = weights.float().flatten()
+    n = int((flat > 0).sum())
+    k = min(math.ceil(round(share * n, 9)), n)  # rounding first: 0.1 * 30 must not keep 4
+    out = torch.zeros_like(flat)
+    out[torch.argsort(flat, descending=True, stable=True)[:k]] = 1.0
+    return out.view_as(weights)
 
 
 def weighted_sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

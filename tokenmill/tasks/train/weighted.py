@@ -43,8 +43,8 @@ from tokenmill import progress
 from tokenmill.schema import TRAIN_METRICS
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.storage.artifacts import artifact_path, store_artifact
-from tokenmill.tasks.train.losses import (tdpo_loss, tgdpo_weights, token_kl, token_logprobs, weighted_dpo_loss,
-                                          weighted_sft_loss)
+from tokenmill.tasks.train.losses import (keep_share, keep_top, tdpo_loss, tgdpo_weights, token_kl, token_logprobs,
+                                          weighted_dpo_loss, weighted_sft_loss)
 
 MODEL_DIR = f"{ARTIFACTS_DIR}/models"
 
@@ -134,6 +134,9 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     s = train_settings(settings, **({"objective": objective} if objective is not None else {}), **overrides)
     objective, weighting, steps, lr, batch, grad_accum, beta, alpha, seed = (
         s.objective, s.weighting, s.steps, s.lr, s.batch, s.grad_accum, s.beta, s.alpha, s.seed)
+    if s.keep_start is not None and (objective != "sft" or weighting != "dataset"):
+        raise TokenmillError(f"the dynamic keep schedule (keep_start) ranks a sequences dataset's weights; not {objective} "
+                             f"with weighting {weighting}", fix="drop --keep-start, or train sft with weighting dataset")
     manifest, table = _read(lake, dataset_id)
     check_weighting(table, manifest, objective, weighting)
     check_tokenizer(lake, manifest, table, base_model)
@@ -142,7 +145,8 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     params = {"objective": objective, "weighting": weighting, "steps": steps, "lr": lr, "batch": batch,
               "grad_accum": grad_accum, "beta": beta, "seed": seed, **({"alpha": alpha, "tgdpo_scale": "alpha*beta"} if weighting == "tgdpo" else {}),
               **({"tdpo_variant": s.tdpo_variant} if objective == "tdpo" else {}),
-              **({"tdpo_alpha": s.tdpo_alpha} if objective == "tdpo" and s.tdpo_variant == "tdpo2" else {})}
+              **({"tdpo_alpha": s.tdpo_alpha} if objective == "tdpo" and s.tdpo_variant == "tdpo2" else {}),
+              **({"keep_start": s.keep_start, "keep_end": s.keep_end} if s.keep_start is not None else {})}
     # tgdpo_scale: models trained with the earlier 1 ± α·r̂ weights keep their own ids
     aid = ids.content_id("weighted-train", base_model, dataset_id, ids.canonical_json(params))
     rel = f"{MODEL_DIR}/{aid}"
@@ -179,7 +183,8 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
             idx = draws[micro]
             with amp():  # forward only: one context per step (autocast caches its weight casts)
                 if objective == "sft":
-                    loss, n = _sft_step(model, cols, idx, weighting, tok.pad_token_id, dev)
+                    share = None if s.keep_start is None else keep_share(step, steps, s.keep_start, s.keep_end)
+                    loss, n = _sft_step(model, cols, idx, weighting, tok.pad_token_id, dev, share)
                 elif objective == "tdpo":
                     loss, n, margin = _tdpo_step(model, ref_model, cols, idx, beta, s.tdpo_alpha, s.tdpo_variant,
                                                  tok.pad_token_id, dev)
@@ -221,9 +226,11 @@ def _rows(cols, key, idx, dev):
     return pad_rows([cols[key][i] for i in idx], 0.0, torch.float32)[0].to(dev)
 
 
-def _sft_step(model, cols, idx, weighting, pad_id, dev):
+def _sft_step(model, cols, idx, weighting, pad_id, dev, share=None):
     ids_, attn = (t.to(dev) for t in pad_rows([cols["input_ids"][i] for i in idx], pad_id))
     w = _rows(cols, "loss_mask" if weighting == "plain" else "weights", idx, dev)
+    if share is not None:
+        w = keep_top(w, share)
     logits = model(input_ids=ids_, attention_mask=attn).logits
     return weighted_sft_loss(logits, ids_, w), int((w[:, 1:] > 0).sum())
 

@@ -35,6 +35,10 @@ class TrainSettings(Settings):
     tdpo_variant: Literal["tdpo1", "tdpo2"] = Field(
         "tdpo1", description="tdpo1: the KL difference as is; tdpo2: α times it, no gradient through the chosen side's "
                              "KL (the authors' config default is tdpo1; their README advises tdpo2 at higher learning rates)")
+    keep_start: float | None = Field(
+        None, gt=0, le=1, description="sft: D³S's dynamic keep schedule — the share of each batch's highest-weight "
+                                      "tokens trained at the first step (weights become 0/1); off when unset")
+    keep_end: float = Field(1.0, gt=0, le=1, description="sft: that share at the last step (linear in between)")
     seed: int = 0
 
     @model_validator(mode="before")
