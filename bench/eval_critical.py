@@ -1,11 +1,14 @@
 """cDPO critical tokens against rollout ground truth, on the arithmetic world, in one run.
 
-    python bench/eval_critical.py [--prompts 64] [--n 4] [--truth-rollouts 16] [--k 4] [--top 3]
+    python bench/eval_critical.py [--prompts 64] [--n 4] [--truth-rollouts 16] [--k 64]
+                                  [--alternatives 64] [--definition paper|replace-top1] [--top 3]
 
 Rolls out tiny-small on arithmetic test prompts, trains its pos/neg contrast models, labels
-its incorrect rollouts with p_CE, builds the ground truth (k continuations with each token
-kept and k with it replaced, verified), and prints precision@top of the lowest-p_CE tokens
-next to the highest-entropy tokens and a random pick (its expectation).
+its incorrect rollouts with p_CE, and builds the ground truth. By default this is the paper's
+definition, as the authors' rollout sampling runs it: k continuations of every kept prefix
+and `alternatives` sampled replacement tokens, each continued once. The critical token is the
+first all-failing kept prefix (labeler.py, 3.). The bench prints precision@top and hit@top of
+the lowest-p_CE tokens, next to the highest-entropy tokens and a random pick (its expectation).
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--n", type=int, default=4, help="samples per prompt")
     ap.add_argument("--truth-rollouts", type=int, default=16)
-    ap.add_argument("--k", type=int, default=4, help="continuations per arm")
+    ap.add_argument("--k", type=int, default=64, help="continuations per kept prefix (replace-top1: per arm)")
+    ap.add_argument("--alternatives", type=int, default=64, help="paper: replacement tokens drawn per position")
+    ap.add_argument("--recover", type=int, default=3, help="paper: more correct kept continuations than this restart the search")
+    ap.add_argument("--definition", default="paper", choices=["paper", "replace-top1"])
     ap.add_argument("--top", type=int, default=3, help="precision@top")
     ap.add_argument("--lake", default=None, help="lake directory (default: a temporary one)")
     args = ap.parse_args()
@@ -45,10 +51,13 @@ def main() -> None:
     labeler.prepare(lake, "eval")
     for shard in lake.files("rollouts", "eval"):
         labeler.label_shard(lake, "eval", shard)
-    critical_truth(lake, "eval", args.model, TruthConfig(rollouts=args.truth_rollouts, k=args.k))
+    t1 = time.time()
+    critical_truth(lake, "eval", args.model, TruthConfig(definition=args.definition, rollouts=args.truth_rollouts,
+                                                         k=args.k, alternatives=args.alternatives, recover=args.recover))
     console.print(render_table(precision_at_k(lake, "eval", args.top),
-                               title=f"precision@{args.top} of critical tokens vs rollout truth ({args.model}, "
-                                     f"k={args.k}, {time.time() - t0:.0f} s)"))
+                               title=f"critical tokens @{args.top} vs {args.definition} truth ({args.model}, k={args.k}, "
+                                     f"alternatives={args.alternatives}; truth {time.time() - t1:.0f} s, "
+                                     f"all {time.time() - t0:.0f} s)"))
 
 
 if __name__ == "__main__":

@@ -880,7 +880,11 @@ def router_train(
     run_id: str = typer.Option(..., "--run", help="A run labelled with `tokenmill label --labelers routing`."),
     lake: str = LakeOpt,
     config_id: Optional[str] = typer.Option(None, "--config", help="Routing labels of this config id (default: the run's only one; several must be picked)."),
+    recipe: Optional[str] = config_option(RouterConfig, "recipe", help="r2r: R2R's router size and training (6×1024 "
+                                          "blocks, lr 5e-5, up to 50 epochs with early stopping); tokenmill: a small "
+                                          "router trained a fixed number of steps."),
     steps: Optional[int] = config_option(RouterConfig, "steps", help="Training steps."),
+    epochs: Optional[int] = config_option(RouterConfig, "epochs"),
     recall: Optional[float] = config_option(RouterConfig, "recall", help="Threshold: lowest positive rate with this "
                                             "recall of divergent tokens."),
     evaluate: bool = typer.Option(RouterConfig.model_fields["evaluate"].default,
@@ -898,7 +902,8 @@ def router_train(
     from tokenmill.flows.train import router_flow
 
     cfg = RouterConfig(lake=lake, run_id=run_id, config_id=config_id, evaluate=evaluate, **given(
-        steps=steps, recall=recall, eval_world=world, eval_prompts=prompts, thresholds=threshold or None, seed=seed))
+        recipe=recipe, steps=steps, epochs=epochs, recall=recall, eval_world=world, eval_prompts=prompts,
+        thresholds=threshold or None, seed=seed))
     t0 = time.time()
     with console.status("training the router and generating with it…"):
         out = router_flow(cfg)

@@ -272,7 +272,7 @@ CRITICAL = register_table(
 CRITICAL_TRUTH = register_table(
     TableSpec(
         name="critical_truth",
-        doc="Rollout-based ground truth for critical tokens: success rate of continuations with the token kept vs replaced.",
+        doc="Rollout-based ground truth for critical tokens: success rates of continuations with the token kept vs replaced, and the critical token.",
         key=("rollout_id", "pos", "config_id"),
         dedupe_on=("rollout_id", "config_id"),
         schema=pa.schema(
@@ -280,11 +280,11 @@ CRITICAL_TRUTH = register_table(
                 pa.field("rollout_id", pa.string(), nullable=False),
                 pa.field("pos", pa.int32(), nullable=False),
                 pa.field("token_id", pa.int32(), nullable=False),
-                pa.field("alt_token_id", pa.int32(), nullable=False),
-                pa.field("k", pa.int32(), nullable=False),  # continuations per arm
+                pa.field("alt_token_id", pa.int32()),  # replace-top1: the one alternative; null for the paper's draws
+                pa.field("k", pa.int32(), nullable=False),  # continuations of the kept prefix
                 pa.field("kept_success", pa.float32(), nullable=False),
-                pa.field("replaced_success", pa.float32(), nullable=False),
-                pa.field("is_critical", pa.bool_(), nullable=False),  # replaced - kept >= margin
+                pa.field("replaced_success", pa.float32(), nullable=False),  # paper: over the drawn alternatives
+                pa.field("is_critical", pa.bool_(), nullable=False),  # paper: the first all-failing kept prefix; replace-top1: gain >= margin
                 *_provenance,
             ]
         ),

@@ -1,6 +1,7 @@
 """cDPO critical tokens: the contrastive formula by hand, then contrast models, labels and
 rollout ground truth on a real run."""
 
+import json
 import math
 
 import numpy as np
@@ -11,8 +12,9 @@ import torch
 from tokenmill.config import CriticalConfig, TruthConfig
 from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
-from tokenmill.labelers.critical.labeler import (CriticalLabeler, contrastive_p_ce, critical_truth, precision_at_k,
-                                             rank_in_rollout)
+from tokenmill.errors import TokenmillError
+from tokenmill.labelers.critical.labeler import (CriticalLabeler, contrastive_p_ce, critical_truth, first_critical,
+                                                 precision_at_k, rank_in_rollout)
 
 
 def test_p_ce_matches_a_hand_worked_two_token_vocabulary():
@@ -83,9 +85,9 @@ def test_relabelling_critical_adds_nothing(labelled):
     assert sum(c["critical"] for c in again) == 0 and lake.read("critical", "r1").num_rows == rows
 
 
-def test_ground_truth_and_precision_at_k(labelled):
+def test_replace_top1_truth_and_precision_at_k(labelled):
     lake, _, _, _ = labelled
-    written = critical_truth(lake, "r1", "tiny-small", TruthConfig(rollouts=2, k=2, max_tokens=32))
+    written = critical_truth(lake, "r1", "tiny-small", TruthConfig(definition="replace-top1", rollouts=2, k=2, max_tokens=32))
     truth = lake.read("critical_truth", "r1")
     assert written == truth.num_rows > 0
     assert pc.all(pc.not_equal(truth.column("token_id"), truth.column("alt_token_id"))).as_py()
@@ -96,6 +98,38 @@ def test_ground_truth_and_precision_at_k(labelled):
     assert (flagged == (delta >= 0.25)).all()
     row = precision_at_k(lake, "r1", k=2).to_pylist()[0]
     assert row["rollouts"] == 2 and row["positions"] == written
-    for key in ("p_ce_at_k", "entropy_at_k", "random_at_k"):
+    for key in ("p_ce_at_k", "entropy_at_k", "random_at_k", "p_ce_hit_at_k", "random_hit_at_k"):
         assert row[key] is None or 0 <= row[key] <= 1
+
+
+@pytest.mark.parametrize("counts, recover, expected", [
+    ([5, 3, 0, 0, 1], 3, 2),        # the first all-failing kept prefix
+    ([5, 0, 4, 0, 0], 3, 3),        # 4 > 3 correct after it: recovered, the search starts again
+    ([5, 0, 4, 2, 1], 3, 1),        # no later candidate: the set-aside one
+    ([5, 0, 3, 1], 3, 1),           # 3 is not more than 3: no recovery
+    ([5, 2, 1], 3, -1),             # never all failing: no critical token
+    ([0, 9, 0, 9], 3, 2),           # the last set-aside candidate wins
+])
+def test_first_critical_scans_prefixes_as_the_authors_analysis(counts, recover, expected):
+    assert first_critical(np.array(counts), recover) == expected
+
+
+def test_paper_truth_marks_at_most_one_critical_token_per_rollout(labelled):
+    lake, _, _, _ = labelled
+    cfg = TruthConfig(rollouts=2, k=3, alternatives=2, recover=1, max_tokens=24)
+    written = critical_truth(lake, "r1", "tiny-small", cfg)
+    truth = lake.read("critical_truth", "r1").to_pandas()
+    assert written == len(truth) > 0 and truth["alt_token_id"].isna().all() and (truth["k"] == 3).all()
+    assert set(np.unique(truth["kept_success"] * 3)) <= {0, 1, 2, 3}
+    assert set(np.unique(truth["replaced_success"] * 2)) <= {0, 1, 2}  # 2 alternatives, one continuation each
+    for _, g in truth.sort_values("pos").groupby("rollout_id"):
+        expect = first_critical(np.rint(g["kept_success"].to_numpy() * 3), 1)
+        assert g["is_critical"].tolist() == [int(p) == expect for p in range(len(g))] and g["is_critical"].sum() <= 1
+    assert truth["params"].map(lambda p: json.loads(p)["definition"]).eq("paper").all()
+    critical_truth(lake, "r1", "tiny-small", TruthConfig(definition="replace-top1", rollouts=1, k=1, max_tokens=8))
+    with pytest.raises(TokenmillError, match="2 critical_truth configs"):
+        precision_at_k(lake, "r1", k=2)  # two truths: which one is asked, never mixed
+    paper = truth["config_id"].iloc[0]
+    row = precision_at_k(lake, "r1", k=2, truth=paper).to_pylist()[0]
+    assert row["positions"] == written and row["with_critical"] == int(truth["is_critical"].sum())
     assert not math.isnan(row["truth_rate"])

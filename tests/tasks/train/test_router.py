@@ -77,3 +77,29 @@ def test_the_router_records_the_routing_config_it_was_trained_on(route_lake, tmp
     import json
 
     assert json.loads(lineage)["routing_config"] == only
+
+
+def test_r2r_recipe_takes_the_authors_settings_and_keeps_the_best_epoch(route_lake, tmp_path):
+    import shutil
+
+    from tokenmill.config import RouterConfig
+    from tokenmill.storage.lake import Lake
+    from tokenmill.tasks.train.router import load_router, train_router
+    from tokenmill.tasks.train.router_config import R2R_ROUTER
+
+    cfg = RouterConfig(run_id="g", recipe="r2r", lr=1e-3)
+    assert (cfg.hidden, cfg.blocks, cfg.expansion, cfg.batch, cfg.epochs, cfg.patience, cfg.weight_decay) == (
+        1024, 6, 4, 1024, 50, 10, 5e-4)
+    assert cfg.lr == 1e-3  # a setting given wins over the recipe's
+    assert RouterConfig.model_validate(cfg.model_dump()) == cfg  # what a flow re-reads is the same config
+    assert RouterConfig(run_id="g").hidden == 256 and "hidden" in R2R_ROUTER
+    dest = tmp_path / "lake"
+    shutil.copytree(route_lake, dest)
+    lake = Lake(str(dest))
+    small = train_router(lake, "g", recipe="r2r", hidden=32, blocks=1, epochs=3, patience=1)
+    assert small["dims"]["expansion"] == 4 and small["dims"]["hidden"] == 32
+    assert 1 <= small["train"]["best_epoch"] <= 3 and small["train"]["epochs"] == 3
+    plain = train_router(lake, "g", steps=5)
+    assert "recipe" not in plain["train"] and plain["artifact_id"] != small["artifact_id"]  # earlier ids unchanged
+    model, _ = load_router(lake, small["path"])
+    assert model.dims["blocks"] == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tokenmill.common_config import Settings
@@ -44,8 +46,20 @@ class CriticalConfig(Settings):
 
 
 class TruthConfig(Settings):
+    """Rollout ground truth of critical tokens (`labeler.critical_truth`)."""
+
+    definition: Literal["paper", "replace-top1"] = Field(
+        "paper", description="paper: the authors' first all-failing kept prefix; replace-top1: tokenmill's earlier "
+                             "success gain from replacing the token by the policy's most likely other one")
     rollouts: int = Field(16, ge=1, description="incorrect rollouts to examine")
-    k: int = Field(4, ge=1, description="continuations per arm (kept / replaced)")
-    margin: float = Field(0.25, gt=0, le=1, description="truly critical: replaced − kept success ≥ margin")
+    k: int = Field(64, ge=1, description="continuations of each kept prefix (the authors' with_sampling_n = 64); "
+                                         "replace-top1: per arm")
+    alternatives: int = Field(64, ge=1, description="paper: alternative tokens drawn per position, each continued once "
+                                                    "(the authors' 64 draws, without_sampling_n = 1)")
+    recover: int = Field(3, ge=0, description="paper: a later prefix with more correct kept continuations than this "
+                                              "restarts the search (the authors' > 3 of 64)")
+    margin: float = Field(0.25, gt=0, le=1, description="replace-top1: truly critical when replaced − kept success ≥ margin")
+    temperature: float = Field(1.0, gt=0, description="continuations' temperature (the authors set one per model "
+                                                      "and dataset, 0.1–1.1)")
     max_tokens: int = Field(64, ge=1)
     seed: int = 0

@@ -15,12 +15,18 @@ Token-Level Contrastive Estimation Enhances LLM's Reasoning Capability" (cDPO).
    is a likely critical token. `is_critical` marks the `top_k` lowest-p_CE tokens of each
    rollout (or those with p_CE < `threshold`). Table `critical`; the pos/neg statistics
    also go to `scores` (roles `pos`, `neg`).
-3. Ground truth as the paper defines it (`critical_truth`): for positions of incorrect
-   rollouts, continue k times from y_≤t (token kept) and k times from y_<t + v' (v' the
-   policy's most likely other token), verify every continuation, and record both success
-   rates; a token is truly critical when replacing it raises the success rate by at least
-   `margin`. `precision_at_k` compares p_CE's ranking with this truth, next to entropy
-   and random rankings.
+3. Ground truth as the paper defines it and the authors' rollout_sampling_for_critical_tokens.py
+   computes it (`critical_truth`, `TruthConfig.definition = "paper"`): at every position t of
+   an incorrect rollout, k = 64 continuations of the kept prefix y_≤t, and 64 alternative
+   tokens v' ~ π(· | y_<t) with π(y_t) set to 0, each continued once; all verified. The
+   critical token is the first position whose kept continuations all fail — unless a later
+   prefix has more than `recover` = 3 correct ones, in which case the scan starts again
+   after it and falls back to that first candidate if it finds no other (`first_critical`).
+   At most one per rollout. `kept_success` / `replaced_success` are both arms' success rates.
+   tokenmill's earlier variant, `definition = "replace-top1"`: k continuations per arm with
+   y_t kept or replaced by the policy's most likely other token; truly critical when
+   replacing raises the success rate by ≥ `margin`. `precision_at_k` compares p_CE's
+   ranking with the truth, next to entropy and random rankings.
 
 The authors' recipe, as their code runs it (github.com/chenzhiling9954/Critical-Tokens-Matter,
 commit 228991e, paths under src/), and where tokenmill differs:
@@ -101,7 +107,7 @@ from tokenmill.engines.hf import logits_rows
 from tokenmill.labelers.critical.config import CriticalConfig, TruthConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.schema import CRITICAL, CRITICAL_TRUTH
-from tokenmill.storage.catalog import query
+from tokenmill.storage.catalog import only_config, query
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.tasks import score as score_stage
 from tokenmill.tasks.generate import cached_engine, token_keys
@@ -389,11 +395,27 @@ def _token_batches(lengths: np.ndarray, budget: int) -> list[list[int]]:
 # ------------------------------------------------------------------ ground truth
 
 
+def first_critical(kept_correct: np.ndarray, recover: int = 3) -> int:
+    """The paper's critical token of one incorrect rollout, as the authors' `analyse_all_token`
+    scans its prefixes (rollout_sampling_for_critical_tokens.py): in order, the first position
+    whose kept continuations (y_≤t, then sampled) are all wrong becomes the candidate; a later
+    position with more than `recover` correct continuations means the trajectory recovered, so
+    the candidate is set aside and the scan looks for a new one. Returns the open candidate,
+    else the last set-aside one, else −1 (none). `kept_correct`: correct kept continuations
+    per position."""
+    found, last = -1, -1
+    for t, c in enumerate(np.asarray(kept_correct)):  # a scan with state over one rollout, off the hot path
+        if c == 0 and found < 0:
+            found = t
+        if found >= 0 and c > recover:
+            last, found = found, -1
+    return found if found >= 0 else last
+
+
 def critical_truth(lake: Lake, run_id: str, policy: str, cfg: TruthConfig | None = None) -> int:
-    """Roll out kept/replaced continuations at every position of up to `cfg.rollouts`
-    incorrect rollouts of `policy`; commit table `critical_truth`. Returns rows written."""
+    """Ground truth at every position of up to `cfg.rollouts` incorrect rollouts of `policy`
+    (module docstring, 3.); commit table `critical_truth`. Returns rows written."""
     from tokenmill.sources.base import prompts_from_table
-    from tokenmill.tasks.verify import verify_one
 
     cfg = cfg or TruthConfig()
     picked = query(lake, """
@@ -407,63 +429,139 @@ def critical_truth(lake: Lake, run_id: str, policy: str, cfg: TruthConfig | None
         return 0
     prompts = {p.prompt_id: p for p in prompts_from_table(lake.read("prompts", run_id))}
     engine = cached_engine("hf", policy)
-    tok = engine.tokenizer
-    jobs = []  # (rollout row, pos, token, alternative)
-    for row in picked.to_pylist():
-        comp = row["completion_token_ids"]
-        last = len(comp) - (1 if row["finish_reason"] == "stop" else 0)  # EOS is not a choice worth replacing
-        for t in range(last):
-            alt = next((v for v in row["topk"][t] if v != comp[t]), None)
-            if alt is not None:
-                jobs.append((row, t, comp[t], alt))
+    rows = picked.to_pylist()
+    # EOS is not a choice worth replacing: positions up to the last token before it
+    lasts = [len(r["completion_token_ids"]) - (1 if r["finish_reason"] == "stop" else 0) for r in rows]
+    if cfg.definition == "paper":
+        jobs, alts, kept, replaced, critical = _paper_truth(engine, rows, lasts, prompts, cfg)
+    else:
+        jobs, alts, kept, replaced, critical = _replace_top1_truth(engine, rows, lasts, prompts, cfg)
     if not jobs:
         return 0
-    params = SamplingParams(n=cfg.k, temperature=1.0, max_tokens=cfg.max_tokens, seed=cfg.seed, logprobs=0)
-    kept = [r["prompt_token_ids"] + r["completion_token_ids"][: t + 1] for r, t, _, _ in jobs]
-    repl = [r["prompt_token_ids"] + r["completion_token_ids"][:t] + [alt] for r, t, _, alt in jobs]
-    starts = kept + repl
-    gens = engine.generate(starts, params)
-    job_of = [jobs[g.prompt_index % len(jobs)] for g in gens]
-    # the verifier reads the whole completion: the rollout's prefix (kept or replaced) + the continuation
-    texts = tok.batch_decode([starts[g.prompt_index][len(job[0]["prompt_token_ids"]):] + g.token_ids.tolist()
-                              for g, job in zip(gens, job_of)], skip_special_tokens=True)
-    ok = np.array([verify_one(prompts[job[0]["prompt_id"]], text)[1].verdict == "correct"
-                   for job, text in zip(job_of, texts)], dtype=np.float32)
-    rate = ok.reshape(2, len(jobs), cfg.k).mean(-1)  # generate returns prompt order, then sample order
     n = len(jobs)
     models, params_json = {"policy": policy}, cfg.model_dump()
     table = pa.table({
-        "rollout_id": [r["rollout_id"] for r, *_ in jobs],
-        "pos": pa.array([t for _, t, _, _ in jobs], pa.int32()),
-        "token_id": pa.array([v for _, _, v, _ in jobs], pa.int32()),
-        "alt_token_id": pa.array([a for *_, a in jobs], pa.int32()),
+        "rollout_id": [rows[i]["rollout_id"] for i, _ in jobs],
+        "pos": pa.array([t for _, t in jobs], pa.int32()),
+        "token_id": pa.array([rows[i]["completion_token_ids"][t] for i, t in jobs], pa.int32()),
+        "alt_token_id": pa.array(alts, pa.int32()),
         "k": pa.array(np.full(n, cfg.k), pa.int32()),
-        "kept_success": pa.array(rate[0], pa.float32()),
-        "replaced_success": pa.array(rate[1], pa.float32()),
-        "is_critical": pa.array(rate[1] - rate[0] >= cfg.margin, pa.bool_()),
-        **provenance(n, "critical_truth", "1", models, params_json),
+        "kept_success": pa.array(kept, pa.float32()),
+        "replaced_success": pa.array(replaced, pa.float32()),
+        "is_critical": pa.array(critical, pa.bool_()),
+        **provenance(n, "critical_truth", TRUTH_VERSION, models, params_json),
     }, schema=CRITICAL_TRUTH.schema)
     return lake.commit("critical_truth", run_id, table).rows_written
 
 
+TRUTH_VERSION = "2"  # 2: the paper's definition by default (1: replace-top1 only)
+
+
+def _success(engine, prompts, rows, jobs_of_start, starts, params) -> np.ndarray:
+    """Per start, the share of its `params.n` continuations the verifier calls correct (the
+    verifier reads the whole completion: the rollout's prefix, kept or replaced, + the continuation)."""
+    from tokenmill.tasks.verify import verify_one
+
+    gens = engine.generate(starts, params)
+    rows_of = [rows[jobs_of_start[g.prompt_index]] for g in gens]
+    texts = engine.tokenizer.batch_decode([starts[g.prompt_index][len(r["prompt_token_ids"]):] + g.token_ids.tolist()
+                                           for g, r in zip(gens, rows_of)], skip_special_tokens=True)
+    ok = np.array([verify_one(prompts[r["prompt_id"]], text)[1].verdict == "correct" for r, text in zip(rows_of, texts)],
+                  dtype=np.float64)
+    idx = np.array([g.prompt_index for g in gens], dtype=np.int64)
+    return np.bincount(idx, ok, minlength=len(starts)) / np.maximum(np.bincount(idx, minlength=len(starts)), 1)
+
+
+def _paper_truth(engine, rows, lasts, prompts, cfg: TruthConfig):
+    """The authors' rollout sampling: k continuations of every kept prefix y_≤t, and
+    `alternatives` tokens drawn from π(· | y_<t) without y_t, each continued once."""
+    jobs = [(i, t) for i, last in enumerate(lasts) for t in range(last)]
+    if not jobs:
+        return [], [], [], [], []
+    gen = torch.Generator().manual_seed(cfg.seed)
+    drawn = []
+    model = engine.model
+    with torch.no_grad():
+        for r, last in zip(rows, lasts):  # one forward per rollout: memory bounded by its length × vocabulary
+            if not last:
+                continue
+            p_len = len(r["prompt_token_ids"])
+            ids = torch.tensor([r["prompt_token_ids"] + r["completion_token_ids"]], device=engine.device)
+            logits = model(input_ids=ids).logits[0, p_len - 1: p_len - 1 + last].float()
+            probs = logits.softmax(-1).cpu()
+            probs[torch.arange(last), torch.tensor(r["completion_token_ids"][:last])] = 0.0  # the authors zero y_t
+            drawn.append(torch.multinomial(probs, cfg.alternatives, replacement=True, generator=gen))
+    drawn = torch.cat(drawn).tolist()  # [jobs, alternatives]
+    job_rows = [i for i, _ in jobs]
+    kept_starts = [rows[i]["prompt_token_ids"] + rows[i]["completion_token_ids"][: t + 1] for i, t in jobs]
+    kept = _success(engine, prompts, rows, job_rows, kept_starts,
+                    SamplingParams(n=cfg.k, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed, logprobs=0))
+    repl_starts = [rows[i]["prompt_token_ids"] + rows[i]["completion_token_ids"][:t] + [a]
+                   for (i, t), alts in zip(jobs, drawn) for a in alts]
+    repl_rows = np.repeat(job_rows, cfg.alternatives).tolist()
+    replaced = _success(engine, prompts, rows, repl_rows, repl_starts,
+                        SamplingParams(n=1, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed + 1,
+                                       logprobs=0)).reshape(len(jobs), cfg.alternatives).mean(-1)
+    critical = np.zeros(len(jobs), dtype=bool)
+    offsets = np.cumsum([0, *lasts])
+    correct = np.rint(kept * cfg.k)
+    for i in range(len(rows)):
+        t = first_critical(correct[offsets[i]: offsets[i + 1]], cfg.recover)
+        if t >= 0:
+            critical[offsets[i] + t] = True
+    return jobs, [None] * len(jobs), kept, replaced, critical
+
+
+def _replace_top1_truth(engine, rows, lasts, prompts, cfg: TruthConfig):
+    """tokenmill's earlier variant: k continuations with y_t kept and k with it replaced by
+    the policy's most likely other token; critical when replacing raises success by ≥ margin."""
+    jobs, alts = [], []
+    for i, (r, last) in enumerate(zip(rows, lasts)):
+        comp = r["completion_token_ids"]
+        for t in range(last):
+            alt = next((v for v in r["topk"][t] if v != comp[t]), None)
+            if alt is not None:
+                jobs.append((i, t))
+                alts.append(alt)
+    if not jobs:
+        return [], [], [], [], []
+    job_rows = [i for i, _ in jobs]
+    params = SamplingParams(n=cfg.k, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed, logprobs=0)
+    kept = [rows[i]["prompt_token_ids"] + rows[i]["completion_token_ids"][: t + 1] for i, t in jobs]
+    repl = [rows[i]["prompt_token_ids"] + rows[i]["completion_token_ids"][:t] + [a] for (i, t), a in zip(jobs, alts)]
+    rate = _success(engine, prompts, rows, job_rows + job_rows, kept + repl, params).reshape(2, len(jobs))
+    return jobs, alts, rate[0], rate[1], rate[1] - rate[0] >= cfg.margin
+
+
 PRECISION_SQL = """
-WITH truth AS (SELECT rollout_id, pos, is_critical FROM critical_truth WHERE run_id = $run),
+WITH truth AS (SELECT rollout_id, pos, is_critical FROM critical_truth WHERE run_id = $run AND config_id = $truth),
 c AS (SELECT rollout_id, pos, p_ce FROM critical WHERE run_id = $run AND ($cfg IS NULL OR config_id = $cfg)),
 j AS (SELECT t.rollout_id, t.is_critical::INT AS y, c.p_ce, k.entropy
       FROM truth t JOIN c USING (rollout_id, pos) JOIN tokens k ON k.run_id = $run AND k.rollout_id = t.rollout_id AND k.pos = t.pos),
 ranked AS (SELECT *, row_number() OVER (PARTITION BY rollout_id ORDER BY p_ce ASC) AS r_ce,
                   row_number() OVER (PARTITION BY rollout_id ORDER BY entropy DESC) AS r_ent,
-                  avg(y) OVER (PARTITION BY rollout_id) AS base FROM j)
-SELECT count(DISTINCT rollout_id) AS rollouts, count(*) AS positions, round(avg(y), 3) AS truth_rate,
+                  avg(y) OVER (PARTITION BY rollout_id) AS base, count(*) OVER (PARTITION BY rollout_id) AS n FROM j),
+per AS (SELECT rollout_id, max(y) AS has, max(y) FILTER (WHERE r_ce <= $k) AS hit_ce,
+               max(y) FILTER (WHERE r_ent <= $k) AS hit_ent, least($k, any_value(n)) / any_value(n) AS hit_random
+        FROM ranked GROUP BY rollout_id)
+SELECT (SELECT count(*) FROM per) AS rollouts, count(*) AS positions, round(avg(y), 3) AS truth_rate,
+       (SELECT sum(has) FROM per) AS with_critical,
        round(avg(y) FILTER (WHERE r_ce <= $k), 3) AS p_ce_at_k,
        round(avg(y) FILTER (WHERE r_ent <= $k), 3) AS entropy_at_k,
-       round(avg(base) FILTER (WHERE r_ce <= $k), 3) AS random_at_k
+       round(avg(base) FILTER (WHERE r_ce <= $k), 3) AS random_at_k,
+       (SELECT round(avg(hit_ce) FILTER (WHERE has = 1), 3) FROM per) AS p_ce_hit_at_k,
+       (SELECT round(avg(hit_ent) FILTER (WHERE has = 1), 3) FROM per) AS entropy_hit_at_k,
+       (SELECT round(avg(hit_random) FILTER (WHERE has = 1), 3) FROM per) AS random_hit_at_k
 FROM ranked
 """
 
 
-def precision_at_k(lake: Lake, run_id: str, k: int = 3, config: str | None = None) -> pa.Table:
-    """precision@k of the lowest-p_CE tokens against `critical_truth`, with the highest-
-    entropy tokens and a random pick (its expectation: each rollout's share of truly
-    critical positions) as baselines."""
-    return query(lake, PRECISION_SQL, {"run": run_id, "k": k, "cfg": config})
+def precision_at_k(lake: Lake, run_id: str, k: int = 3, config: str | None = None, truth: str | None = None) -> pa.Table:
+    """Against `critical_truth` (config `truth`: the run's only one unless named), the
+    precision@k of the k lowest-p_CE tokens of each rollout, with the k highest-entropy
+    tokens and a random pick (its expectation: each rollout's share of truly critical
+    positions) as baselines; and hit@k, the share of rollouts with a critical token that
+    have it among those k (random: k / length)."""
+    truth = truth or only_config(lake, "critical_truth", run_id, "precision@k",
+                                 fix="name the truth config (critical_truth.config_id) to score against")
+    return query(lake, PRECISION_SQL, {"run": run_id, "k": k, "cfg": config, "truth": truth})

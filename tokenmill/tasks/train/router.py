@@ -10,8 +10,22 @@ blocks → one logit g_t; route to the large model when σ(g_t) ≥ τ.
 
 Training: labels y_t = 1 for divergent tokens (`routing.label = 2`), 0 for identical and
 neutral; undecidable tokens (label 3) are left out. Loss BCE with pos_weight = n_neg / n_pos (R2R:
-divergent tokens are rare). The
-validation split holds whole prompts out. Threshold τ: the lowest positive rate whose
+divergent tokens are rare, `recall_factor` 1). The validation split holds whole prompts out.
+
+Where tokenmill's default (`recipe = "tokenmill"`) differs from R2R's training
+(thu-nics/R2R resource/default_training_config.json, script/train/train_router.py, commit
+560f5ec; `recipe = "r2r"` takes R2R's settings, `router_config.R2R_ROUTER`):
+  size        2 residual blocks of width 256 (×2 expansion), inputs projected to 128 each —
+              R2R: 6 blocks of 1024 (×4), for 1.5B-model hidden states; sized here for the
+              bundled models' 64–128-wide states, where R2R's router is 200× their size
+  training    600 AdamW steps of 256 random tokens, lr 1e-3, weight decay 0.01, the last
+              step kept — R2R: up to 50 epochs of batch 1024, lr 5e-5, weight decay 5e-4,
+              early stopping after 10 epochs without a lower validation loss, the best kept
+  validation  one held-out split of prompts sets the threshold (and, with epochs, picks the
+              epoch) — R2R keeps a separate test split for the threshold
+  inputs      the same three (hidden state, token embedding, top-k logits; R2R k = 100, set
+              by the routing labeller's `top_k`); R2R's LM-head-initialised token embedding is
+              the small model's input embedding here, frozen as R2R's `freeze_lm_head`. Threshold τ: the lowest positive rate whose
 recall on validation divergent tokens is ≥ `recall` (0.95), i.e. the largest τ with
 |{p ≥ τ, y = 1}| ≥ ⌈recall · n_pos⌉.
 """
@@ -38,6 +52,7 @@ from tokenmill.storage.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.metrics import split_by_prompt
 
 ROUTER_DIR = f"{ARTIFACTS_DIR}/routers"
+_LATER_SETTINGS = ("recipe", "epochs", "patience", "weight_decay", "width", "hidden", "blocks", "expansion")
 
 TRAIN_SQL = """
 SELECT r.rollout_id, f.state, f.top_logits, f.pred_id, (r.label = 2) AS y, ro.prompt_id, r.small_model, r.large_model
@@ -51,14 +66,15 @@ ORDER BY r.rollout_id, r.pos
 
 class Router(nn.Module):
     def __init__(self, d_state: int, d_emb: int, k: int, width: int = 128, hidden: int = 256, blocks: int = 2,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, expansion: int = 2):
         super().__init__()
         self.dims = {"d_state": d_state, "d_emb": d_emb, "k": k, "width": width, "hidden": hidden, "blocks": blocks,
-                     "dropout": dropout}
+                     "dropout": dropout, "expansion": expansion}
         self.state_proj, self.emb_proj, self.logit_proj = nn.Linear(d_state, width), nn.Linear(d_emb, width), nn.Linear(k, width)
         self.inp = nn.Sequential(nn.LayerNorm(3 * width), nn.Linear(3 * width, hidden))
-        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 2 * hidden), nn.GELU(),
-                                                  nn.Dropout(dropout), nn.Linear(2 * hidden, hidden)) for _ in range(blocks))
+        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, expansion * hidden), nn.GELU(),
+                                                  nn.Dropout(dropout), nn.Linear(expansion * hidden, hidden))
+                                    for _ in range(blocks))
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 1))
 
     def forward(self, state: torch.Tensor, emb: torch.Tensor, top_logits: torch.Tensor) -> torch.Tensor:
@@ -121,6 +137,9 @@ def train_router(lake: Lake, run_id: str, config: str | None = None, settings: R
     data = load_training_data(lake, run_id, config)
     config = data["config"]  # the labelling trained on, also when the run's only one was taken
     params = {"steps": steps, "lr": lr, "batch": batch, "val_frac": val_frac, "recall": recall, "seed": seed}
+    # settings added later enter the id only where they differ from the defaults: earlier routers keep their ids
+    defaults = RouterConfig.model_fields
+    params |= {k: getattr(s, k) for k in _LATER_SETTINGS if getattr(s, k) != defaults[k].default}
     aid = ids.content_id("router", run_id, str(config), ids.canonical_json(params), str(len(data["y"])), str(data["y"].sum()))
     rel = f"{ROUTER_DIR}/{aid}"
     if lake.has_dir(rel):
@@ -139,20 +158,42 @@ def train_router(lake: Lake, run_id: str, config: str | None = None, settings: R
     if n_pos == 0:
         raise TokenmillError("router: the training split has no divergent tokens", fix="label more trajectories")
     torch.manual_seed(seed)
-    model = Router(x["state"].shape[1], x["emb"].shape[1], x["top_logits"].shape[1])
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    model = Router(x["state"].shape[1], x["emb"].shape[1], x["top_logits"].shape[1], s.width, s.hidden, s.blocks,
+                   expansion=s.expansion)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=s.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((float(tr.sum()) - n_pos) / n_pos))
     idx = torch.nonzero(tr).squeeze(1)
     gen = torch.Generator().manual_seed(seed)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        b = idx[torch.randint(len(idx), (min(batch, len(idx)),), generator=gen)]
+    losses, epochs_run = [], None
+
+    def step(b):
         loss = loss_fn(model(x["state"][b], x["emb"][b], x["top_logits"][b]), y[b])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
+
+    model.train()
+    if s.epochs is None:
+        for _ in range(steps):
+            step(idx[torch.randint(len(idx), (min(batch, len(idx)),), generator=gen)])
+    else:  # R2R: epochs over the shuffled training tokens; the epoch of lowest validation loss is kept
+        best, best_state, since = math.inf, None, 0
+        for epoch in range(s.epochs):
+            for b in idx[torch.randperm(len(idx), generator=gen)].split(batch):
+                step(b)
+            model.eval()
+            with torch.no_grad():
+                val_loss = float(loss_fn(model(x["state"][va], x["emb"][va], x["top_logits"][va]), y[va]))
+            model.train()
+            if val_loss < best:
+                best, since, epochs_run = val_loss, 0, epoch + 1
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            else:
+                since += 1
+                if s.patience is not None and since >= s.patience:
+                    break
+        model.load_state_dict(best_state)
     model.eval()
     with torch.no_grad():
         p_val = torch.sigmoid(model(x["state"][va], x["emb"][va], x["top_logits"][va])).numpy()
@@ -160,7 +201,9 @@ def train_router(lake: Lake, run_id: str, config: str | None = None, settings: R
     meta = {"artifact_id": aid, "path": rel, "small_model": data["small"], "large_models": data["large"], "threshold": tau, "dims": model.dims,
             "val": {"tokens": int(val.sum()), "divergent": int(data["y"][val].sum()), "positive_rate": rate, "recall": rec,
                     "divergent_rate": float(data["y"][val].mean())},
-            "train": {"tokens": int(tr.sum()), "divergent": int(n_pos), **params}, "run_id": run_id, "config_id": config}
+            "train": {"tokens": int(tr.sum()), "divergent": int(n_pos), **params,
+                      **({"best_epoch": epochs_run} if epochs_run is not None else {})},
+            "run_id": run_id, "config_id": config}
 
     def save(tmp: str) -> None:
         torch.save(model.state_dict(), os.path.join(tmp, "router.pt"))
@@ -183,6 +226,6 @@ def load_router(lake: Lake, rel: str) -> tuple[Router, dict]:
     local = artifact_path(lake, rel)
     meta = load_router_meta(lake, rel)
     d = meta["dims"]
-    model = Router(d["d_state"], d["d_emb"], d["k"], d["width"], d["hidden"], d["blocks"], d["dropout"])
+    model = Router(d["d_state"], d["d_emb"], d["k"], d["width"], d["hidden"], d["blocks"], d["dropout"], d.get("expansion", 2))
     model.load_state_dict(torch.load(os.path.join(local, "router.pt"), weights_only=True))
     return model.eval(), meta
