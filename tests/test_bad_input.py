@@ -210,7 +210,8 @@ def test_nan_contrast_models_fail_critical_labels_naming_them(tmp_path, copy_lak
     broken = variant(tmp_path, "nan-model", weights=nan_weights)  # as a diverged fine-tuning would leave them
     lake = Lake(copy_lake)
     labeler = CriticalLabeler()
-    labeler.models = {"tiny-small": {"pos": broken, "neg": broken}}
+    source = lake.read("rollouts", "r1", columns=["source"]).column("source")[0].as_py()
+    labeler.models = {("tiny-small", source): {"pos": broken, "neg": broken}}
     with pytest.raises(TokenmillError, match=r"rollout [0-9a-f]{16}: critical: p_CE is NaN/inf .*contrast models") as e:
         labeler.label_shard(lake, "r1", lake.files("rollouts", "r1")[0])
     assert "train_lr" in e.value.fix and not lake.files("critical")

@@ -52,7 +52,7 @@ def labelled(copy_lake):
 
 def test_contrast_models_are_artifacts_with_lineage(labelled):
     lake, labeler, models, _ = labelled
-    assert set(models) == {"tiny-small"} and set(models["tiny-small"]) == {"pos", "neg"}
+    assert set(models) == {("tiny-small", "arithmetic")} and set(models["tiny-small", "arithmetic"]) == {"pos", "neg"}
     arts = lake.read("model_artifacts", "r1").to_pylist()
     assert {a["role"] for a in arts} == {"pos", "neg"}
     con = connect(lake)
@@ -133,3 +133,34 @@ def test_paper_truth_marks_at_most_one_critical_token_per_rollout(labelled):
     row = precision_at_k(lake, "r1", k=2, truth=paper).to_pylist()[0]
     assert row["positions"] == written and row["with_critical"] == int(truth["is_critical"].sum())
     assert not math.isnan(row["truth_rate"])
+
+
+def test_contrast_models_are_trained_per_source_and_label_their_own_rollouts(copy_lake):
+    import pyarrow as pa
+
+    lake = Lake(copy_lake)
+    rollouts = lake.read("rollouts", "r1")
+    rollouts = rollouts.drop_columns([c for c in ("run_id",) if c in rollouts.column_names])
+    prompts = sorted(set(rollouts.column("prompt_id").to_pylist()))
+    half = set(prompts[::2])  # the run's prompts split into two sources, as a run over two worlds has them
+    source = ["even" if p in half else "odd" for p in rollouts.column("prompt_id").to_pylist()]
+    lake.commit("rollouts", "two", rollouts.set_column(rollouts.schema.get_field_index("source"), "source",
+                                                       pa.array(source, pa.string())))
+    cfg = CriticalConfig(train="tiny", top_k=1)
+    cfg.train.steps = 2
+    labeler = CriticalLabeler(cfg)
+    models = labeler.prepare(lake, "two")
+    assert set(models) == {("tiny-small", "even"), ("tiny-small", "odd")}
+    lineage = {json.loads(a["lineage"])["source"] for a in lake.read("model_artifacts", "two").to_pylist()}
+    assert lineage == {"even", "odd"}
+    for shard in lake.files("rollouts", "two"):
+        labeler.label_shard(lake, "two", shard)
+    con = connect(lake)
+    per_source = con.execute("""SELECT r.source, count(DISTINCT c.pos_model), count(DISTINCT c.config_id)
+                                FROM critical c JOIN rollouts r USING (run_id, rollout_id) WHERE c.run_id = 'two'
+                                GROUP BY 1 ORDER BY 1""").fetchall()
+    assert [row[0] for row in per_source] == ["even", "odd"] and all(row[1:] == (1, 1) for row in per_source)
+    assert con.execute("SELECT count(DISTINCT pos_model) FROM critical WHERE run_id = 'two'").fetchone()[0] == 2
+    pooled = CriticalConfig(train="tiny", per_source=False)  # tokenmill's variant: one pair per policy
+    pooled.train.steps = 2
+    assert set(CriticalLabeler(pooled).prepare(lake, "two")) == {("tiny-small", None)}

@@ -93,7 +93,7 @@ def test_contrast_models_by_the_authors_recipe(copy_lake):
         assert art["steps"] == -(-art["train_rollouts"] // 6)  # one epoch of batches of 6
         lineage = json.loads(art["lineage"])
         assert lineage["train"]["method"] == "lora" and lineage["train"]["save_dtype"] == "bfloat16"
-        with safe_open(f"{models['tiny-small'][role]}/model.safetensors", "pt") as f:  # merged, bf16
+        with safe_open(f"{models['tiny-small', 'arithmetic'][role]}/model.safetensors", "pt") as f:  # merged, bf16
             assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
             assert not any("lora" in k for k in f.keys())
     # one epoch of adapters with warm-up keeps both models near the policy: p_CE stays near the

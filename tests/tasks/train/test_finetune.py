@@ -4,6 +4,7 @@ its targets), epochs → steps, bf16 saves, and progress in the CLI's sink and P
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -128,3 +129,24 @@ def test_finetune_progress_shows_in_the_prefect_ui(prefect_harness):
         art = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))[-1]
     assert art.type == "progress" and float(art.data) == pytest.approx(100.0)
     assert art.description == f"train neg model (ui) (loss {losses[-1]:.3f}): 3/3"
+
+
+def test_the_held_out_step_of_lowest_loss_is_the_model_kept():
+    prompts, completions = _data(40)  # 300 asked, at most a tenth: the last 4 held out
+    recipe = ContrastTrainConfig(warmup_steps=0, schedule="constant", lr=5e-2, epochs=3, batch=6, eval_steps=2,
+                                 lora_dropout=0.0)
+    history = {}
+    model, _, losses = finetune("tiny-small", prompts, completions, recipe, seed=1, history=history)
+    assert history["val_examples"] == 4 and len(losses) == 3 * math.ceil(36 / 6)
+    steps, val = zip(*history["evals"])
+    assert steps == (2, 4, 6, 8, 10, 12, 14, 16, 18)
+    assert history["kept_step"] == steps[int(np.argmin(val))]
+    # the same run stopped at the kept step is the same model (constant lr: the steps before it are alike)
+    short, _, _ = finetune("tiny-small", prompts, completions, recipe.model_copy(update={"steps": history["kept_step"]}),
+                           seed=1)
+    kept, again = model.state_dict(), short.state_dict()
+    assert all(torch.equal(kept[k], again[k]) for k in kept)
+    # a run shorter than eval_steps is never evaluated and keeps its last step, as the Trainer does
+    history = {}
+    finetune("tiny-small", prompts, completions, recipe.model_copy(update={"steps": 1}), seed=1, history=history)
+    assert history == {"val_examples": 4, "evals": [], "kept_step": 1}

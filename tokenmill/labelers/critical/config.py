@@ -15,6 +15,8 @@ class CriticalConfig(Settings):
     top_k: int | None = Field(3, ge=1, description="mark this many lowest-p_CE tokens per rollout critical")
     threshold: float | None = Field(None, gt=0, lt=1, description="or: mark tokens with p_CE below this")
     include_correct: bool = Field(False, description="also label correct rollouts")
+    per_source: bool = Field(True, description="one pair of contrast models per policy and source (world or file), "
+                                               "as the authors train per dataset; false: one per policy, pooled")
     train: ContrastTrainConfig = Field(default_factory=ContrastTrainConfig,
                                        description="contrast-model training: settings, or a recipe name (cdpo, tiny)")
     seed: int = 0

@@ -50,14 +50,18 @@ commit 228991e, paths under src/), and where tokenmill differs:
   train_sft.py:62-67), bf16, completion-only loss after "Answer:"/"Solution:"
   (train_sft.py:88-94), sequences ≤ 1024 tokens (train_sft.py:103); the adapters are
   merged and the model saved in bfloat16 (train_sft.py:115, utils/utils.py:22-35).
-  tokenmill's defaults (`ContrastTrainConfig`, recipe `cdpo`) are these; it differs in
-  not holding out the last 300 examples and picking the best of checkpoints every 200
-  steps by their loss (train_sft.py:13, 37-39, 82; tokenmill keeps the last step),
-  in float32 training on CPU (bf16 autocast on CUDA), in not truncating sequences (they
-  fit the policy's context), and in its own few-line LoRA (peft's layer, see
-  tasks/train/finetune.py). Recipe `tiny` (`--contrast-recipe tiny`) keeps the settings
+  The last 300 examples are held out and the checkpoint of lowest held-out loss, of those
+  saved every 200 steps, is kept (train_sft.py:13, 37-39, 82, `load_best_model_at_end`).
+  Models are trained per dataset.
+  tokenmill's defaults (`ContrastTrainConfig`, recipe `cdpo`; `CriticalConfig.per_source`)
+  are these: held out are the last `val_examples` = 300 of the selected rollouts, at most a
+  tenth of them, and one pair of models is trained per policy and source (world or file).
+  It differs in float32 training on CPU (bf16 autocast on CUDA), in not truncating
+  sequences (they fit the policy's context), and in its own few-line LoRA (peft's layer,
+  see tasks/train/finetune.py). `per_source=False` pools a policy's sources into one pair
+  (tokenmill's labeller version 2). Recipe `tiny` (`--contrast-recipe tiny`) keeps the settings
   tuned for the bundled 1k-vocabulary models: a full fine-tune, lr 5e-4 constant, 150
-  steps of 16 sequences, every rollout, float32 saves.
+  steps of 16 sequences, every rollout, nothing held out, float32 saves.
 - p_CE (pipeline.py:189-247): both models in bf16 (utils/sampling.py:15), one forward
   pass over prompt + response, `cd_logits = (1 + 1) * pos_logits - 1 * neg_logits`
   (pipeline.py:228: β = 1, fixed), softmax over the vocabulary, the probability of the
@@ -247,41 +251,47 @@ def artifact_id(role: str, policy: str, rollout_ids: list[str], cfg: CriticalCon
     return ids.content_id("cdpo", role, policy, ids.canonical_json(_train_settings(cfg)), *sorted(rollout_ids))
 
 
-def train_contrast_models(lake: Lake, run_id: str, policy: str, cfg: CriticalConfig) -> dict[str, str]:
+def train_contrast_models(lake: Lake, run_id: str, policy: str, cfg: CriticalConfig,
+                          source: str | None = None) -> dict[str, str]:
     """{"pos": local path, "neg": local path}: fine-tuned from `policy` on its correct /
-    incorrect rollouts of the run (`select_training_rollouts`). An artifact already in the
-    lake is reused, not retrained."""
+    incorrect rollouts of the run (of `source` only, when given; `select_training_rollouts`).
+    An artifact already in the lake is reused, not retrained."""
+    where = pc.field("model") == policy
+    if source is not None:
+        where = where & (pc.field("source") == source)
     rollouts = lake.read("rollouts", run_id, columns=["rollout_id", "prompt_id", "prompt_token_ids",
-                                                      "completion_token_ids", "verdict", "verify_detail"],
-                         filter=pc.field("model") == policy)
+                                                      "completion_token_ids", "verdict", "verify_detail"], filter=where)
+    of = f"policy {policy!r}" + (f" on source {source!r}" if source is not None else "")
     out = {}
     for role, verdict in (("pos", "correct"), ("neg", "incorrect")):
         rows = select_training_rollouts(rollouts, verdict, cfg.train.data, cfg.seed)
         if rows.num_rows == 0:
-            raise NoContrastData(f"critical: policy {policy!r} has no {verdict} rollouts in run {run_id!r} to train "
-                                 f"its {role} model", fix="sample more rollouts (more prompts or samples per prompt)")
+            raise NoContrastData(f"critical: {of} has no {verdict} rollouts in run {run_id!r} to train its {role} model",
+                                 fix="sample more rollouts (more prompts or samples per prompt)")
         aid = artifact_id(role, policy, rows.column("rollout_id").to_pylist(), cfg)
         rel = f"{ARTIFACT_DIR}/{aid}"
         if not lake.has_dir(rel):
-            _train_and_store(lake, run_id, role, policy, rows, aid, rel, cfg)
+            _train_and_store(lake, run_id, role, policy, rows, aid, rel, cfg, source)
         out[role] = artifact_path(lake, rel)
     return out
 
 
-def _train_and_store(lake, run_id, role, policy, rows, aid, rel, cfg: CriticalConfig) -> None:
+def _train_and_store(lake, run_id, role, policy, rows, aid, rel, cfg: CriticalConfig, source: str | None) -> None:
     from tokenmill.tasks.train.finetune import finetune, save_model
 
     prompts = rows.column("prompt_token_ids").to_pylist()
     completions = rows.column("completion_token_ids").to_pylist()
-    name = policy.rstrip("/").rsplit("/", 1)[-1]
-    model, tok, losses = finetune(policy, prompts, completions, cfg.train, cfg.seed, stage=f"train {role} model ({name})")
+    name = policy.rstrip("/").rsplit("/", 1)[-1] + (f", {source}" if source is not None else "")
+    history: dict = {}
+    model, tok, losses = finetune(policy, prompts, completions, cfg.train, cfg.seed, stage=f"train {role} model ({name})",
+                                  history=history)
 
     def save(tmp: str) -> None:
         save_model(model, tok, tmp, cfg.train.save_dtype)
 
     lineage = {"method": "cdpo-contrast", "policy": policy, "run_id": run_id, "verdict": "correct" if role == "pos" else "incorrect",
-               "rollout_ids_hash": ids.content_id(*sorted(rows.column("rollout_id").to_pylist())),
-               "train": _train_settings(cfg)}
+               "source": source, "rollout_ids_hash": ids.content_id(*sorted(rows.column("rollout_id").to_pylist())),
+               "train": _train_settings(cfg), "held_out": history}
     store_artifact(lake, run_id, rel, save, artifact_id=aid, role=role, base_model=policy, train_rollouts=rows.num_rows,
                    train_tokens=int(pc.sum(pc.list_value_length(rows.column("completion_token_ids"))).as_py()),
                    steps=len(losses), final_loss=float(np.mean(losses[-10:])), lineage=lineage)
@@ -292,62 +302,69 @@ def _train_and_store(lake, run_id, role, policy, rows, aid, rel, cfg: CriticalCo
 
 class CriticalLabeler(Labeler):
     name = "critical"
-    version = "2"  # 2: contrast models by the authors' recipe (LoRA, their data selection, bf16 saves)
+    version = "3"  # 2: contrast models by the authors' recipe (LoRA, their data selection, bf16 saves); 3: per source, held-out best step
 
     def __init__(self, config: CriticalConfig | None = None, engine: str = "hf", engine_options: dict | None = None):
         self.cfg = config or CriticalConfig()
         # p_CE needs the contrast models' full logits: the run's engine where it gives them
         self.engine = engine_for({LOGITS, SCORE}, engine, engine_options)
-        self.models: dict[str, dict[str, str]] = {}  # policy → {"pos": path, "neg": path}
+        # (policy, source — None when pooled) → {"pos": path, "neg": path}
+        self.models: dict[tuple[str, str | None], dict[str, str]] = {}
+
+    def _key(self, policy: str, source: str | None) -> tuple[str, str | None]:
+        return (policy, source if self.cfg.per_source else None)
 
     def prepare(self, lake: Lake, run_id: str) -> dict:
-        """Train (or find) the pos/neg models of every policy with incorrect rollouts."""
-        rollouts = lake.read("rollouts", run_id, columns=["model", "verdict"])
-        policies = sorted(set(rollouts.filter(pc.field("verdict") == "incorrect").column("model").to_pylist()))
+        """Train (or find) the pos/neg models of every policy (and source) with incorrect rollouts."""
+        rollouts = lake.read("rollouts", run_id, columns=["model", "source", "verdict"])
+        bad = rollouts.filter(pc.field("verdict") == "incorrect")
+        keys = sorted({self._key(m, s) for m, s in zip(bad.column("model").to_pylist(), bad.column("source").to_pylist())},
+                      key=lambda k: (k[0], k[1] or ""))
         self.models = {}
-        for p in policies:
+        for key in keys:
             try:
-                self.models[p] = train_contrast_models(lake, run_id, p, self.cfg)
+                self.models[key] = train_contrast_models(lake, run_id, key[0], self.cfg, key[1])
             except NoContrastData as e:  # e.g. a policy that got nothing right: no pos model, no labels
-                logging.getLogger(__name__).warning("critical: skipping %s: %s", p, e)
+                logging.getLogger(__name__).warning("critical: skipping %s: %s", key, e)
         return self.models
 
     def params(self) -> dict:
         return self.cfg.model_dump(include={"beta", "top_k", "threshold", "include_correct"})
 
-    def _models_of(self, policy: str) -> dict:
+    def _models_of(self, key: tuple[str, str | None]) -> dict:
         # the contrast models as labels record them: their place in the lake, not where this
         # machine keeps its copy, so one labelling has one config id on every machine and
         # wherever the lake lives (re-runs elsewhere dedupe instead of labelling again)
-        local = self.models[policy]
-        return {"policy": policy, **{r: f"{ARTIFACT_DIR}/{local[r].rstrip('/').rsplit('/', 1)[-1]}" for r in ("pos", "neg")}}
+        local = self.models[key]
+        return {"policy": key[0], **{r: f"{ARTIFACT_DIR}/{local[r].rstrip('/').rsplit('/', 1)[-1]}" for r in ("pos", "neg")}}
 
     def label_shard(self, lake: Lake, run_id: str, shard: str) -> dict[str, int]:
         if not self.models:
             self.prepare(lake, run_id)
-        rollouts = read_rollouts_shard(lake, shard, score_stage.SCORE_COLUMNS + ["verdict"])
+        rollouts = read_rollouts_shard(lake, shard, score_stage.SCORE_COLUMNS + ["verdict", "source"])
         keep = ["incorrect", "correct"] if self.cfg.include_correct else ["incorrect"]
         rollouts = rollouts.filter(pc.is_in(rollouts.column("verdict"), value_set=pa.array(keep)))
         written = {"critical": 0}
-        for policy in pc.unique(rollouts.column("model")).to_pylist():
-            if policy not in self.models:
+        keys = [self._key(m, s) for m, s in zip(rollouts.column("model").to_pylist(), rollouts.column("source").to_pylist())]
+        for key in sorted(set(keys), key=lambda k: (k[0], k[1] or "")):
+            if key not in self.models:
                 continue
-            cid = config_id(self.name, self.version, self._models_of(policy), self.params())
+            cid = config_id(self.name, self.version, self._models_of(key), self.params())
             if is_done(lake, run_id, cid, shard):
                 continue
-            rows = rollouts.filter(pc.field("model") == policy)
-            table, scores = self.label(rows, policy)
+            rows = rollouts.filter(pa.array([k == key for k in keys]))
+            table, scores = self.label(rows, key)
             for s in scores:
                 lake.commit("scores", run_id, s)
             written["critical"] += lake.commit("critical", run_id, table).rows_written
             mark_done(lake, run_id, cid, shard)
         return written
 
-    def label(self, rollouts: pa.Table, policy: str) -> tuple[pa.Table, list[pa.Table]]:
-        """(critical rows, [pos scores, neg scores]) of the given rollouts of `policy`."""
-        models = self._models_of(policy)
+    def label(self, rollouts: pa.Table, key: tuple[str, str | None]) -> tuple[pa.Table, list[pa.Table]]:
+        """(critical rows, [pos scores, neg scores]) of the given rollouts of `key` (policy, source)."""
+        models = self._models_of(key)
         kind, opts = self.engine
-        pos, neg = (cached_engine(kind, self.models[policy][r], **opts) for r in ("pos", "neg"))  # the local copies
+        pos, neg = (cached_engine(kind, self.models[key][r], **opts) for r in ("pos", "neg"))  # the local copies
         rids = rollouts.column("rollout_id").to_pylist()
         prompts = rollouts.column("prompt_token_ids").to_pylist()
         completions = [np.asarray(c, np.int32) for c in rollouts.column("completion_token_ids").to_pylist()]

@@ -18,6 +18,13 @@ schedules, stepped after each optimizer step as the Trainer does (so with warm-u
 step has learning rate 0). On CUDA the forward pass runs under bfloat16 autocast (the
 authors' `bf16=True`); on CPU everything is float32.
 
+Held out (the authors' `load_data(num_val=300)` and Trainer `load_best_model_at_end`): the
+last `val_examples` sequences, at most a tenth of them (tokenmill's cap: a run of a few
+hundred rollouts would otherwise train on nothing), are not trained on. Every `eval_steps`
+steps their loss (the mean of per-batch mean losses, as the Trainer's eval_loss) is
+computed, and the weights of the evaluated step with the lowest loss are the result. A run
+shorter than `eval_steps` is never evaluated and keeps its last step, as the Trainer does.
+
 Progress: each step advances `tokenmill.progress` stage `stage` with the step's loss as its
 note, so the CLI shows a bar (`train pos tiny-small  12/40  loss 1.234`) and a Prefect run
 a progress artifact.
@@ -112,12 +119,18 @@ def _batches(n: int, batch: int, steps: int, rng: random.Random):
             done += 1
 
 
+def held_out(n: int, val_examples: int) -> int:
+    """How many of `n` sequences the held-out split takes: `val_examples`, at most n // 10."""
+    return min(val_examples, n // 10)
+
+
 def finetune(base: str, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
              recipe: ContrastTrainConfig | None = None, seed: int = 0, stage: str = "finetune",
-             progress: Callable[[int, int, float], None] | None = None):
+             progress: Callable[[int, int, float], None] | None = None, history: dict | None = None):
     """(model, tokenizer, losses) after training `base` on the sequences with `recipe` (default:
     the cDPO authors' recipe). LoRA adapters come back merged. `progress(step, steps, loss)`
-    is called after each step, besides the `tokenmill.progress` stage `stage`."""
+    is called after each step, besides the `tokenmill.progress` stage `stage`. `history`, when
+    given, receives the held-out split's size, its losses [(step, loss)] and the kept step."""
     if not prompts:
         raise ValueError("finetune: no training sequences")
     recipe = recipe or ContrastTrainConfig()
@@ -131,6 +144,8 @@ def finetune(base: str, prompts: Sequence[Sequence[int]], completions: Sequence[
     else:
         params = [p for p in model.parameters() if p.requires_grad]
     examples = [(list(p) + list(c), len(p)) for p, c in zip(prompts, completions)]
+    n_val = held_out(len(examples), recipe.val_examples)
+    examples, val = examples[: len(examples) - n_val], examples[len(examples) - n_val:]
     steps = planned_steps(len(examples), recipe)
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     sched = (get_cosine_schedule_with_warmup(opt, recipe.warmup_steps, steps) if recipe.schedule == "cosine"
@@ -138,7 +153,7 @@ def finetune(base: str, prompts: Sequence[Sequence[int]], completions: Sequence[
     dev = model.device
     progress_hook.start(stage, steps)
     model.train()
-    losses = []
+    losses, evals, best = [], [], None
     for step, idx in enumerate(_batches(len(examples), recipe.batch, steps, rng)):
         ids, attn, labels = pad_batch([examples[i] for i in idx], tok.pad_token_id)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
@@ -152,12 +167,35 @@ def finetune(base: str, prompts: Sequence[Sequence[int]], completions: Sequence[
         progress_hook.advance(stage, note=f"loss {losses[-1]:.3f}")
         if progress:
             progress(step + 1, steps, losses[-1])
+        if val and (step + 1) % recipe.eval_steps == 0:
+            evals.append((step + 1, _held_out_loss(model, val, recipe.batch, tok.pad_token_id)))
+            if best is None or evals[-1][1] < best[1]:  # only the trained weights change: keep copies of those
+                best = (step + 1, evals[-1][1], [p.detach().clone() for p in params])
     model.eval()
+    if best is not None:
+        with torch.no_grad():
+            for p, kept in zip(params, best[2]):
+                p.copy_(kept)
+    if history is not None:
+        history.update({"val_examples": n_val, "evals": evals, "kept_step": best[0] if best else len(losses)})
     if recipe.method == "lora":
         merge_lora(model)
     for p in model.parameters():
         p.requires_grad_(False)
     return model, tok, losses
+
+
+@torch.no_grad()
+def _held_out_loss(model, val: list, batch: int, pad_id: int) -> float:
+    was_training = model.training
+    model.eval()
+    dev, losses = model.device, []
+    for i in range(0, len(val), batch):
+        ids, attn, labels = pad_batch(val[i: i + batch], pad_id)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            losses.append(float(model(input_ids=ids.to(dev), attention_mask=attn.to(dev), labels=labels.to(dev)).loss))
+    model.train(was_training)
+    return sum(losses) / len(losses)
 
 
 def save_model(model, tok, path: str, dtype: str = "bfloat16") -> None:

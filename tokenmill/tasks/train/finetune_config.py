@@ -31,6 +31,10 @@ class ContrastTrainConfig(Settings):
                                          "rollout per incorrect answer until half the prompt's incorrect rollouts "
                                          "are covered (neg); all: every correct / incorrect rollout")
     save_dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="dtype of the saved (merged) weights")
+    val_examples: int = Field(300, ge=0, description="the last this many training sequences held out (the authors' "
+                                                     "num_val = 300), at most a tenth of them; 0: none")
+    eval_steps: int = Field(200, ge=1, description="held-out loss every this many steps; the step of lowest loss is "
+                                                   "kept (the authors' eval/save_steps 200, load_best_model_at_end)")
 
     @classmethod
     def named(cls, recipe: str, **overrides) -> "ContrastTrainConfig":
@@ -46,6 +50,6 @@ CONTRAST_RECIPES: dict[str, dict] = {
     # what the bundled 1k-vocabulary models learn from in a few seconds on CPU (tokenmill's
     # settings before the authors' recipe became the default)
     "tiny": {"method": "full", "lr": 5e-4, "steps": 150, "batch": 16, "warmup_steps": 0, "schedule": "constant",
-             "data": "all", "save_dtype": "float32"},
+             "data": "all", "save_dtype": "float32", "val_examples": 0},
 }
 _LEGACY_TRAIN = {"train_steps": "steps", "train_lr": "lr", "train_batch": "batch"}
