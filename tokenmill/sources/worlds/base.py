@@ -55,6 +55,10 @@ class World(ABC):
     @abstractmethod
     def verify(self, prompt: Prompt, completion: str) -> Verdict: ...
 
+    # a world that can check every step of a solution says where the first wrong one starts
+    # (the `process` label family's oracle); None: this world has no step checker
+    first_error = None
+
     def check_split(self, split: str) -> None:
         if split not in SPLITS:
             raise SourceError(f"unknown split {split!r}", where=f"world:{self.name}", fix=f"use one of {SPLITS}")
