@@ -875,6 +875,25 @@ def study_efficacy(
     console.print(render_table(summarise(results), title=f"efficacy over {seeds} seeds — {time.time() - t0:.0f} s"))
 
 
+@study_app.command("oracle")
+def study_oracle(
+    run_id: str = typer.Option(..., "--run", help="A run labelled with `process` and the labels to score "
+                                                  "(rewards, critical)."),
+    lake: str = LakeOpt,
+    k: list[int] = typer.Option([1, 3], "--k", help="hit@k for these k; repeatable."),
+    configs: Optional[str] = typer.Option(None, help="Config ids to read where a label scope has several "
+                                                     "(comma-separated)."),
+):
+    """How well each token label (p_CE, entropy, surprise, D³S, TEMPO, GRPO, random) finds
+    each rollout's first wrong token, scored against the `process` oracle: hit@k and AUC."""
+    from tokenmill.report.summary import render_table
+    from tokenmill.storage.lake import Lake
+    from tokenmill.studies.oracle import oracle_scores
+
+    console.print(render_table(oracle_scores(Lake(lake), run_id, tuple(k), configs),
+                               title=f"first wrong token vs the process oracle — run {run_id}"))
+
+
 @router_app.command("train")
 def router_train(
     run_id: str = typer.Option(..., "--run", help="A run labelled with `tokenmill label --labelers routing`."),
