@@ -41,8 +41,19 @@ class Arm(Settings):
                                            description="critical-labeler settings this arm's recipe depends on; a pipeline "
                                                        "applies them, whatever entry point built it")
 
+    def families_read(self) -> set[str]:
+        """The label families whose token outputs this arm's weighted-sft expressions use."""
+        import re
 
-ARM_NAMES = ("dpo", "cdpo", "tgdpo", "tdpo", "sft", "sft-critical", "sft-reward")
+        from tokenmill import labelers
+
+        if self.recipe != "weighted-sft":
+            return set()
+        text = f"{self.params.get('weight', '')} {self.params.get('where', '')}"
+        return {fam.name for fam, _, o in labelers.outputs() if re.search(rf"\b{o.name}\b", text)}
+
+
+ARM_NAMES = ("dpo", "cdpo", "tgdpo", "tdpo", "sft", "sft-critical", "sft-reward", "sft-process")
 
 
 def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = None, **common) -> list[Arm]:
@@ -57,6 +68,8 @@ def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = Non
       sft-critical  SFT on correct rollouts, token weight p_CE: tokens the contrast
                   models flag as error-prone count less (needs critical.include_correct)
       sft-reward  SFT on all rollouts weighted max(A_grpo, 0)            (weighted-sft)
+      sft-process the oracle's upper bound: SFT on every rollout's tokens before its first
+                  wrong step (the `process` labels; needs the process labeler)
     """
     from tokenmill.errors import TokenmillError
 
@@ -79,6 +92,9 @@ def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = Non
         "sft-reward": Arm(name="sft-reward", recipe="weighted-sft",
                           params={"where": "true", "weight": "greatest(coalesce(grpo, 0), 0)"},
                           train=s.model_copy(update={"weighting": "dataset"})),
+        "sft-process": Arm(name="sft-process", recipe="weighted-sft",
+                           params={"where": "verdict IN ('correct', 'incorrect')", "weight": "coalesce(process_ok::INT, 0)"},
+                           train=s.model_copy(update={"weighting": "dataset"})),
     }
     wanted = set(names) | ({"dpo"} if "tgdpo" in names else set())
     return [known[n] for n in ARM_NAMES if n in wanted]

@@ -21,10 +21,12 @@ def counts(lake: str) -> dict:
 
 def test_reduced_efficacy_study_runs_the_pipeline_end_to_end_and_reruns_idempotently(prefect_harness, tmp_path):
     lake = str(tmp_path / "lake")
-    arms = named_arms(["dpo", "cdpo", "tgdpo", "sft", "sft-critical", "sft-reward"], steps=3, batch=4)
+    arms = named_arms(["dpo", "cdpo", "tgdpo", "sft", "sft-critical", "sft-reward", "sft-process"], steps=3, batch=4)
     cfgs = study_configs(lake, [0], prompts=24, samples=4, eval_prompts=24, critical_steps=10, arms=arms)
     results = run_study(cfgs)
-    assert sorted(results.column("arm").to_pylist()) == sorted(["base", "dpo", "cdpo", "tgdpo", "sft", "sft-critical", "sft-reward"])
+    assert sorted(results.column("arm").to_pylist()) == sorted(["base", "dpo", "cdpo", "tgdpo", "sft", "sft-critical",
+                                                                "sft-reward", "sft-process"])
+    assert "process" in cfgs[0].labelers  # the oracle arm's labels come along
     assert all(0 <= a <= 1 for a in results.column("accuracy").to_pylist())
     summary = {r["arm"]: r for r in summarise(results).to_pylist()}
     assert summary["cdpo"]["vs"] == "dpo" and summary["sft-reward"]["vs"] == "sft"
@@ -32,7 +34,7 @@ def test_reduced_efficacy_study_runs_the_pipeline_end_to_end_and_reruns_idempote
     # every trained model is an artifact whose lineage names its dataset and recipe
     lk = Lake(lake)
     arts = lk.read("model_artifacts", "efficacy-s0", filter=pc.field("role").isin(["sft", "dpo"])).to_pylist()
-    assert len(arts) == 6 and all("dataset_id" in a["lineage"] for a in arts)
+    assert len(arts) == 7 and all("dataset_id" in a["lineage"] for a in arts)
     assert {r["arm"] for r in lk.read("model_eval", "efficacy-s0").to_pylist()} == {None, *summary} - {"base"}
     # TGDPO's guidance: dpo token rewards of the dpo arm's model, not of the policy itself
     con = connect(lk)
@@ -67,4 +69,9 @@ def test_pipeline_refuses_bad_arms_before_any_work(tmp_path):
         check_pipeline(cfg(*named_arms(["sft"]), *named_arms(["sft"])))
     with pytest.raises(TokenmillError, match="unknown arm"):
         named_arms(["ppo"])
+    # an arm whose weight reads labels the pipeline does not make would train on weights 0
+    with pytest.raises(TokenmillError, match="arm sft-process: its weight reads labels of process") as e:
+        check_pipeline(cfg(*named_arms(["sft-process"])))
+    assert "add process to labelers" in e.value.fix
+    check_pipeline(cfg(*named_arms(["sft-process"])).model_copy(update={"labelers": ["rewards", "process"]}))
     assert not (tmp_path / "lake").exists()

@@ -56,6 +56,10 @@ def check_pipeline(cfg: PipelineConfig) -> None:
                                  fix="set guide to the name of an earlier dpo arm")
         if "critical" not in cfg.labelers and arm.recipe == "cdpo-pairs":
             raise TokenmillError(f"arm {arm.name}: cdpo-pairs needs the critical labeler", fix="add critical to labelers")
+        missing = sorted(arm.families_read() - set(cfg.labelers))
+        if missing:  # without them the expression reads null labels: weights silently 0
+            raise TokenmillError(f"arm {arm.name}: its weight reads labels of {', '.join(missing)}, which the pipeline "
+                                 "does not label", fix=f"add {', '.join(missing)} to labelers")
 
 
 def guide_rewards(cfg: PipelineConfig, guide_path: str) -> str:

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from tokenmill.config import Arm, CriticalConfig, EvalConfig, PipelineConfig, SamplingConfig, named_arms
 
-COMPARISONS = {"cdpo": "dpo", "sft-critical": "sft", "sft-reward": "sft"}  # arm → the plain arm it is compared with
+COMPARISONS = {"cdpo": "dpo", "sft-critical": "sft", "sft-reward": "sft", "sft-process": "sft"}  # arm → the plain arm it is compared with
 
 
 def default_arms(dpo_steps: int = 100, sft_steps: int = 150, batch: int = 16) -> list[Arm]:
@@ -40,11 +40,14 @@ def study_configs(lake: str, seeds: list[int], prompts: int = 512, samples: int 
                   run_prefix: str = "efficacy") -> list[PipelineConfig]:
     """One pipeline per seed; everything random in it is seeded by that seed."""
     out = []
+    arms = arms or default_arms()
+    # rewards and critical always (the study's own arms); any other family an arm's weights read
+    label = ["rewards", "critical", *sorted(set().union(*(a.families_read() for a in arms)) - {"rewards", "critical"})]
     for s in seeds:
-        seeded = [a.model_copy(update={"train": a.train.model_copy(update={"seed": s})}) for a in (arms or default_arms())]
+        seeded = [a.model_copy(update={"train": a.train.model_copy(update={"seed": s})}) for a in arms]
         out.append(PipelineConfig(
             lake=lake, run_id=f"{run_prefix}-s{s}", model="tiny-small", world="arithmetic", prompts=prompts, engine=engine,
-            sampling=SamplingConfig(n=samples, temperature=1.0, max_tokens=64, seed=s), labelers=["rewards", "critical"],
+            sampling=SamplingConfig(n=samples, temperature=1.0, max_tokens=64, seed=s), labelers=label,
             # the tiny models' contrast recipe (full fine-tune, 150 steps) docs/BENCHMARKS.md's table was measured with
             critical=CriticalConfig(train="tiny", train_steps=critical_steps, seed=s, include_correct=True), arms=seeded,
             eval=EvalConfig(world="arithmetic", split="test", prompts=eval_prompts, max_tokens=64)))
