@@ -9,10 +9,13 @@ tests), each repeated `--copies` times into files of a few hundred KB. In one ru
 * universal  `universal_ast.parse`: the same parse plus the cursor walk that emits every
              node in the universal schema (ids, parents, depth, categories, fields,
              positions) and the per-file names;
-* lake       committing all files' `ast_files` + `ast_nodes` rows to a lake (rows/s).
+* lake       committing all files' `ast_files` + `ast_nodes` rows to a lake (rows/s);
+* mlcpd      `mlcpd.export_mlcpd`: the lake's rows back out as MLCPD dataset rows (its
+             node filter, keyword categories, JSON), nodes/s.
 
 Printed: MB/s of raw and universal, the conversion cost as a multiple of the raw parse
-((universal − raw) / raw; the issue's target is ≤ 2×), and Parquet rows/s.
+((universal − raw) / raw; the issue's target is ≤ 2×), Parquet rows/s, export nodes/s,
+and per grammar the share of its named node kinds that fall into "other".
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ def main() -> None:
     from rich.table import Table
 
     from tokenmill.code.tables import file_row, files_table, nodes_table, source_file_id
-    from tokenmill.code.universal_ast import grammar, parse
+    from tokenmill.code.mlcpd import export_mlcpd
+    from tokenmill.code.universal_ast import GRAMMARS, grammar, other_share, parse
     from tokenmill.storage.lake import Lake
 
     files = corpus(args.copies)
@@ -72,6 +76,9 @@ def main() -> None:
     lake.commit("ast_nodes", "b", nt)
     lake.commit("ast_files", "b", ft)
     t_lake = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    export_mlcpd(lake, "b", tempfile.mkdtemp(prefix="bench-mlcpd-"))
+    t_export = time.perf_counter() - t0
 
     console = Console(width=120)
     table = Table(title=f"universal AST: {len(files)} files, {mb:.1f} MB, {nodes:,} nodes, 10 languages")
@@ -80,7 +87,15 @@ def main() -> None:
     for side in ("raw", "universal"):
         table.add_row(f"{side} parse", f"{best[side]:.3f}", f"{mb / best[side]:.2f}", f"{nodes / best[side]:,.0f}")
     table.add_row("rows → Parquet", f"{t_lake:.3f}", f"{mb / t_lake:.2f}", f"{(nt.num_rows + ft.num_rows) / t_lake:,.0f} rows/s")
+    table.add_row("lake → MLCPD rows", f"{t_export:.3f}", f"{mb / t_export:.2f}", f"{nodes / t_export:,.0f}")
     console.print(table)
+    shares = Table(title='named node kinds per grammar that fall into "other"')
+    for col in ("language", "named kinds", "other", "share"):
+        shares.add_column(col, justify="right")
+    for lang in GRAMMARS:
+        n, o = other_share(lang)
+        shares.add_row(lang, str(n), str(o), f"{o / n:.1%}")
+    console.print(shares)
     conversion = (best["universal"] - best["raw"]) / best["raw"]
     console.print(f"conversion cost: [bold]{conversion:.1f}×[/] the raw parse (target ≤ 2×)")
 

@@ -980,6 +980,27 @@ def ast_parse(
                                      f"{written['ast_nodes']:,} new nodes"))
 
 
+@ast_app.command("export-mlcpd")
+def ast_export_mlcpd(
+    run_id: str = typer.Option(..., help="Run whose parsed files (`ast parse` or the ast labeler) to export."),
+    out: Path = typer.Option(..., help="Directory for <language>_parsed_1.parquet (created if missing)."),
+    lake: str = LakeOpt,
+    fmt: str = typer.Option("parquet", "--format", help="parquet (MLCPD's dataset columns) or json (a list of "
+                                                        "universal_schema objects, as MLCPD's examples)."),
+    language: list[str] = typer.Option([], help="Only this language; repeatable (default: all)."),
+):
+    """Write parsed files in MLCPD's own layout (its dataset columns and universal_schema
+    JSON, categories as MLCPD's converter assigns them), one file per language."""
+    from tokenmill.code.mlcpd import export_mlcpd
+    from tokenmill.storage.lake import Lake, check_run_id
+
+    check_run_id(run_id)
+    written = export_mlcpd(Lake(lake), run_id, out, fmt=fmt, languages=language or None)
+    suffix = "parquet" if fmt == "parquet" else "json"
+    for lang, n in written.items():
+        console.print(f"{out / f'{lang}_parsed_1.{suffix}'}: {n:,} files")
+
+
 def _print_probes(lake: str, run_id: str, out: dict, wall: float) -> None:
     from tokenmill.report.summary import probe_auc_table, render_table
     from tokenmill.storage.lake import Lake

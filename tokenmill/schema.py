@@ -374,7 +374,8 @@ PROBE_EVAL = register_table(
 AST_FILES = register_table(
     TableSpec(
         name="ast_files",
-        doc="Parsed code files (rollout code blocks or source trees): language, node, error and missing counts, names.",
+        doc="Parsed code files (rollout code blocks or source trees): language, node, error and missing counts, "
+            "names, source.",
         key=("file_id",),
         dedupe_on="file_id",
         schema=pa.schema(
@@ -394,6 +395,7 @@ AST_FILES = register_table(
                 pa.field("classes", pa.list_(pa.string()), nullable=False),
                 pa.field("imports", pa.list_(pa.string()), nullable=False),
                 pa.field("skipped", pa.string()),  # why a file was not parsed (binary, unreadable, …)
+                pa.field("source", pa.string()),  # the parsed code; node text = UTF-8 bytes [start_byte, end_byte)
             ]
         ),
     )

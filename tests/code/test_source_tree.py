@@ -1,3 +1,5 @@
+import pyarrow.compute as pc
+
 from tokenmill.code.source_tree import parse_tree
 from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
@@ -31,3 +33,31 @@ def test_a_source_tree_is_parsed_and_bad_files_are_recorded_as_skipped(tmp_path,
     assert end == len("def f(x):\n    return 'é'".encode())
     # a re-run adds nothing
     assert parse_tree(lake, "src", [str(src)]) == {"ast_files": 0, "ast_nodes": 0}
+
+
+def test_every_nodes_text_is_recoverable_from_the_lake(tmp_path, lake_dir):
+    from tokenmill.code.tables import node_texts
+    from tokenmill.code.universal_ast import grammar
+
+    src = tmp_path / "repo"
+    src.mkdir()
+    files = {"a.py": "s = 'é😀'\ndef f(x):\n    return x + 1\n", "b.rb": "puts 'ü'\n", "c.go": "package p\n// ß\n"}
+    for name, text in files.items():
+        (src / name).write_text(text)
+    lake = Lake(str(lake_dir))
+    parse_tree(lake, "t", [str(src)])
+    ft = lake.read("ast_files", "t").to_pylist()
+    nodes = lake.read("ast_nodes", "t").sort_by([("file_id", "ascending"), ("node_id", "ascending")])
+    for f in ft:
+        assert f["source"] == files[f["path"].split("/")[-1]]
+        mine = nodes.filter(pc.equal(nodes.column("file_id"), f["file_id"]))
+        texts = node_texts(f["source"], mine.column("start_byte").to_numpy(), mine.column("end_byte").to_numpy())
+        ref = []
+
+        def rec(node):
+            ref.append(node.text.decode())
+            for child in node.children:
+                rec(child)
+
+        rec(grammar(f["language"]).parser.parse(f["source"].encode()).root_node)
+        assert texts == ref

@@ -1,4 +1,5 @@
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
@@ -51,3 +52,20 @@ def test_code_world_rollouts_are_labelled_as_a_whole(copy_lake):
     assert bad == 0 and sum(o["ast_tokens"] for o in out) == covered
     assert all(o == {"ast_files": 0, "ast_nodes": 0, "ast_tokens": 0} for o in
                (labeler.label_shard(lake, "c", s) for s in lake.files("rollouts", "c")))
+
+
+def test_a_rollout_blocks_node_text_is_recoverable_from_its_files_row():
+    from tokenmill.code.tables import node_texts
+
+    completion = "Here:\n```python\nx = 'é😀'\ny = x + 1\n```\nand\n```js\nlet z = [1, 2];\n```"
+    rollouts = pa.table({"rollout_id": ["r"], "world": [None], "completion": [completion]})
+    tokens = pa.table({"rollout_id": ["r"], "pos": [0], "char_start": [0], "char_end": [4]})
+    files, nodes, _ = AstLabeler().label(rollouts, tokens)
+    assert [f["source"] for f in files.to_pylist()] == ["x = 'é😀'\ny = x + 1\n", "let z = [1, 2];\n"]
+    for f in files.to_pylist():
+        mine = nodes.filter(pa.compute.equal(nodes.column("file_id"), f["file_id"]))
+        texts = node_texts(f["source"], mine.column("start_byte").to_numpy(), mine.column("end_byte").to_numpy())
+        got = dict(zip(mine.column("type").to_pylist(), texts))
+        assert got.get("string") == "'é😀'" or got.get("array") == "[1, 2]"
+        # the text starts in the completion at char_start + the characters before the node's first byte
+        assert completion[f["char_start"]:f["char_start"] + len(f["source"])] == f["source"]

@@ -13,6 +13,10 @@ extension picks the language), content hash and `CONVERTER_VERSION`. `ast_files`
 `ast_nodes` dedupe on the id, so the same code parsed the same way is stored once, and
 relabelling with another language (or after a converter change) adds its own rows
 instead of pointing new `ast_tokens` at the old parse's nodes.
+
+Every parsed file keeps its code in `ast_files.source` (a rollout block's as much as a
+source file's), and node offsets are UTF-8 byte offsets into it, so any node's text is
+`source.encode()[start_byte:end_byte]` (`node_texts`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from tokenmill.schema import AST_FILES, AST_NODES
 
 # bump when `universal_ast` converts a tree differently (categories, node columns, names):
 # every file id changes with it, so new parses never dedupe against old ones
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"  # 2: whole-word category rules, type category, wrappers; source kept
 FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 
 
@@ -85,7 +89,9 @@ def file_row(file_id: str, parsed: ParsedFile | None, *, rollout_id=None, block=
             "language": p.language if p else None, "bytes": p.n_bytes if p else n_bytes,
             "nodes": len(p.nodes["node_id"]) if p else 0, "errors": p.errors if p else 0, "missing": p.missing if p else 0,
             "source_hash": p.source_hash if p else None, "functions": p.functions if p else [],
-            "classes": p.classes if p else [], "imports": p.imports if p else [], "skipped": skipped}
+            "classes": p.classes if p else [], "imports": p.imports if p else [], "skipped": skipped,
+            # source files are checked to be UTF-8 before parsing, rollout code is text: decoding is exact
+            "source": p.source.decode("utf-8") if p else None}
 
 
 def files_table(rows: list[dict]) -> pa.Table:
@@ -100,6 +106,12 @@ def nodes_table(files: list[tuple[str, ParsedFile]]) -> pa.Table:
     lengths = [len(p.nodes["node_id"]) for _, p in files]
     cols["file_id"] = np.repeat(np.array([f for f, _ in files], dtype=object), lengths)
     return pa.table({f.name: pa.array(cols[f.name], f.type) for f in AST_NODES.schema}, schema=AST_NODES.schema)
+
+
+def node_texts(source: str | bytes, start_byte: np.ndarray, end_byte: np.ndarray) -> list[str]:
+    """The text of each node of a file, from `ast_files.source` and the nodes' byte offsets."""
+    data = source.encode() if isinstance(source, str) else source
+    return [data[a:b].decode("utf-8", "replace") for a, b in zip(start_byte.tolist(), end_byte.tolist())]
 
 
 def rollout_file_id(rollout_id: str, block: int, language: str | None, code: str) -> str:

@@ -16,7 +16,8 @@ Every block is parsed with tree-sitter and converted to the universal schema →
 `ast_files`, `ast_nodes`; every generated token inside a block gets the innermost named
 node it starts in → `ast_tokens` (`code/tables.py` for the character → byte → node
 mapping, correct for non-ASCII code, and for file ids: a block parsed in another language
-is another file).
+is another file). Each block's code is kept in `ast_files.source`, so every node's text is
+recoverable from the lake without the rollout.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from tokenmill.labelers.base import Labeler, config_id, is_done, mark_done, prov
 
 class AstLabeler(Labeler):
     name = "ast"
-    version = "2"  # 2: file ids hash language and code; file sources' bare code parsed with a given language
+    # 2: file ids hash language and code; file sources' bare code parsed with a given language
+    # 3: whole-word category rules and the `type` category (CONVERTER_VERSION 2); ast_files keeps the source
+    version = "3"
 
     def __init__(self, config: AstConfig | None = None):
         self.cfg = config or AstConfig()
