@@ -28,13 +28,18 @@ at commit 295450e (the fork richieM/hallucination_probes holds these files uncha
   `kl_weight=0.05` gives that one.)
 - learning rates: value head 1e-3, LoRA 1e-4 (`configs/train_config.yaml`; `probe/config.py`'s
   dataclass defaults 5e-3 / 5e-5 are overridden there), one AdamW with the two parameter
-  groups (`probe/trainer.py::create_optimizer`), weight decay 0, β = (0.9, 0.999), ε = 1e-8,
-  linear decay to 0 without warm-up, gradients clipped to norm 1 (the Trainer's defaults with
-  `max_grad_norm: 1.0`); batch 4, one epoch (`per_device_train_batch_size`, `num_train_epochs`).
+  groups (`probe/trainer.py::create_optimizer`), built as `torch.optim.AdamW(groups, eps=…)`
+  — so torch's default weight decay 0.01, not the Trainer's 0, which it never passes —
+  β = (0.9, 0.999), ε = 1e-8, linear decay to 0 without warm-up, gradients clipped to norm 1
+  (the Trainer's defaults with `max_grad_norm: 1.0`); batch 4, one epoch
+  (`per_device_train_batch_size`, `num_train_epochs`).
 - value head initialised N(0, 0.01²), bias 0 (`probe/value_head_probe.py`), reading the raw
   layer state (no standardisation, unlike tokenmill's linear probe); logits clamped to ±100.
 
-Where tokenmill differs: the probe reads `output_hidden_states[ℓ]` where upstream hooks the
+Where tokenmill differs: upstream keeps the model and the head in bfloat16 (adapters
+float32) where tokenmill trains float32 weights under autocast; it truncates sequences at
+1536 tokens and gives pad tokens no probe target; its head is seeded 42 (tokenmill: `seed`);
+a NaN loss counts 0 there and stops training here; the probe reads `output_hidden_states[ℓ]` where upstream hooks the
 output of decoder layer ℓ−1 — the same tensor except at the last layer, whose entry in
 `hidden_states` has the final norm applied; sequences are drawn in a seeded order of
 tokenmill's own (upstream: the Trainer's sampler over a shuffled dataset); the LM-loss
@@ -67,6 +72,7 @@ from tokenmill.tasks.train.finetune import LoRALinear, add_lora
 from tokenmill.tasks.train.probe_loss import MAX_LOGIT, probe_loss, span_index
 
 MAX_GRAD_NORM = 1.0  # upstream train_config.yaml max_grad_norm
+ADAMW_WEIGHT_DECAY = 0.01  # upstream's optimizer is torch's AdamW with its default decay (trainer.py create_optimizer)
 
 
 @dataclass
@@ -194,7 +200,7 @@ def train_lora_probe(model: nn.Module, pad_id: int, seqs: list[ProbeSequence], l
 
     total = planned_lora_steps(len(seqs), batch, epochs, steps)
     opt = torch.optim.AdamW([{"params": list(head.parameters()), "lr": head_lr}, {"params": lora_params, "lr": lora_lr}],
-                            weight_decay=0.0, eps=1e-8)
+                            weight_decay=ADAMW_WEIGHT_DECAY, eps=1e-8)
     sched = get_linear_schedule_with_warmup(opt, 0, total)
     trainable = list(head.parameters()) + lora_params
     losses, kls = [], []
