@@ -266,19 +266,16 @@ def test_label_critical_with_a_tiny_contrast_recipe(mill):
     assert {(a[0], a[1]) for a in arts} == {("neg", MODEL), ("pos", MODEL)}, (arts, out[-2000:])
     # one pair per source (the authors train per task): a source with no correct rollout has no
     # pos model, so its incorrect rollouts get no critical labels
-    paired = mill.sql("SELECT source FROM rollouts WHERE run_id = ? GROUP BY ALL "
-                      "HAVING count(*) FILTER (WHERE verdict = 'correct') > 0 "
-                      "AND count(*) FILTER (WHERE verdict = 'incorrect') > 0", RUN)
-    assert len(arts) == 2 * len(paired), (arts, paired)
-    incorrect = mill.sql("SELECT sum(num_tokens) FROM rollouts WHERE run_id = ? AND verdict = 'incorrect' "
-                         "AND source IN (SELECT source FROM rollouts WHERE run_id = ? GROUP BY ALL "
-                         "HAVING count(*) FILTER (WHERE verdict = 'correct') > 0)", RUN, RUN)[0][0]
+    paired = ("SELECT source FROM rollouts WHERE run_id = $1 GROUP BY ALL HAVING count(*) FILTER "
+              "(WHERE verdict = 'correct') > 0 AND count(*) FILTER (WHERE verdict = 'incorrect') > 0")
+    assert len(arts) == 2 * len(mill.sql(paired, RUN)), (arts, mill.sql(paired, RUN))
+    labelled = f"FROM rollouts WHERE run_id = $1 AND verdict = 'incorrect' AND source IN ({paired})"
+    incorrect = mill.sql(f"SELECT sum(num_tokens) {labelled}", RUN)[0][0]
     crit = mill.sql("SELECT count(*), min(p_ce), max(p_ce), count(*) FILTER (WHERE is_critical), "
                     "count(*) FILTER (WHERE isnan(p_ce)) FROM critical WHERE run_id = ?", RUN)[0]
     print("critical rows, min/max p_ce, critical, nan:", crit)
     assert crit[0] == incorrect and crit[4] == 0 and 0 <= crit[1] <= crit[2] <= 1
-    top3 = mill.sql("SELECT sum(least(num_tokens, 3)) FROM rollouts WHERE run_id = ? AND verdict = 'incorrect' "
-                    "AND rollout_id IN (SELECT rollout_id FROM critical WHERE run_id = ?)", RUN, RUN)[0][0]
+    top3 = mill.sql(f"SELECT sum(least(num_tokens, 3)) {labelled}", RUN)[0][0]
     assert crit[3] == top3  # the 3 lowest-p_CE tokens of each rollout (--critical-top-k 3, the default)
     # the pos/neg statistics, with exact entropy, on the same tokens
     roles = mill.sql("SELECT model, count(*), count(entropy) FROM scores WHERE run_id = ? AND model IN ('pos', 'neg') "
