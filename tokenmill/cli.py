@@ -937,19 +937,28 @@ def probe_train(
     layer: Optional[int] = config_option(ProbeConfig, "layer", help="Hidden-state layer (0 = embeddings; negative from "
                                          "the last)."),
     config_id: Optional[str] = typer.Option(None, "--config", help="Hallucination spans of this config id (default: the run's only one; several must be picked)."),
-    steps: Optional[int] = config_option(ProbeConfig, "steps", help="Training steps."),
+    kind: Optional[str] = config_option(ProbeConfig, "kind", help="linear (a value head on the stored hidden states) or "
+                                        "lora (obalcells/hallucination_probes' LoRA probe: adapters on the layers up to "
+                                        "--layer, KL to the base model)."),
+    steps: Optional[int] = config_option(ProbeConfig, "steps", help="Training steps of the linear probe."),
+    lora_steps: Optional[int] = config_option(ProbeConfig, "lora_steps", help="LoRA probe: stop after this many steps "
+                                              "(default: one epoch over the training rollouts, as upstream)."),
+    kl_weight: Optional[float] = config_option(ProbeConfig, "kl_weight", help="LoRA probe: weight λ of KL(base ‖ LoRA) "
+                                               "in the loss (upstream's config 0.5; its released probes 0.05)."),
     seed: Optional[int] = config_option(ProbeConfig, "seed", help="Seed of the split and the probe's weights."),
     verbose: bool = typer.Option(False, help="Show Prefect logs."),
 ):
-    """Train a linear hallucination probe per model on one layer's hidden states and compare
-    its held-out AUC with the uncertainty scores (min/mean prob, entropy, CCP, consistency)."""
+    """Train a hallucination probe per model (linear on one layer's hidden states, or LoRA)
+    and compare its test-split AUC with the uncertainty scores (min/mean prob, entropy, CCP,
+    consistency); its threshold is chosen on a separate validation split."""
     _quiet_prefect(verbose)
     from tokenmill.flows.train import probe_flow
 
     t0 = time.time()
-    with console.status("scoring hidden states and training probes…"):
+    with console.status("scoring hidden states and training probes…" if kind != "lora" else "training LoRA probes…"):
         out = probe_flow(ProbeConfig(lake=lake, run_id=run_id, models=model or None, config_id=config_id,
-                                     **given(layer=layer, steps=steps, seed=seed)))
+                                     **given(layer=layer, kind=kind, steps=steps, lora_steps=lora_steps,
+                                             kl_weight=kl_weight, seed=seed)))
     _print_probes(lake, run_id, out, time.time() - t0)
 
 
@@ -1007,10 +1016,11 @@ def _print_probes(lake: str, run_id: str, out: dict, wall: float) -> None:
 
     ids_ = [p["artifact_id"] for p in out["probes"].values()]
     console.print(render_table(probe_auc_table(Lake(lake), run_id, ids_),
-                               title=f"hallucination detection, held-out ROC AUC — {wall:.1f} s wall time"))
+                               title=f"hallucination detection, test-split ROC AUC — {wall:.1f} s wall time"))
     for m, p in out["probes"].items():
-        console.print(f"probe {p['artifact_id']} ({m}, layer {p['layer']}): threshold {p['threshold']:.3f}, "
-                      f"held-out span F1 {p['val_span_f1']:.3f}")
+        test_f1 = f", test span F1 {p['test_span_f1']:.3f}" if "test_span_f1" in p else ""  # older probes lack it
+        console.print(f"{p.get('kind', 'linear')} probe {p['artifact_id']} ({m}, layer {p['layer']}): threshold "
+                      f"{p['threshold']:.3f} (validation span F1 {p['val_span_f1']:.3f}){test_f1}")
     for m, why in out.get("skipped", {}).items():
         console.print(f"no probe for {m}: {why}", highlight=False, markup=False)
 

@@ -87,7 +87,7 @@ def probe_models(cfg: ProbeConfig) -> tuple[list[str], dict[str, str]]:
     models, skipped = [], {}
     for m in found.column("model").to_pylist():
         try:
-            probe_spans(lake, cfg.run_id, cfg_id, m, cfg.val_frac, cfg.seed)
+            probe_spans(lake, cfg.run_id, cfg_id, m, cfg.val_frac, cfg.seed, cfg.threshold_frac)
             models.append(m)
         except ProbeDataError as e:
             skipped[m] = str(e)

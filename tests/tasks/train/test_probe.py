@@ -10,7 +10,7 @@ from tokenmill.errors import TokenmillError
 from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks.train.metrics import roc_auc, split_by_prompt
-from tokenmill.tasks.train.probe import _span_index, best_f1_threshold, span_max
+from tokenmill.tasks.train.probe import best_f1_threshold, span_index, span_max
 
 
 def test_roc_auc_on_hand_cases():
@@ -22,7 +22,7 @@ def test_roc_auc_on_hand_cases():
 
 def test_span_max_takes_the_largest_logit_of_each_span():
     logits = torch.tensor([0.1, 2.0, -1.0, 0.5, 3.0])
-    tok, span = _span_index(np.array([0, 2, 1]), np.array([2, 3, 1]))  # spans 0–1, 2–4, 1–1 (overlapping)
+    tok, span = span_index(np.array([0, 2, 1]), np.array([2, 3, 1]))  # spans 0–1, 2–4, 1–1 (overlapping)
     assert tok.tolist() == [0, 1, 2, 3, 4, 1] and span.tolist() == [0, 0, 1, 1, 1, 2]
     assert span_max(logits, torch.from_numpy(tok), torch.from_numpy(span), 3).tolist() == [2.0, 3.0, 2.0]
 
@@ -54,9 +54,11 @@ def test_probe_flow_trains_scores_hidden_states_and_evaluates_on_held_out_prompt
     con = connect(lake)
     spans = con.execute("""SELECT r.prompt_id FROM hallucination_spans s JOIN rollouts r USING (run_id, rollout_id)
                            WHERE s.label IN ('supported', 'not_supported') AND s.start_pos <= s.end_pos""").fetchall()
-    held_out = int(split_by_prompt([p for (p,) in spans], 0.25, 0).sum())
+    prompts = [p for (p,) in spans]
+    test = split_by_prompt(prompts, 0.25, 0) & ~split_by_prompt(prompts, 0.25 * 0.5, 0)
     span_row = next(r for r in ev if r["level"] == "span" and r["method"] == "probe")
-    assert span_row["positives"] + span_row["negatives"] == held_out > 0
+    assert span_row["positives"] + span_row["negatives"] == int(test.sum()) == probe["splits"]["test"]["spans"] > 0
+    assert probe["kind"] == "linear" and {"val_span_f1", "test_span_f1"} <= set(probe)
     assert all(0 <= r["auc"] <= 1 for r in ev)
     # min_prob is a real signal here: hallucinated facts are the uncertain ones
     assert next(r for r in ev if r["method"] == "1 - min_prob")["auc"] > 0.7

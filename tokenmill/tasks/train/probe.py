@@ -18,13 +18,24 @@ tokenmill's earlier recipe stays available by name of its settings: `outside="ig
 `token_weighting="balanced"` (positives weighted n_neg / n_pos), λ_max = 0.5, anneal = 0.5.
 
 (the span-max term asks one confident token per hallucinated entity instead of every
-token; the annealing lets the token loss shape the direction first). Validation holds
-whole prompts out. Reported on them: ROC AUC at span level (probe: max p_t over the span)
+token; the annealing lets the token loss shape the direction first).
+
+`kind="lora"` is upstream's LoRA probe: the same head and loss, trained with LoRA adapters
+on the layers up to ℓ and a KL term to the base model (`probe_lora.py` writes out its
+formula and recipe). The linear probe reads the stored hidden states, standardised with
+the training split's mean and std, full-batch; the LoRA probe runs the model itself.
+
+Splits, all by whole prompts (a seeded hash u(p) ∈ [0, 1) per prompt): train u ≥ val_frac;
+validation u < val_frac · threshold_frac; test the rest of the held-out prompts. The
+threshold maximises span-level F1 on validation, and nothing else is read there; every
+reported figure is the test split's: ROC AUC at span level (probe: max p_t over the span)
 next to each uncertainty score (1 − min prob, 1 − mean prob, mean entropy, 1 − CCP,
-1 − consistency), and at token level next to 1 − p(token) and entropy. The threshold
-maximises span-level F1 on validation. Saved with its layer and threshold. An AUC that
-is undefined (the held-out rows hold one class, or a method has no scores: entropy of
-vLLM rollouts) is null in `probe_eval` and in the probe's record, never NaN.
+1 − consistency) and at token level next to 1 − p(token) and entropy (`probe_eval`, the
+ROC curves), and the span F1 at the validation threshold. The probe's record keeps both
+F1s (`val_span_f1`, `test_span_f1`), the threshold, the layer, the kind and each split's
+prompts and spans. (Upstream classifies at a fixed 0.5 on separate test sets and tunes
+nothing.) An AUC that is undefined (the test rows hold one class, or a method has no
+scores: entropy of vLLM rollouts) is null in `probe_eval` and in the record, never NaN.
 """
 
 from __future__ import annotations
@@ -37,7 +48,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
 
 from tokenmill import ids
 from tokenmill.common_config import resolve
@@ -49,9 +59,10 @@ from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.storage.catalog import only_config
 from tokenmill.storage.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.metrics import auc_or_none, split_by_prompt
+from tokenmill.tasks.train.probe_loss import probe_loss, span_index, span_max, token_targets  # noqa: F401 (re-exported)
 
 PROBE_DIR = f"{ARTIFACTS_DIR}/probes"
-HELDOUT_FILE = "heldout.parquet"  # held-out scores per level and method, for ROC curves
+HELDOUT_FILE = "heldout.parquet"  # test-split scores per level and method, for ROC curves
 SPAN_BASELINES = {"1 - min_prob": ("min_prob", -1), "1 - mean_prob": ("mean_prob", -1), "mean_entropy": ("mean_entropy", 1),
                   "1 - ccp": ("ccp", -1), "1 - consistency": ("consistency", -1)}
 
@@ -62,6 +73,13 @@ JOIN rollouts r ON r.run_id = ht.run_id AND r.rollout_id = ht.rollout_id
 JOIN hidden_states h ON h.run_id = ht.run_id AND h.rollout_id = ht.rollout_id AND h.pos = ht.pos
      AND h.model = 'policy' AND h.layer = $layer
 WHERE ht.run_id = $run AND ht.config_id = $cfg AND r.model = $model
+ORDER BY ht.rollout_id, ht.pos
+"""
+LABELS_SQL = """
+SELECT ht.rollout_id, ht.pos, ht.label, ht.spans, ht.prob, ht.entropy, r.prompt_id
+FROM hallucination_tokens ht
+JOIN rollouts r ON r.run_id = ht.run_id AND r.rollout_id = ht.rollout_id
+WHERE ht.run_id = $run AND ht.config_id = $cfg AND r.model = $model AND list_contains($rollouts, ht.rollout_id)
 ORDER BY ht.rollout_id, ht.pos
 """
 SPANS_SQL = """
@@ -75,8 +93,8 @@ ORDER BY s.rollout_id, s.span_id
 
 
 class ProbeDataError(TokenmillError):
-    """A model's labelled spans cannot support a probe (none, or all from too few prompts to
-    hold some out). The flow skips such a model when it picked the models itself."""
+    """A model's labelled spans cannot support a probe (none, or from too few prompts to fill
+    the train, validation and test splits). The flow skips such a model when it picked the models itself."""
 
 
 def hallucination_config(lake: Lake, run_id: str, config: str | None) -> str:
@@ -115,65 +133,59 @@ def ensure_hidden_states(lake: Lake, run_id: str, model: str, layer: int, rollou
         score_stage.score_shard(lake, run_id, shard, {"policy": score_stage.POLICY}, hidden_layer=layer, where=where)
 
 
-def probe_spans(lake: Lake, run_id: str, cfg_id: str, model: str, val_frac: float, seed: int) -> tuple[pa.Table, np.ndarray]:
-    """`model`'s labelled spans and which are held out; `ProbeDataError` when they cannot
-    support a probe. Cheap (spans only): checked before any hidden state is scored."""
+def prompt_splits(prompt_ids: list[str], val_frac: float, threshold_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held out, validation) per row, by prompt: held out u(p) < val_frac, validation — where
+    the threshold is chosen — u(p) < val_frac · threshold_frac; so validation ⊂ held out,
+    test = held out ∖ validation, and the training split is the one the probe always had."""
+    return split_by_prompt(prompt_ids, val_frac, seed), split_by_prompt(prompt_ids, val_frac * threshold_frac, seed)
+
+
+def probe_spans(lake: Lake, run_id: str, cfg_id: str, model: str, val_frac: float, seed: int,
+                threshold_frac: float = 0.5) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """`model`'s labelled spans, which are held out and which of those are the validation
+    split; `ProbeDataError` when they cannot fill train, validation and test. Cheap (spans
+    only): checked before any hidden state is scored or any model loaded."""
     spans = query(lake, SPANS_SQL, {"run": run_id, "cfg": cfg_id, "model": model})
     if spans.num_rows == 0:
         raise ProbeDataError(f"probe: {model} has no supported/not-supported spans in run {run_id!r}",
                              fix="label a world with ground truth (bios) or bring span verdicts (--verdicts-file)")
-    val_span = split_by_prompt(spans.column("prompt_id").to_pylist(), val_frac, seed)
-    if not val_span.any() or val_span.all():
+    held, val = prompt_splits(spans.column("prompt_id").to_pylist(), val_frac, threshold_frac, seed)
+    if held.all() or not val.any() or not (held & ~val).any():
         n = len(set(spans.column("prompt_id").to_pylist()))
-        raise ProbeDataError(f"probe: the spans of {model} ({n} prompts) cannot be split into train and held-out prompts",
-                             fix="label more prompts")
-    return spans, val_span
+        raise ProbeDataError(f"probe: the spans of {model} ({n} prompts) cannot be split into train and held-out prompts "
+                             f"(a validation and a test split)", fix="label more prompts")
+    return spans, held, val
 
 
-def load_probe_data(lake: Lake, run_id: str, cfg_id: str, model: str, layer: int, val_frac: float, seed: int) -> dict:
-    spans, val_span = probe_spans(lake, run_id, cfg_id, model, val_frac, seed)
-    ensure_hidden_states(lake, run_id, model, layer, pc.unique(spans.column("rollout_id")))
-    toks = query(lake, TOKENS_SQL, {"run": run_id, "cfg": cfg_id, "model": model, "layer": layer})
+def load_probe_data(lake: Lake, run_id: str, cfg_id: str, model: str, layer: int, val_frac: float, seed: int,
+                    threshold_frac: float = 0.5, hidden: bool = True) -> dict:
+    """Every token of `model`'s rollouts with labelled spans — with its layer-`layer` state
+    as `x` when `hidden` (scored where the lake lacks it) — the spans, and the splits."""
+    spans, held_span, val_span = probe_spans(lake, run_id, cfg_id, model, val_frac, seed, threshold_frac)
+    rollouts = pc.unique(spans.column("rollout_id"))
+    if hidden:
+        ensure_hidden_states(lake, run_id, model, layer, rollouts)
+        toks = query(lake, TOKENS_SQL, {"run": run_id, "cfg": cfg_id, "model": model, "layer": layer})
+    else:
+        toks = query(lake, LABELS_SQL, {"run": run_id, "cfg": cfg_id, "model": model, "rollouts": rollouts.to_pylist()})
     n = toks.num_rows
-    x = pc.list_flatten(toks.column("hidden")).to_numpy().astype(np.float32).reshape(n, -1)
     rids = toks.column("rollout_id").to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(np.r_[True, rids[1:] != rids[:-1]]) if n else np.zeros(0, np.int64)
     offset = dict(zip(rids[starts], starts))  # rollout → index of its token 0
     s_first = np.array([offset[r] for r in spans.column("rollout_id").to_pylist()], np.int64) + spans.column("start_pos").to_numpy()
     s_len = (spans.column("end_pos").to_numpy() - spans.column("start_pos").to_numpy() + 1).astype(np.int64)
-    return {"x": x, "y": toks.column("label").to_numpy(), "in_span": toks.column("spans").to_numpy() > 0, "prob": toks.column("prob").to_numpy(zero_copy_only=False),
+    held_tok, val_tok = prompt_splits(toks.column("prompt_id").to_pylist(), val_frac, threshold_frac, seed)
+    x = pc.list_flatten(toks.column("hidden")).to_numpy().astype(np.float32).reshape(n, -1) if hidden else None
+    return {"x": x, "y": toks.column("label").to_numpy(), "in_span": toks.column("spans").to_numpy() > 0,
+            "prob": toks.column("prob").to_numpy(zero_copy_only=False),
             "entropy": toks.column("entropy").to_numpy(zero_copy_only=False).astype(np.float64),
+            "rollout_id": rids, "pos": toks.column("pos").to_numpy(), "rollout_start": starts,
             "token_prompt": toks.column("prompt_id").to_pylist(), "span_first": s_first, "span_len": s_len,
             "span_y": spans.column("y").to_numpy(zero_copy_only=False).astype(np.float32),
-            "val_span": val_span,
+            "held_tok": held_tok, "val_tok": val_tok, "held_span": held_span, "val_span": val_span,
+            "span_prompt": spans.column("prompt_id").to_pylist(),
             "span_scores": {k: spans.column(k).to_numpy(zero_copy_only=False).astype(np.float64)
                             for k in ("min_prob", "mean_prob", "mean_entropy", "ccp", "consistency")}}
-
-
-def token_targets(label: np.ndarray, in_span: np.ndarray, outside: str, weighting: str,
-                  span_weight: float) -> tuple[np.ndarray, np.ndarray]:
-    """(targets, weights) of every token: 1 / 0 inside not-supported / supported spans, −100
-    inside unverifiable ones; outside every span 0 (`outside="negative"`) or −100 (`ignore`).
-    Weights: `span_weight` on span tokens with a target, 1 elsewhere (`weighting="span"`), all
-    1 otherwise (the balanced positive weight is set by the trainer)."""
-    y = label.astype(np.float32).copy()
-    if outside == "negative":
-        y[~in_span] = 0.0
-    w = np.where(in_span & (y != -100), span_weight, 1.0) if weighting == "span" else np.ones(len(y))
-    return y, w.astype(np.float32)
-
-
-def _span_index(first: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(token index, span index) of every token of every span."""
-    span = np.repeat(np.arange(len(first)), length)
-    tok = np.repeat(first, length) + np.arange(int(length.sum())) - np.repeat(np.cumsum(length) - length, length)
-    return tok, span
-
-
-def span_max(logits: torch.Tensor, tok: torch.Tensor, span: torch.Tensor, n_spans: int) -> torch.Tensor:
-    """max_{t ∈ S} logits_t for each span S (segments given as token/span index pairs)."""
-    out = torch.full((n_spans,), -torch.inf, dtype=logits.dtype)
-    return out.scatter_reduce(0, span, logits[tok], reduce="amax", include_self=True)
 
 
 def best_f1_threshold(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -188,111 +200,211 @@ def best_f1_threshold(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(scores[order][i]), float(f1[i])
 
 
+def f1_at(scores: np.ndarray, y: np.ndarray, threshold: float) -> float:
+    """F1 of `scores ≥ threshold` (0 when nothing is predicted or nothing is positive)."""
+    pred = scores >= threshold
+    tp = float((pred & (y == 1)).sum())
+    denom = float(pred.sum() + (y == 1).sum())
+    return 2 * tp / denom if denom else 0.0
+
+
+def threshold_on_validation(span_scores: np.ndarray, y: np.ndarray, val: np.ndarray, test: np.ndarray) -> tuple[float, float, float]:
+    """(threshold, validation F1, test F1): chosen on the validation spans alone, then applied
+    to the test spans."""
+    threshold, val_f1 = best_f1_threshold(span_scores[val], y[val])
+    return threshold, val_f1, f1_at(span_scores[test], y[test], threshold)
+
+
+def _params(s: ProbeConfig) -> dict:
+    """The settings a probe's identity depends on (its kind's own, not the other kind's)."""
+    common = {"lambda_max": s.lambda_max, "anneal": s.anneal, "val_frac": s.val_frac, "threshold_frac": s.threshold_frac,
+              "seed": s.seed, "token_weighting": s.token_weighting, "outside": s.outside,
+              **({"span_weight": s.span_weight} if s.token_weighting == "span" else {})}
+    if s.kind == "linear":
+        return {"steps": s.steps, "lr": s.lr, "weight_decay": s.weight_decay, **common}
+    return {"kind": "lora", "lora_r": s.lora_r, "lora_alpha": s.lora_alpha, "lora_dropout": s.lora_dropout,
+            "lora_targets": list(s.lora_targets), "lora_layers": s.lora_layers, "kl_weight": s.kl_weight,
+            "head_lr": s.head_lr, "lora_lr": s.lora_lr, "lora_batch": s.lora_batch, "lora_epochs": s.lora_epochs,
+            "lora_steps": s.lora_steps, **common}
+
+
 def train_probe(lake: Lake, run_id: str, model: str, layer: int | None = None, config: str | None = None,
                 settings: ProbeConfig | None = None, **overrides) -> dict:
-    """Train (or find) the probe of `model`'s rollouts in `run_id`; evaluate it on held-out
-    prompts, commit `probe_eval` rows, store the probe. Returns its record. `settings`
-    (ProbeConfig: the defaults live there) with keyword overrides (steps, lr, weight_decay,
-    lambda_max, anneal, val_frac, seed) on top; `layer` and `config` (the spans' config id)
-    default to the settings' layer and config_id."""
+    """Train (or find) the probe of `model`'s rollouts in `run_id`; pick its threshold on the
+    validation prompts, evaluate it on the test prompts, commit `probe_eval` rows, store the
+    probe. Returns its record. `settings` (ProbeConfig: the defaults live there) with keyword
+    overrides (any of its fields: kind, steps, lr, kl_weight, …) on top; `layer` and `config`
+    (the spans' config id) default to the settings' layer and config_id."""
     s = resolve(ProbeConfig, settings, **{"run_id": run_id, **overrides})
     layer = s.layer if layer is None else layer
     config = config if config is not None else s.config_id
-    steps, lr, weight_decay, lambda_max, anneal, val_frac, seed = (
-        s.steps, s.lr, s.weight_decay, s.lambda_max, s.anneal, s.val_frac, s.seed)
     cfg_id = hallucination_config(lake, run_id, config)
     layer = absolute_layer(model, layer)
-    params = {"steps": steps, "lr": lr, "weight_decay": weight_decay, "lambda_max": lambda_max, "anneal": anneal,
-              "val_frac": val_frac, "seed": seed, "token_weighting": s.token_weighting, "outside": s.outside,
-              **({"span_weight": s.span_weight} if s.token_weighting == "span" else {})}
-    d = load_probe_data(lake, run_id, cfg_id, model, layer, val_frac, seed)
+    params = _params(s)
+    d = load_probe_data(lake, run_id, cfg_id, model, layer, s.val_frac, s.seed, s.threshold_frac, hidden=s.kind == "linear")
     pid = ids.content_id("probe", run_id, cfg_id, model, str(layer), ids.canonical_json(params), str(len(d["y"])))
     rel = f"{PROBE_DIR}/{pid}"
     if lake.has_dir(rel):
         return load_probe_meta(lake, rel)
-    val_tok = split_by_prompt(d["token_prompt"], val_frac, seed)
-    val_span = d["val_span"]
-    x = torch.from_numpy(d["x"])
-    mu, sd = x[torch.from_numpy(~val_tok)].mean(0), x[torch.from_numpy(~val_tok)].std(0) + 1e-6  # train statistics
-    xs = (x - mu) / sd
     y_np, weight_np = token_targets(d["y"], d["in_span"], s.outside, s.token_weighting, s.span_weight)
-    y = torch.from_numpy(y_np)
-    tok_train = torch.from_numpy((y_np != -100) & ~val_tok)
-    tr_spans = np.flatnonzero(~val_span)
-    tok_i, span_i = _span_index(d["span_first"][tr_spans], d["span_len"][tr_spans])
-    tok_i, span_i = torch.from_numpy(tok_i), torch.from_numpy(span_i)
-    span_y = torch.from_numpy(d["span_y"][tr_spans])
-    n_pos = float(y[tok_train].sum())
+    train_tok = ~d["held_tok"]
     if s.token_weighting == "balanced":  # tokenmill's variant: positives weighted n_neg / n_pos
-        weight_np = np.where(y_np == 1, (float(tok_train.sum()) - n_pos) / max(n_pos, 1.0), 1.0).astype(np.float32)
-    weight = torch.from_numpy(weight_np)[tok_train]
-    torch.manual_seed(seed)
+        labelled = (y_np != -100) & train_tok
+        n_pos = float((y_np[labelled] == 1).sum())
+        weight_np = np.where(y_np == 1, (float(labelled.sum()) - n_pos) / max(n_pos, 1.0), 1.0).astype(np.float32)
+    if s.kind == "linear":
+        trained = _train_linear(d, y_np, weight_np, s, model, layer)
+    else:
+        trained = _train_lora(d, y_np, weight_np, s, model, layer, _token_ids(lake, run_id, d))
+    p = trained.pop("p")
+    evaluation, chosen, heldout = _evaluate(d, p)
+    train_rollouts = int(len(np.unique(d["rollout_id"][train_tok])))
+    meta = {"artifact_id": pid, "path": rel, "model": model, "kind": s.kind, "layer": layer, **chosen,
+            "run_id": run_id, "config_id": cfg_id, "train": params, "splits": _split_sizes(d),
+            "auc": {f"{r['level']}:{r['method']}": r["auc"] for r in evaluation}, **trained.pop("record", {})}
+
+    def save(tmp: str) -> None:
+        torch.save(trained["weights"], os.path.join(tmp, "probe.pt"))
+        with open(os.path.join(tmp, "probe.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        pq.write_table(heldout, os.path.join(tmp, HELDOUT_FILE))
+
+    losses = trained["losses"]
+    store_artifact(lake, run_id, rel, save, artifact_id=pid, role="probe", base_model=model,
+                   train_rollouts=train_rollouts, train_tokens=int(((y_np != -100) & train_tok).sum()),
+                   steps=len(losses), final_loss=float(np.mean(losses[-20:])),
+                   lineage={"method": "hallucination-probe", "kind": s.kind, "run_id": run_id,
+                            "hallucination_config": cfg_id, "layer": layer, "train": params},
+                   rows={"probe_eval": _eval_table(pid, model, layer, evaluation)})
+    return meta
+
+
+def _train_linear(d: dict, y_np: np.ndarray, weight_np: np.ndarray, s: ProbeConfig, model: str, layer: int) -> dict:
+    """The linear head on the stored states, full-batch: p of every token, weights, losses."""
+    train_tok = ~d["held_tok"]
+    x = torch.from_numpy(d["x"])
+    mu, sd = x[torch.from_numpy(train_tok)].mean(0), x[torch.from_numpy(train_tok)].std(0) + 1e-6  # train statistics
+    xs = (x - mu) / sd
+    y, weight = torch.from_numpy(y_np), torch.from_numpy(weight_np)
+    keep = torch.from_numpy((y_np != -100) & train_tok)
+    tr_spans = np.flatnonzero(~d["held_span"])
+    tok_i, span_i = (torch.from_numpy(a) for a in span_index(d["span_first"][tr_spans], d["span_len"][tr_spans]))
+    span_y = torch.from_numpy(d["span_y"][tr_spans])
+    torch.manual_seed(s.seed)
     head = torch.nn.Linear(x.shape[1], 1)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     losses = []
-    for step in range(steps):
-        lam = lambda_max * min(1.0, step / max(anneal * steps, 1))
-        logits = head(xs).squeeze(-1)
-        l_tok = F.binary_cross_entropy_with_logits(logits[tok_train], y[tok_train], weight=weight)
-        l_span = F.binary_cross_entropy_with_logits(span_max(logits, tok_i, span_i, len(tr_spans)), span_y)
-        loss = (1 - lam) * l_tok + lam * l_span
+    for step in range(s.steps):
+        lam = s.lambda_max * min(1.0, step / max(s.anneal * s.steps, 1))
+        loss = probe_loss(head(xs).squeeze(-1), y, weight, keep, tok_i, span_i, span_y, lam)
         if not torch.isfinite(loss):  # diverged: the probe, its threshold and its loss would all be NaN
             raise TokenmillError(f"probe: loss is {loss.item()} at step {step} ({model}, layer {layer})",
-                                 fix=f"lower the learning rate (ProbeConfig.lr, now {lr:g})")
+                                 fix=f"lower the learning rate (ProbeConfig.lr, now {s.lr:g})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
     with torch.no_grad():
         p = torch.sigmoid(head(xs).squeeze(-1)).numpy()
-    evaluation, threshold, f1, heldout = _evaluate(d, p, val_tok, val_span)
-    meta = {"artifact_id": pid, "path": rel, "model": model, "layer": layer, "threshold": threshold, "val_span_f1": f1,
-            "run_id": run_id, "config_id": cfg_id, "train": params, "auc": {f"{r['level']}:{r['method']}": r["auc"] for r in evaluation}}
-
-    def save(tmp: str) -> None:
-        torch.save({"weight": head.weight.detach().squeeze(0), "bias": head.bias.detach(), "mean": mu, "std": sd},
-                   os.path.join(tmp, "probe.pt"))
-        with open(os.path.join(tmp, "probe.json"), "w") as f:
-            json.dump(meta, f, indent=1)
-        pq.write_table(heldout, os.path.join(tmp, HELDOUT_FILE))
-
-    store_artifact(lake, run_id, rel, save, artifact_id=pid, role="probe", base_model=model,
-                   train_rollouts=len({r for r, v in zip(d["token_prompt"], val_tok) if not v}),
-                   train_tokens=int(tok_train.sum()), steps=steps, final_loss=float(np.mean(losses[-20:])),
-                   lineage={"method": "hallucination-probe", "run_id": run_id, "hallucination_config": cfg_id,
-                            "layer": layer, "train": params},
-                   rows={"probe_eval": _eval_table(pid, model, layer, evaluation)})
-    return meta
+    return {"p": p, "losses": losses,
+            "weights": {"weight": head.weight.detach().squeeze(0), "bias": head.bias.detach(), "mean": mu, "std": sd}}
 
 
-def _evaluate(d: dict, p: np.ndarray, val_tok: np.ndarray, val_span: np.ndarray) -> tuple[list[dict], float, float, pa.Table]:
-    """AUC rows per (level, method) on the held-out prompts, the probe's threshold and F1, and
-    the held-out scores themselves (level, method, score, label: what ROC curves are drawn from)."""
+def _train_lora(d: dict, y_np: np.ndarray, weight_np: np.ndarray, s: ProbeConfig, model_name: str, layer: int,
+                ids_of: dict) -> dict:
+    """LoRA adapters and the head (`probe_lora.py`) on the training rollouts; p of every
+    held-out token (training tokens NaN: never read)."""
+    from tokenmill.engines.hf import load_hf
+    from tokenmill.tasks.train import probe_lora
+
+    rids, starts = d["rollout_id"], d["rollout_start"]
+    ends = np.r_[starts[1:], len(rids)]
+    span_rows = np.searchsorted(starts, d["span_first"], side="right") - 1  # rollout of each span
+    train_seqs, held = [], []
+    for k, (a, b) in enumerate(zip(starts, ends)):
+        prompt, completion = ids_of[rids[a]]
+        if d["held_tok"][a]:
+            held.append((k, prompt, completion))
+            continue
+        mine = np.flatnonzero(span_rows == k)
+        spans = np.stack([d["span_first"][mine] - a, d["span_first"][mine] - a + d["span_len"][mine] - 1,
+                          d["span_y"][mine].astype(np.int64)], 1) if len(mine) else np.zeros((0, 3), np.int64)
+        train_seqs.append(probe_lora.ProbeSequence(prompt, completion, y_np[a:b], weight_np[a:b], spans))
+    net, tok, _ = load_hf(model_name, device=None if torch.cuda.is_available() else "cpu", dtype="float32")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    out = probe_lora.train_lora_probe(
+        net, pad, train_seqs, layer, lora_layers=s.lora_layers, targets=s.lora_targets, r=s.lora_r, alpha=s.lora_alpha,
+        dropout=s.lora_dropout, kl_weight=s.kl_weight, head_lr=s.head_lr, lora_lr=s.lora_lr, batch=s.lora_batch,
+        epochs=s.lora_epochs, steps=s.lora_steps, lambda_max=s.lambda_max, anneal=s.anneal, seed=s.seed,
+        stage=f"lora probe {model_name}")
+    p = np.full(len(rids), np.nan)
+    scores = probe_lora.lora_probe_scores(net, out["head"], pad, [(pr, c) for _, pr, c in held], layer)
+    for (k, _, _), sc in zip(held, scores):
+        p[starts[k]: ends[k]] = sc
+    head = out["head"]
+    return {"p": p, "losses": out["losses"],
+            "record": {"lora_layers": out["lora_layers"], "final_kl": float(np.mean(out["kl"][-20:]))},
+            "weights": {"weight": head.weight.detach().squeeze(0).cpu(), "bias": head.bias.detach().cpu(),
+                        "lora": probe_lora.lora_state(net), "lora_scale": s.lora_alpha / s.lora_r}}
+
+
+def _token_ids(lake: Lake, run_id: str, d: dict) -> dict:
+    """{rollout: (prompt ids, completion ids)} of the probed rollouts, each completion checked
+    to be the labelled tokens (positions 0 … n−1), so p_t lands on its own label."""
+    rids, starts = d["rollout_id"], d["rollout_start"]
+    rows = lake.read("rollouts", run_id, columns=["rollout_id", "prompt_token_ids", "completion_token_ids"],
+                     filter=pc.field("rollout_id").isin(pa.array(rids[starts]))).to_pylist()
+    out = {r["rollout_id"]: (r["prompt_token_ids"], r["completion_token_ids"]) for r in rows}
+    for a, b in zip(starts, np.r_[starts[1:], len(rids)]):
+        got = out.get(rids[a])
+        if got is None or len(got[1]) != b - a or not np.array_equal(d["pos"][a:b], np.arange(b - a)):
+            raise TokenmillError(f"probe: the labelled tokens of rollout {rids[a]} are not its completion's tokens",
+                                 fix="label the run again (`tokenmill label --labelers hallucination`)")
+    return out
+
+
+def _split_sizes(d: dict) -> dict:
+    """Prompts and labelled spans of each split."""
+    held, val = d["held_span"], d["val_span"]
+    out = {}
+    for name, mask in (("train", ~held), ("val", val), ("test", held & ~val)):
+        out[name] = {"prompts": len({p for p, m in zip(d["span_prompt"], mask) if m}), "spans": int(mask.sum()),
+                     "positives": int(d["span_y"][mask].sum())}
+    return out
+
+
+def _evaluate(d: dict, p: np.ndarray) -> tuple[list[dict], dict, pa.Table]:
+    """AUC rows per (level, method) on the test prompts; the probe's threshold, chosen on the
+    validation prompts, with its F1 there and on test; the test scores themselves (level,
+    method, score, label: what ROC curves are drawn from)."""
     rows, held = [], []
-    vs = np.flatnonzero(val_span)
-    tok_i, span_i = _span_index(d["span_first"][vs], d["span_len"][vs])
-    probe_span = np.full(len(vs), -np.inf)
+    hs = np.flatnonzero(d["held_span"])
+    tok_i, span_i = span_index(d["span_first"][hs], d["span_len"][hs])
+    probe_span = np.full(len(hs), -np.inf)
     np.maximum.at(probe_span, span_i, p[tok_i])
-    ys = d["span_y"][vs]
-    scores = {"probe": probe_span, **{name: sign * d["span_scores"][col][vs] for name, (col, sign) in SPAN_BASELINES.items()}}
-    for name, s in scores.items():
-        rows.append({"level": "span", "method": name, "auc": auc_or_none(s, ys), "positives": int(ys.sum()),
-                     "negatives": int(len(ys) - ys.sum())})
-        held.append(("span", name, s, ys))
-    vt = val_tok & (d["y"] != -100)
-    yt = d["y"][vt]
-    for name, s in (("probe", p[vt]), ("1 - prob", 1 - d["prob"][vt]), ("entropy", d["entropy"][vt])):
-        rows.append({"level": "token", "method": name, "auc": auc_or_none(s, yt), "positives": int(yt.sum()),
+    ys = d["span_y"][hs]
+    val = d["val_span"][hs]
+    test = ~val
+    threshold, val_f1, test_f1 = threshold_on_validation(probe_span, ys, val, test)
+    scores = {"probe": probe_span, **{name: sign * d["span_scores"][col][hs] for name, (col, sign) in SPAN_BASELINES.items()}}
+    for name, sc in scores.items():
+        sc, yt = sc[test], ys[test]
+        rows.append({"level": "span", "method": name, "auc": auc_or_none(sc, yt), "positives": int(yt.sum()),
                      "negatives": int(len(yt) - yt.sum())})
-        held.append(("token", name, s, yt))
-    threshold, f1 = best_f1_threshold(probe_span, ys)
+        held.append(("span", name, sc, yt))
+    vt = d["held_tok"] & ~d["val_tok"] & (d["y"] != -100)
+    yt = d["y"][vt]
+    for name, sc in (("probe", p[vt]), ("1 - prob", 1 - d["prob"][vt]), ("entropy", d["entropy"][vt])):
+        rows.append({"level": "token", "method": name, "auc": auc_or_none(sc, yt), "positives": int(yt.sum()),
+                     "negatives": int(len(yt) - yt.sum())})
+        held.append(("token", name, sc, yt))
     heldout = pa.table({
-        "level": np.concatenate([np.full(len(s), lv, dtype=object) for lv, _, s, _ in held]),
-        "method": np.concatenate([np.full(len(s), m, dtype=object) for _, m, s, _ in held]),
-        "score": np.concatenate([np.asarray(s, np.float64) for _, _, s, _ in held]).astype(np.float32),
+        "level": np.concatenate([np.full(len(sc), lv, dtype=object) for lv, _, sc, _ in held]),
+        "method": np.concatenate([np.full(len(sc), m, dtype=object) for _, m, sc, _ in held]),
+        "score": np.concatenate([np.asarray(sc, np.float64) for _, _, sc, _ in held]).astype(np.float32),
         "label": np.concatenate([np.asarray(y).astype(np.int8) for _, _, _, y in held]),
     })
-    return rows, threshold, f1, heldout
+    return rows, {"threshold": threshold, "val_span_f1": val_f1, "test_span_f1": test_f1}, heldout
 
 
 def _eval_table(pid: str, model: str, layer: int, rows: list[dict]) -> pa.Table:
@@ -312,12 +424,13 @@ def load_probe_meta(lake: Lake, rel: str) -> dict:
 
 
 def load_probe(lake: Lake, rel: str) -> tuple[dict, dict]:
-    """(weights: weight, bias, mean, std; record with layer and threshold)."""
+    """(weights: weight, bias and — linear — mean, std or — LoRA — lora {module: a, b},
+    lora_scale; record with kind, layer and threshold)."""
     return torch.load(os.path.join(artifact_path(lake, rel), "probe.pt"), weights_only=True), load_probe_meta(lake, rel)
 
 
 def load_heldout(lake: Lake, rel: str) -> pa.Table | None:
-    """The probe's held-out (level, method, score, label) rows; None for probes stored before
-    they were kept."""
+    """The probe's test-split (level, method, score, label) rows; None for probes stored
+    before they were kept."""
     path = os.path.join(artifact_path(lake, rel), HELDOUT_FILE)
     return pq.read_table(path) if os.path.exists(path) else None
