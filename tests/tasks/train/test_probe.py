@@ -9,8 +9,8 @@ from tokenmill.config import ProbeConfig
 from tokenmill.errors import TokenmillError
 from tokenmill.storage.catalog import connect
 from tokenmill.storage.lake import Lake
-from tokenmill.tasks.train.metrics import roc_auc, split_by_prompt
-from tokenmill.tasks.train.probe import best_f1_threshold, span_index, span_max
+from tokenmill.tasks.train.metrics import roc_auc, split_hash
+from tokenmill.tasks.train.probe import best_f1_threshold, prompt_splits, span_index, span_max, split_masks
 
 
 def test_roc_auc_on_hand_cases():
@@ -34,6 +34,27 @@ def test_f1_threshold_cuts_between_distinct_scores():
     assert best_f1_threshold(scores, y) == (0.1, pytest.approx(0.75))
 
 
+def test_prompt_splits_rank_the_held_out_prompts_into_validation_and_test():
+    prompts = [f"p{i}" for i in range(40)]
+    u = dict(zip(prompts, split_hash(prompts, 0)))
+    ranked = sorted(prompts, key=u.get)
+    split = prompt_splits(prompts, 0.25, 0.5, 0)
+    held = [p for p in ranked if u[p] < 0.25]  # the hash split the probe always had
+    assert [p for p in ranked if split[p] != "train"] == held and len(held) >= 4
+    n_val = round(0.5 * len(held))
+    assert [split[p] for p in held] == ["val"] * n_val + ["test"] * (len(held) - n_val)
+    # a run too small for the hash to hold anything out still gets one validation and one test prompt
+    few = ranked[-3:]  # the three highest hashes: all u ≥ 0.25
+    assert sorted(prompt_splits(few, 0.25, 0.5, 0).values()) == ["test", "train", "val"]
+    assert prompt_splits(few[:2], 0.25, 0.5, 0)[few[0]] == "val"  # two prompts: one trains, one validates, no test
+    assert sorted(prompt_splits(few[:2], 0.25, 0.5, 0).values()) == ["train", "val"]
+    # a tiny threshold_frac still validates on one prompt; a large one leaves one for test
+    assert list(prompt_splits(prompts, 0.25, 0.01, 0).values()).count("val") == 1
+    assert list(prompt_splits(prompts, 0.25, 0.99, 0).values()).count("test") == 1
+    held_rows, val_rows = split_masks(split, ["p0", "unknown", ranked[0]])
+    assert held_rows.tolist() == [split["p0"] != "train", False, True] and val_rows[2]
+
+
 def test_probe_flow_trains_scores_hidden_states_and_evaluates_on_held_out_prompts(prefect_harness, bios_lake, tmp_path):
     from tokenmill.flows.train import probe_flow
 
@@ -55,7 +76,8 @@ def test_probe_flow_trains_scores_hidden_states_and_evaluates_on_held_out_prompt
     spans = con.execute("""SELECT r.prompt_id FROM hallucination_spans s JOIN rollouts r USING (run_id, rollout_id)
                            WHERE s.label IN ('supported', 'not_supported') AND s.start_pos <= s.end_pos""").fetchall()
     prompts = [p for (p,) in spans]
-    test = split_by_prompt(prompts, 0.25, 0) & ~split_by_prompt(prompts, 0.25 * 0.5, 0)
+    split = prompt_splits(prompts, 0.25, 0.5, 0)
+    test = np.array([split[p] == "test" for p in prompts])
     span_row = next(r for r in ev if r["level"] == "span" and r["method"] == "probe")
     assert span_row["positives"] + span_row["negatives"] == int(test.sum()) == probe["splits"]["test"]["spans"] > 0
     assert probe["kind"] == "linear" and {"val_span_f1", "test_span_f1"} <= set(probe)

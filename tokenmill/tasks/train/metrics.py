@@ -7,10 +7,15 @@ import numpy as np
 from tokenmill import ids
 
 
+def split_hash(prompts: list[str], seed: int) -> list[float]:
+    """u(p) ∈ [0, 1] per prompt: a seeded content hash, the same on every machine."""
+    return [int(ids.content_id(str(seed), p)[:8], 16) / 0xFFFFFFFF for p in prompts]
+
+
 def split_by_prompt(prompt_ids: list[str], val_frac: float, seed: int) -> np.ndarray:
-    """[N] bool, True = validation: whole prompts, chosen by a seeded hash."""
+    """[N] bool, True = validation: whole prompts, those with u(p) < val_frac."""
     uniq = sorted(set(prompt_ids))
-    val = {p for p in uniq if int(ids.content_id(str(seed), p)[:8], 16) / 0xFFFFFFFF < val_frac}
+    val = {p for p, u in zip(uniq, split_hash(uniq, seed)) if u < val_frac}
     return np.array([p in val for p in prompt_ids], dtype=bool)
 
 

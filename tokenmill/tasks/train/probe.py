@@ -25,8 +25,10 @@ on the layers up to ℓ and a KL term to the base model (`probe_lora.py` writes 
 formula and recipe). The linear probe reads the stored hidden states, standardised with
 the training split's mean and std, full-batch; the LoRA probe runs the model itself.
 
-Splits, all by whole prompts (a seeded hash u(p) ∈ [0, 1) per prompt): train u ≥ val_frac;
-validation u < val_frac · threshold_frac; test the rest of the held-out prompts. The
+Splits, all by whole prompts of the labelled spans, ranked by a seeded hash u(p) ∈ [0, 1):
+held out u < val_frac (at least two prompts); of those, the lowest-ranked threshold_frac
+(at least one, never all) are validation, the rest test; token rows follow their prompt
+(`prompt_splits`). The
 threshold maximises span-level F1 on validation, and nothing else is read there; every
 reported figure is the test split's: ROC AUC at span level (probe: max p_t over the span)
 next to each uncertainty score (1 − min prob, 1 − mean prob, mean entropy, 1 − CCP,
@@ -58,7 +60,7 @@ from tokenmill.storage.catalog import query
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.storage.catalog import only_config
 from tokenmill.storage.artifacts import artifact_path, store_artifact
-from tokenmill.tasks.train.metrics import auc_or_none, split_by_prompt
+from tokenmill.tasks.train.metrics import auc_or_none, split_hash
 from tokenmill.tasks.train.probe_loss import probe_loss, span_index, span_max, token_targets  # noqa: F401 (re-exported)
 
 PROBE_DIR = f"{ARTIFACTS_DIR}/probes"
@@ -133,35 +135,51 @@ def ensure_hidden_states(lake: Lake, run_id: str, model: str, layer: int, rollou
         score_stage.score_shard(lake, run_id, shard, {"policy": score_stage.POLICY}, hidden_layer=layer, where=where)
 
 
-def prompt_splits(prompt_ids: list[str], val_frac: float, threshold_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(held out, validation) per row, by prompt: held out u(p) < val_frac, validation — where
-    the threshold is chosen — u(p) < val_frac · threshold_frac; so validation ⊂ held out,
-    test = held out ∖ validation, and the training split is the one the probe always had."""
-    return split_by_prompt(prompt_ids, val_frac, seed), split_by_prompt(prompt_ids, val_frac * threshold_frac, seed)
+def prompt_splits(prompt_ids: list[str], val_frac: float, threshold_frac: float, seed: int) -> dict[str, str]:
+    """Each distinct prompt → "train", "val" or "test". Prompts are ranked by their seeded
+    hash u(p) ∈ [0, 1); the held-out ones are those with u(p) < val_frac — the split the
+    probe always had — topped up from the lowest ranks to two prompts when fewer fall there
+    (and at least one prompt is left to train on). The lowest-ranked round(threshold_frac ·
+    held) of them, at least one and never all, are the validation split where the
+    threshold is chosen; the rest are the test split. By rank rather than by a second hash
+    cut-off, so a small run still gets a validation and a test prompt."""
+    uniq = sorted(set(prompt_ids))
+    u = {p: u for p, u in zip(uniq, split_hash(uniq, seed))}
+    ranked = sorted(uniq, key=lambda p: (u[p], p))
+    n_held = sum(u[p] < val_frac for p in uniq)
+    n_held = max(n_held, min(2, len(uniq) - 1))
+    n_val = min(max(1, round(threshold_frac * n_held)), n_held - 1) if n_held >= 2 else n_held
+    return {p: "val" if i < n_val else "test" if i < n_held else "train" for i, p in enumerate(ranked)}
+
+
+def split_masks(split: dict[str, str], prompt_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(held out, validation) per row; prompts `split` lacks (no labelled span) train."""
+    s = np.array([split.get(p, "train") for p in prompt_ids])
+    return s != "train", s == "val"
 
 
 def probe_spans(lake: Lake, run_id: str, cfg_id: str, model: str, val_frac: float, seed: int,
-                threshold_frac: float = 0.5) -> tuple[pa.Table, np.ndarray, np.ndarray]:
-    """`model`'s labelled spans, which are held out and which of those are the validation
-    split; `ProbeDataError` when they cannot fill train, validation and test. Cheap (spans
+                threshold_frac: float = 0.5) -> tuple[pa.Table, dict[str, str]]:
+    """`model`'s labelled spans and the split of their prompts (`prompt_splits`); `ProbeDataError` when they cannot fill train, validation and test. Cheap (spans
     only): checked before any hidden state is scored or any model loaded."""
     spans = query(lake, SPANS_SQL, {"run": run_id, "cfg": cfg_id, "model": model})
     if spans.num_rows == 0:
         raise ProbeDataError(f"probe: {model} has no supported/not-supported spans in run {run_id!r}",
                              fix="label a world with ground truth (bios) or bring span verdicts (--verdicts-file)")
-    held, val = prompt_splits(spans.column("prompt_id").to_pylist(), val_frac, threshold_frac, seed)
+    split = prompt_splits(spans.column("prompt_id").to_pylist(), val_frac, threshold_frac, seed)
+    held, val = split_masks(split, spans.column("prompt_id").to_pylist())
     if held.all() or not val.any() or not (held & ~val).any():
         n = len(set(spans.column("prompt_id").to_pylist()))
         raise ProbeDataError(f"probe: the spans of {model} ({n} prompts) cannot be split into train and held-out prompts "
                              f"(a validation and a test split)", fix="label more prompts")
-    return spans, held, val
+    return spans, split
 
 
 def load_probe_data(lake: Lake, run_id: str, cfg_id: str, model: str, layer: int, val_frac: float, seed: int,
                     threshold_frac: float = 0.5, hidden: bool = True) -> dict:
     """Every token of `model`'s rollouts with labelled spans — with its layer-`layer` state
     as `x` when `hidden` (scored where the lake lacks it) — the spans, and the splits."""
-    spans, held_span, val_span = probe_spans(lake, run_id, cfg_id, model, val_frac, seed, threshold_frac)
+    spans, split = probe_spans(lake, run_id, cfg_id, model, val_frac, seed, threshold_frac)
     rollouts = pc.unique(spans.column("rollout_id"))
     if hidden:
         ensure_hidden_states(lake, run_id, model, layer, rollouts)
@@ -174,7 +192,9 @@ def load_probe_data(lake: Lake, run_id: str, cfg_id: str, model: str, layer: int
     offset = dict(zip(rids[starts], starts))  # rollout → index of its token 0
     s_first = np.array([offset[r] for r in spans.column("rollout_id").to_pylist()], np.int64) + spans.column("start_pos").to_numpy()
     s_len = (spans.column("end_pos").to_numpy() - spans.column("start_pos").to_numpy() + 1).astype(np.int64)
-    held_tok, val_tok = prompt_splits(toks.column("prompt_id").to_pylist(), val_frac, threshold_frac, seed)
+    # token rows take their prompt's split from the spans', so both levels see one split
+    held_tok, val_tok = split_masks(split, toks.column("prompt_id").to_pylist())
+    held_span, val_span = split_masks(split, spans.column("prompt_id").to_pylist())
     x = pc.list_flatten(toks.column("hidden")).to_numpy().astype(np.float32).reshape(n, -1) if hidden else None
     return {"x": x, "y": toks.column("label").to_numpy(), "in_span": toks.column("spans").to_numpy() > 0,
             "prob": toks.column("prob").to_numpy(zero_copy_only=False),

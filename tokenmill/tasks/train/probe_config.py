@@ -39,8 +39,9 @@ class ProbeConfig(Settings):
                                 "ignore — left out (tokenmill's variant)")
     val_frac: float = Field(0.25, gt=0, lt=1, description="share of prompts held out from training (validation + test)")
     threshold_frac: float = Field(0.5, gt=0, lt=1, description="share of the held-out prompts that is the validation "
-                                                               "split, where the threshold is chosen; the rest is the "
-                                                               "test split every figure is reported on")
+                                                               "split, where the threshold is chosen (at least one "
+                                                               "prompt, never all); the rest is the test split every "
+                                                               "figure is reported on")
     lora_r: int = Field(16, ge=1, description="lora: adapter rank (upstream 16)")
     lora_alpha: float = Field(32.0, gt=0, description="lora: LoRA scaling = lora_alpha / lora_r (upstream 32)")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="lora: dropout on the adapters' input (upstream 0.05)")
