@@ -96,3 +96,13 @@ def test_a_field_no_config_has_is_refused_not_ignored(cfg, field):
     with pytest.raises(ValidationError) as e:
         PipelineConfig.model_validate(cfg)
     assert str(invalid_config(e.value)).startswith(f"unknown config field PipelineConfig.{field}")
+
+
+def test_the_efficacy_deployment_is_the_studys_default_experiment():
+    from tokenmill.studies.efficacy_config import EfficacyConfig
+
+    dep = _deployments()["efficacy"]
+    assert _flow_config(dep["entrypoint"]) is EfficacyConfig
+    cfg = EfficacyConfig.model_validate(dep["parameters"]["cfg"])
+    assert cfg.run_prefix.startswith("efficacy-2") and "{" not in cfg.run_prefix  # one study a day
+    assert cfg.model_dump(exclude={"lake", "run_prefix"}) == EfficacyConfig().model_dump(exclude={"lake", "run_prefix"})

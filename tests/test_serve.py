@@ -75,7 +75,8 @@ def test_serve_deploys_every_flow_and_runs_the_pipeline_deployment_into_the_lake
     env = served["env"]
     listed = prefect(["deployment", "ls"], env)
     assert listed.returncode == 0, listed.stderr
-    for name in ("pipeline/nightly", "rollouts/rollouts", "label/label", "curate/curate", "train/train"):
+    for name in ("pipeline/nightly", "rollouts/rollouts", "label/label", "curate/curate", "train/train",
+                 "efficacy/efficacy"):
         assert name in listed.stdout, listed.stdout
     nightly = prefect(["deployment", "inspect", "pipeline/nightly"], env).stdout
     assert "0 2 * * *" in nightly and "'work_pool_name': 'tokenmill'" in nightly

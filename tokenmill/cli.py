@@ -857,22 +857,50 @@ def pipeline(
 @study_app.command("efficacy")
 def study_efficacy(
     lake: str = typer.Option("./tokenmill-study", "--lake", help="Lake for the study's runs."),
-    seeds: int = typer.Option(3, help="Seeds (each: its own rollouts, labels and training)."),
+    prefix: str = typer.Option("efficacy", "--prefix", help="Seed s writes run <prefix>-s<s>."),
+    policy: str = typer.Option("tiny-small", help="The policy: rolls out, and is the base of every arm."),
+    seeds: int = typer.Option(5, help="Seeds 0 … N−1 (each: its own rollouts, labels and training)."),
     prompts: int = typer.Option(512, help="Training prompts per seed."),
     samples: int = typer.Option(8, help="Samples per prompt."),
-    eval_prompts: int = typer.Option(2000, help="Held-out test prompts."),
+    eval_prompts: int = typer.Option(500, help="Held-out test prompts (the same for every arm and seed)."),
+    arms: list[str] = typer.Option(None, "--arm", help="Arms by name; repeatable (default: "
+                                                       "dpo cdpo sft sft-critical sft-reward sft-process)."),
+    sft_lr: Optional[float] = typer.Option(None, help="Learning rate of the SFT-side arms."),
+    sft_steps: Optional[int] = typer.Option(None, help="Steps of the SFT-side arms."),
+    dpo_lr: Optional[float] = typer.Option(None, help="Learning rate of the DPO-side arms."),
+    dpo_steps: Optional[int] = typer.Option(None, help="Steps of the DPO-side arms."),
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
-    """Plain DPO vs cDPO-weighted DPO and plain SFT vs reward-weighted SFT on the arithmetic
-    world with tiny-small, over seeds: held-out accuracy mean ± std (docs/BENCHMARKS.md's efficacy table)."""
+    """Token-level vs sequence-level arms on the arithmetic world, over seeds: held-out accuracy
+    per arm, paired differences with 95 % intervals, a plot (docs/BENCHMARKS.md's efficacy table)."""
     _quiet_prefect(verbose)
+    from tokenmill import progress
+    from tokenmill.flows.pipeline import check_pipeline
+    from tokenmill.studies.efficacy_flow import efficacy_flow
     from tokenmill.report.summary import render_table
-    from tokenmill.studies.efficacy import run_study, study_configs, summarise
+    from tokenmill.studies.efficacy import configs_for
+    from tokenmill.studies.efficacy_config import EfficacyConfig
 
-    t0 = time.time()
-    results = run_study(study_configs(lake, list(range(seeds)), prompts=prompts, samples=samples, eval_prompts=eval_prompts))
-    console.print(render_table(results, title="held-out accuracy per seed"))
-    console.print(render_table(summarise(results), title=f"efficacy over {seeds} seeds — {time.time() - t0:.0f} s"))
+    base = EfficacyConfig()
+    sft = {**base.sft, **({"lr": sft_lr} if sft_lr else {}), **({"steps": sft_steps} if sft_steps else {})}
+    dpo = {**base.dpo, **({"lr": dpo_lr} if dpo_lr else {}), **({"steps": dpo_steps} if dpo_steps else {})}
+    cfg = EfficacyConfig(lake=lake, run_prefix=prefix, policy=policy, seeds=list(range(seeds)),
+                  prompts=prompts, samples=samples, eval_prompts=eval_prompts, sft=sft, dpo=dpo,
+                  **({"arms": arms} if arms else {}))
+    for c in configs_for(cfg):
+        check_pipeline(c)  # bad input fails before Prefect starts
+    with progress.rich_bars():
+        out = efficacy_flow(cfg)
+    import pyarrow as pa
+
+    console.print(render_table(pa.Table.from_pylist(out["results"]), title="held-out accuracy per seed"))
+    cols = ["arm", "seeds", "accuracy_mean", "accuracy_low", "accuracy_high", "vs", "diff_mean", "diff_low", "diff_high",
+            "wins", "base_diff_mean", "base_diff_low", "base_diff_high"]
+    summary = pa.Table.from_pylist([{c: r[c] for c in cols} for r in out["summary"]])
+    console.print(render_table(summary, title=f"efficacy over {len(cfg.seeds)} seeds (95 % t intervals) — "
+                                              f"{out['seconds']:.0f} s"))
+    if out["plot"]:
+        console.print(f"plot: {out['plot'][0]}")
 
 
 @study_app.command("oracle")

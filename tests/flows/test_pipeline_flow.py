@@ -75,3 +75,4 @@ def test_pipeline_refuses_bad_arms_before_any_work(tmp_path):
     assert "add process to labelers" in e.value.fix
     check_pipeline(cfg(*named_arms(["sft-process"])).model_copy(update={"labelers": ["rewards", "process"]}))
     assert not (tmp_path / "lake").exists()
+

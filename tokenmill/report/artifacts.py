@@ -140,6 +140,21 @@ def pipeline_summary(out: dict) -> None:
     publish_markdown(artifact_key("pipeline", run_id), text, f"pipeline {run_id}: held-out accuracy per arm")
 
 
+def efficacy_summary(out: dict) -> None:
+    """Markdown `efficacy-<prefix>`: the study's summary table (paired 95 % intervals) and its plot."""
+    if not in_prefect_run():
+        return
+    from pathlib import Path
+
+    lake, prefix = out["lake"], out["run_prefix"]
+    plot = " · ".join(f"[{Path(p).suffix[1:]}]({Path(p).resolve().as_uri()})" for p in out["plot"]) or "_not drawn_"
+    runs = ", ".join(f"'{r}'" for r in out["runs"])
+    text = (f"# Efficacy study `{prefix}`\n\nPolicy `{out['policy']}`, seeds {out['seeds']}, {out['seconds']:.0f} s. "
+            f"Lake: `{lake}`. Plot: {plot}\n\n" + md_table(out["summary"])
+            + md_commands([sql_command(lake, f"SELECT run_id, arm, accuracy, prompts FROM model_eval WHERE run_id IN ({runs})")]))
+    publish_markdown(artifact_key("efficacy", prefix), text, f"efficacy {prefix}: accuracy per arm, paired intervals")
+
+
 def pipeline_failure(cfg_json: dict, stage: str, error: BaseException) -> str:
     """Markdown `pipeline-failed-<run>`: the stage that failed (or timed out), the error, and
     the commands that resume the run (every stage is idempotent: a re-run of the same run id

@@ -270,6 +270,41 @@ def plot_probe_roc(lake: Lake, run_id: str, out: Path) -> list[Path]:
 PLOTS = {"accuracy": plot_accuracy, "labels": plot_labels, "routing": plot_routing, "probe_roc": plot_probe_roc}
 
 
+# ------------------------------------------------------------------ efficacy study (across runs)
+
+
+def plot_efficacy(results: pa.Table, summary: pa.Table, out: Path, title: str) -> list[Path]:
+    """Held-out accuracy per arm over seeds: each seed a dot, the mean with its 95 % t interval
+    as a bar, the base model's mean as a dashed line; an arm whose paired interval against its
+    counterpart excludes zero is starred. Drawn from the study's `model_eval` rows (results)
+    and `studies.efficacy.summarise` (summary)."""
+    if not results.num_rows:
+        return []
+    plt = _pyplot()
+    rows = summary.to_pylist()
+    arms = [r["arm"] for r in rows]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(arms), 3.6))
+    by_arm: dict[str, list[float]] = {}
+    for r in results.to_pylist():
+        by_arm.setdefault(r["arm"], []).append(r["accuracy"])
+    for i, r in enumerate(rows):
+        mean = r["accuracy_mean"]
+        ax.errorbar(i, mean, yerr=[[mean - r["accuracy_low"]], [r["accuracy_high"] - mean]], fmt="o", color="black",
+                    capsize=5, zorder=3)
+        pts = by_arm[r["arm"]]
+        ax.scatter(i + np.linspace(-0.15, 0.15, len(pts)), pts, s=14, alpha=0.6, zorder=2)
+        if r.get("vs") and r["diff_low"] is not None and (r["diff_low"] > 0 or r["diff_high"] < 0):
+            ax.annotate("*", (i, r["accuracy_high"]), ha="center", va="bottom", fontsize=14)
+    base = next((r["accuracy_mean"] for r in rows if r["arm"] == "base"), None)
+    if base is not None:
+        ax.axhline(base, ls="--", color="grey", lw=1, label=f"base {base:.3f}")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xticks(range(len(arms)), arms, rotation=20, ha="right")
+    ax.set_ylabel("held-out greedy accuracy")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, out, "efficacy")
+
+
 def write_report(lake: Lake, run_id: str, out: str | os.PathLike | None = None) -> dict[str, list[Path]]:
     """Draw every plot the run has data for into `out` (default `report_dir`); returns
     {plot name: [png, svg]}."""

@@ -1,8 +1,9 @@
 """Do token-level labels pay off? The papers' direction, in miniature, measured.
 
-On the arithmetic world with `tiny-small` as the policy, for each seed s the `pipeline`
-flow rolls out the policy on training prompts (sampling seed s), labels the rollouts
-(rewards; critical with contrast models trained with seed s), and trains one model per arm
+On the arithmetic world with a policy (`EfficacyConfig.policy`, tiny-small by default), for
+each seed s the `pipeline` flow rolls out the policy on training prompts (sampling seed s),
+labels the rollouts (rewards; critical with contrast models trained with seed s; process,
+the arithmetic world's step checker, where an arm reads it), and trains one model per arm
 (training seed s) from the same data:
 
   dpo         plain DPO on (correct, incorrect) pairs of one prompt
@@ -14,9 +15,14 @@ flow rolls out the policy on training prompts (sampling seed s), labels the roll
   sft-reward  SFT on every rollout, token weights max(A_grpo, 0): correct rollouts of
               prompts the policy sometimes fails count most, failures and prompts it
               always solves not at all
+  sft-process the oracle's upper bound: every rollout's tokens before its first wrong step
 
-then measures greedy accuracy on held-out test prompts. The summary gives, per arm, mean
-± standard deviation over seeds, and the paired difference to its plain counterpart.
+then measures greedy accuracy on the same held-out test prompts. The summary gives, per
+arm, the mean over seeds with its 95 % t interval, and the paired difference (same seed,
+same data) to its sequence-level counterpart (`COMPARISONS`) and to the base model: mean
+d̄ = (1/n) Σ_s (acc_arm,s − acc_other,s) and interval d̄ ± t₀.₉₇₅(n − 1) · s_d / √n, s_d
+the sample std of the differences. `efficacy_flow.py` is the flow; the plot is
+`report.plots.plot_efficacy`.
 """
 
 from __future__ import annotations
@@ -25,28 +31,31 @@ import numpy as np
 import pyarrow as pa
 
 from tokenmill.config import Arm, CriticalConfig, EvalConfig, PipelineConfig, SamplingConfig, named_arms
+from tokenmill.studies.efficacy_config import EfficacyConfig
 
 COMPARISONS = {"cdpo": "dpo", "sft-critical": "sft", "sft-reward": "sft", "sft-process": "sft"}  # arm → the plain arm it is compared with
 
 
-def default_arms(dpo_steps: int = 100, sft_steps: int = 150, batch: int = 16) -> list[Arm]:
-    """The study's arms; learning rates and β from a sweep on seed 0 (docs/BENCHMARKS.md)."""
-    return named_arms(["dpo", "cdpo", "sft", "sft-critical", "sft-reward"], batch=batch,
-                      dpo={"steps": dpo_steps, "lr": 1e-5, "beta": 0.5}, sft={"steps": sft_steps, "lr": 2e-5})
+def default_arms() -> list[Arm]:
+    """The study's arms with EfficacyConfig's settings (learning rates and β from a sweep on
+    seed 0, docs/BENCHMARKS.md)."""
+    cfg = EfficacyConfig()
+    return named_arms(cfg.arms, batch=cfg.batch, dpo=cfg.dpo, sft=cfg.sft)
 
 
 def study_configs(lake: str, seeds: list[int], prompts: int = 512, samples: int = 8, eval_prompts: int = 500,
                   critical_steps: int = 150, arms: list[Arm] | None = None, engine: str = "hf",
-                  run_prefix: str = "efficacy") -> list[PipelineConfig]:
+                  run_prefix: str = "efficacy", model: str = "tiny-small") -> list[PipelineConfig]:
     """One pipeline per seed; everything random in it is seeded by that seed."""
     out = []
     arms = arms or default_arms()
-    # rewards and critical always (the study's own arms); any other family an arm's weights read
-    label = ["rewards", "critical", *sorted(set().union(*(a.families_read() for a in arms)) - {"rewards", "critical"})]
+    # rewards always (pairs and verdicts); critical where an arm reads it; any other family an arm's weights read
+    read = set().union(*(a.families_read() for a in arms)) | ({"critical"} if any(a.recipe == "cdpo-pairs" for a in arms) else set())
+    label = ["rewards", *sorted(read - {"rewards"})]
     for s in seeds:
         seeded = [a.model_copy(update={"train": a.train.model_copy(update={"seed": s})}) for a in arms]
         out.append(PipelineConfig(
-            lake=lake, run_id=f"{run_prefix}-s{s}", model="tiny-small", world="arithmetic", prompts=prompts, engine=engine,
+            lake=lake, run_id=f"{run_prefix}-s{s}", model=model, world="arithmetic", prompts=prompts, engine=engine,
             sampling=SamplingConfig(n=samples, temperature=1.0, max_tokens=64, seed=s), labelers=label,
             # the tiny models' contrast recipe (full fine-tune, 150 steps) docs/BENCHMARKS.md's table was measured with
             critical=CriticalConfig(train="tiny", train_steps=critical_steps, seed=s, include_correct=True), arms=seeded,
@@ -54,13 +63,19 @@ def study_configs(lake: str, seeds: list[int], prompts: int = 512, samples: int 
     return out
 
 
-def run_study(configs: list[PipelineConfig]) -> pa.Table:
-    """Run every seed's pipeline; one row per (seed, model): seed, arm, accuracy, prompts, train rows."""
-    from tokenmill.flows.pipeline import pipeline_flow
+def configs_for(cfg: EfficacyConfig) -> list[PipelineConfig]:
+    """The study's pipelines, one per seed, from its settings."""
+    arms = named_arms(cfg.arms, batch=cfg.batch, dpo=cfg.dpo, sft=cfg.sft)
+    return study_configs(cfg.lake, cfg.seeds, prompts=cfg.prompts, samples=cfg.samples, eval_prompts=cfg.eval_prompts,
+                         critical_steps=cfg.critical_steps, arms=arms, engine=cfg.engine, run_prefix=cfg.run_prefix,
+                         model=cfg.policy)
 
+
+def results_of(outputs: list[tuple[int, dict]]) -> pa.Table:
+    """One row per (seed, model) from each seed's pipeline output (its `model_eval` rows):
+    seed, arm, accuracy, prompts, train rows."""
     rows = []
-    for cfg in configs:
-        seed, out = cfg.sampling.seed, pipeline_flow(cfg)
+    for seed, out in outputs:
         data = {name: a["dataset_rows"] for name, a in out["arms"].items()}
         for r in out["eval"]:
             arm = r["arm"] or "base"
@@ -69,23 +84,59 @@ def run_study(configs: list[PipelineConfig]) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
+def run_study(configs: list[PipelineConfig]) -> pa.Table:
+    """Run every seed's pipeline (no enclosing flow: `studies/efficacy_flow.py` is the flow); `results_of` them."""
+    from tokenmill.flows.pipeline import pipeline_flow
+
+    return results_of([(cfg.sampling.seed, pipeline_flow(cfg)) for cfg in configs])
+
+
+# Student's t 0.975 quantiles, df 1 … 30 (beyond, the Cornish–Fisher expansion around z)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """The 0.975 quantile of Student's t with `df` degrees of freedom (a 95 % two-sided interval)."""
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def paired_interval(diffs: np.ndarray) -> tuple[float, float, float]:
+    """(mean, low, high): the mean paired difference and its 95 % t interval, mean ± t₀.₉₇₅(n−1)·s/√n
+    (s the sample std); the interval is the mean itself for one pair."""
+    d = np.asarray(diffs, np.float64)
+    m = float(d.mean())
+    if len(d) < 2:
+        return m, m, m
+    half = t975(len(d) - 1) * float(d.std(ddof=1)) / np.sqrt(len(d))
+    return m, m - half, m + half
+
+
 def summarise(results: pa.Table) -> pa.Table:
-    """Per arm: seeds, mean ± std of held-out accuracy, and the mean paired difference (± std)
-    to the arm it is compared with (same seed, same data)."""
+    """Per arm: seeds, mean ± std of held-out accuracy, and the paired difference to the arm it
+    is compared with (same seed, same data) and to the base model: mean, std and 95 % t interval."""
     acc: dict[str, dict[int, float]] = {}
     for r in results.to_pylist():
         acc.setdefault(r["arm"], {})[r["seed"]] = r["accuracy"]
     rows = []
     for arm, by_seed in acc.items():
         a = np.array(list(by_seed.values()))
+        _, lo, hi = paired_interval(a)  # the same t interval, of the mean accuracy
         row = {"arm": arm, "seeds": len(a), "accuracy_mean": round(float(a.mean()), 4),
                "accuracy_std": round(float(a.std(ddof=1)) if len(a) > 1 else 0.0, 4),
-               "min": round(float(a.min()), 4), "max": round(float(a.max()), 4), "vs": None, "diff_mean": None,
-               "diff_std": None, "wins": None}
-        if arm in COMPARISONS and COMPARISONS[arm] in acc:
-            base = acc[COMPARISONS[arm]]
-            d = np.array([by_seed[s] - base[s] for s in by_seed if s in base])
-            row.update(vs=COMPARISONS[arm], diff_mean=round(float(d.mean()), 4),
-                       diff_std=round(float(d.std(ddof=1)) if len(d) > 1 else 0.0, 4), wins=f"{int((d > 0).sum())}/{len(d)}")
+               "accuracy_low": round(lo, 4), "accuracy_high": round(hi, 4),
+               "min": round(float(a.min()), 4), "max": round(float(a.max()), 4)}
+        for key, other in (("vs", COMPARISONS.get(arm)), ("vs_base", "base" if arm != "base" else None)):
+            prefix = "" if key == "vs" else "base_"
+            row.update({key: None, f"{prefix}diff_mean": None, f"{prefix}diff_low": None, f"{prefix}diff_high": None,
+                        f"{prefix}wins": None})
+            if other and other in acc:
+                d = np.array([by_seed[s] - acc[other][s] for s in by_seed if s in acc[other]])
+                m, lo, hi = paired_interval(d)
+                row.update({key: other, f"{prefix}diff_mean": round(m, 4), f"{prefix}diff_low": round(lo, 4),
+                            f"{prefix}diff_high": round(hi, 4), f"{prefix}wins": f"{int((d > 0).sum())}/{len(d)}"})
         rows.append(row)
     return pa.Table.from_pylist(rows)

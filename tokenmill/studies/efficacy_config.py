@@ -1,0 +1,40 @@
+"""Settings of the efficacy study (`tokenmill study efficacy`, the `efficacy` flow and deployment)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from tokenmill.common_config import RunId, Settings
+
+DEFAULT_ARMS = ["dpo", "cdpo", "sft", "sft-critical", "sft-reward", "sft-process"]
+
+
+class EfficacyConfig(Settings):
+    """One pipeline per seed (seed = sampling + contrast models + training), every arm on that
+    seed's data, each model's greedy accuracy on the same held-out prompts; then the summary
+    with paired 95 % intervals and its plot."""
+
+    lake: str = "./tokenmill-study"
+    run_prefix: RunId = Field("efficacy", description="seed s writes run <run_prefix>-s<s>; may hold {date}")
+    policy: str = Field("tiny-small", description="the policy: rolls out, and is the base of every arm")
+    seeds: list[int] = Field([0, 1, 2, 3, 4], min_length=1)
+    prompts: int = Field(512, ge=1, description="training prompts per seed")
+    samples: int = Field(8, ge=1, description="samples per prompt (temperature 1)")
+    eval_prompts: int = Field(500, ge=1, description="held-out test prompts, the same for every arm and seed")
+    critical_steps: int = Field(150, ge=1, description="contrast-model steps (cDPO's p_CE)")
+    arms: list[str] = Field(default_factory=lambda: list(DEFAULT_ARMS), min_length=1)
+    batch: int = Field(16, ge=1)
+    dpo: dict[str, Any] = Field(default_factory=lambda: {"steps": 100, "lr": 1e-5, "beta": 0.5},
+                                description="TrainSettings of the DPO-side arms")
+    sft: dict[str, Any] = Field(default_factory=lambda: {"steps": 150, "lr": 2e-5},
+                                description="TrainSettings of the SFT-side arms")
+    engine: str = "hf"
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
