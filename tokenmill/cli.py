@@ -745,6 +745,8 @@ def train(
     lake: str = LakeOpt,
     steps: Optional[int] = config_option(TrainConfig, "steps", help="Optimizer steps."),
     lr: Optional[float] = config_option(TrainConfig, "lr", help="Learning rate (AdamW)."),
+    schedule: Optional[str] = config_option(TrainConfig, "schedule", help="Learning rate over the steps: constant, "
+                                            "or linear (decay to 0, TRL's default)."),
     batch: Optional[int] = config_option(TrainConfig, "batch", help="Sequences (or pairs) per micro-batch."),
     grad_accum: Optional[int] = config_option(TrainConfig, "grad_accum", help="Gradient accumulation steps."),
     beta: Optional[float] = config_option(TrainConfig, "beta", help="dpo, tdpo: β."),
@@ -767,7 +769,8 @@ def train(
     check_settings(chosen["objective"], chosen["weighting"] or defaults["weighting"].default)
     cfg = TrainConfig(lake=lake, dataset_id=dataset, **given(model=model, objective=objective, weighting=weighting,
                                                             alpha=alpha, tdpo_alpha=tdpo_alpha, tdpo_variant=tdpo_variant,
-                                                            steps=steps, lr=lr, batch=batch, grad_accum=grad_accum,
+                                                            steps=steps, lr=lr, schedule=schedule, batch=batch,
+                                                            grad_accum=grad_accum,
                                                             beta=beta, seed=seed, keep_start=keep_start,
                                                             keep_end=keep_end))
     _quiet_prefect(verbose)

@@ -76,3 +76,16 @@ def test_tdpo_trains_on_pairs_with_the_reference_beside_the_policy(labelled):
     assert two["artifact_id"] != out["artifact_id"] and two["tdpo_alpha"] == 0.25
     with pytest.raises(TokenmillError, match="tdpo has no weighting 'dataset'"):
         train_weighted(labelled, ds, "tiny-small", "tdpo", weighting="dataset", steps=1)
+
+
+def test_linear_schedule_decays_the_learning_rate_to_lr_over_steps_and_is_another_model(labelled):
+    ds = _dataset(labelled, "weighted-sft", {"where": "true"})
+    const = train_weighted(labelled, ds, "tiny-small", "sft", steps=4, lr=1e-4, batch=2, log_every=1)
+    lin = train_weighted(labelled, ds, "tiny-small", "sft", steps=4, lr=1e-4, batch=2, log_every=1, schedule="linear")
+    assert lin["artifact_id"] != const["artifact_id"] and lin["schedule"] == "linear" and "schedule" not in const
+    lrs = {r["artifact_id"]: [] for r in [const, lin]}
+    for r in labelled.read("train_metrics", "r1").sort_by("step").to_pylist():
+        lrs.setdefault(r["artifact_id"], []).append(r["lr"])
+    # step k of 4 at lr · (1 − (k − 1)/4): 1e-4, 7.5e-5, 5e-5, 2.5e-5
+    assert lrs[lin["artifact_id"]] == pytest.approx([1e-4, 7.5e-5, 5e-5, 2.5e-5])
+    assert lrs[const["artifact_id"]] == pytest.approx([1e-4] * 4)

@@ -146,7 +146,8 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
               "grad_accum": grad_accum, "beta": beta, "seed": seed, **({"alpha": alpha, "tgdpo_scale": "alpha*beta"} if weighting == "tgdpo" else {}),
               **({"tdpo_variant": s.tdpo_variant} if objective == "tdpo" else {}),
               **({"tdpo_alpha": s.tdpo_alpha} if objective == "tdpo" and s.tdpo_variant == "tdpo2" else {}),
-              **({"keep_start": s.keep_start, "keep_end": s.keep_end} if s.keep_start is not None else {})}
+              **({"keep_start": s.keep_start, "keep_end": s.keep_end} if s.keep_start is not None else {}),
+              **({"schedule": s.schedule} if s.schedule != "constant" else {})}  # constant: ids as before the option
     # tgdpo_scale: models trained with the earlier 1 ± α·r̂ weights keep their own ids
     aid = ids.content_id("weighted-train", base_model, dataset_id, ids.canonical_json(params))
     rel = f"{MODEL_DIR}/{aid}"
@@ -174,6 +175,7 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     dev = model.device
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    decay = (lambda step: 1.0 - (step - 1) / steps) if s.schedule == "linear" else (lambda step: 1.0)
     metrics, seen = [], 0
     progress.start(f"train {objective}", steps)
     for step in range(1, steps + 1):
@@ -200,11 +202,13 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
             raise TokenmillError(f"train: loss is {total} at step {step}",
                                  where=f"dataset {dataset_id}, base model {base_model}", fix=f"lower --lr (now {lr:g})")
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for group in opt.param_groups:
+            group["lr"] = lr * decay(step)  # step 1 at lr, the last at lr / steps
         opt.step()
         progress.advance(f"train {objective}")
         if step % log_every == 0 or step == steps:
             metrics.append({"artifact_id": aid, "dataset_id": dataset_id, "objective": objective, "step": step,
-                            "loss": total, "lr": lr, "tokens": seen, "seconds": time.time() - t0,
+                            "loss": total, "lr": lr * decay(step), "tokens": seen, "seconds": time.time() - t0,
                             "margin": float(np.mean(margins)) if margins else None})
     model.eval()
     del ref_model

@@ -27,6 +27,10 @@ class TrainSettings(Settings):
                                "(tdpo: plain, its only one and its default)")
     steps: int = Field(100, ge=1)
     lr: float = Field(5e-5, gt=0)
+    schedule: Literal["constant", "linear"] = Field(
+        "constant", description="learning rate over the steps: constant, or linear decay from lr to 0 (TRL's "
+                                "default lr_scheduler_type, no warm-up); an annealed small model needs the decay "
+                                "(docs/BENCHMARKS.md, efficacy)")
     batch: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     beta: float = Field(0.1, gt=0, description="dpo, tdpo: β")
