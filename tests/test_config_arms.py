@@ -25,3 +25,10 @@ def test_the_tdpo_arm_trains_tdpo_on_dpo_pairs_with_dpos_settings():
     from tokenmill.flows.pipeline import check_pipeline
 
     check_pipeline(PipelineConfig(arms=["dpo", "tdpo"], run_id="r1"))  # a pairs recipe for a pairs objective
+
+
+def test_a_teacher_rolls_out_while_the_arms_train_and_evaluate_the_policy(tmp_path):
+    cfg = PipelineConfig(lake=str(tmp_path / "lake"), run_id="d", model="tiny-small", teacher="tiny-large", arms=["sft"])
+    assert cfg.rollouts().models == ["tiny-large"]
+    assert cfg.train(cfg.arms[0], "ds").model == "tiny-small" and cfg.label().models == {"ref": "tiny-small"}
+    assert PipelineConfig(lake=str(tmp_path / "lake"), run_id="d").rollouts().models == ["tiny-small"]

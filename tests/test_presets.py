@@ -106,3 +106,14 @@ def test_the_efficacy_deployment_is_the_studys_default_experiment():
     cfg = EfficacyConfig.model_validate(dep["parameters"]["cfg"])
     assert cfg.run_prefix.startswith("efficacy-2") and "{" not in cfg.run_prefix  # one study a day
     assert cfg.model_dump(exclude={"lake", "run_prefix"}) == EfficacyConfig().model_dump(exclude={"lake", "run_prefix"})
+
+
+def test_the_efficacy_preset_is_one_seed_of_the_study():
+    from tokenmill.studies.efficacy import configs_for
+    from tokenmill.studies.efficacy_config import EfficacyConfig
+
+    study = configs_for(EfficacyConfig(lake="l", seeds=[0]))[0]
+    preset = PipelineConfig.from_preset("efficacy", lake="l", run_id=study.run_id)
+    keys = ("model", "teacher", "prompts", "labelers", "arms", "eval")
+    assert {k: _dump(preset)[k] for k in keys} == {k: _dump(study)[k] for k in keys}
+    assert _dump(preset)["sampling"]["n"] == study.sampling.n

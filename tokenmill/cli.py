@@ -24,6 +24,7 @@ from tokenmill.config import (DEFAULT_PRESET, PIPELINE_PRESETS, PipelineConfig, 
                               ProbeConfig, RouterConfig, SamplingConfig, SourceConfig, TrainConfig)
 from tokenmill.errors import TokenmillError
 from tokenmill.flows.demo import DemoConfig
+from tokenmill.studies.efficacy_config import EfficacyConfig
 from tokenmill.pairs import parse_pairs  # noqa: F401  (the one KEY=VALUE parser; tokenmill.cli.parse_pairs stays)
 
 app = typer.Typer(help="tokenmill: a token-level data mill for LLM post-training.", no_args_is_help=True,
@@ -859,37 +860,41 @@ def pipeline(
 
 @study_app.command("efficacy")
 def study_efficacy(
-    lake: str = typer.Option("./tokenmill-study", "--lake", help="Lake for the study's runs."),
-    prefix: str = typer.Option("efficacy", "--prefix", help="Seed s writes run <prefix>-s<s>."),
-    policy: str = typer.Option("tiny-small", help="The policy: rolls out, and is the base of every arm."),
-    seeds: int = typer.Option(5, help="Seeds 0 … N−1 (each: its own rollouts, labels and training)."),
-    prompts: int = typer.Option(512, help="Training prompts per seed."),
-    samples: int = typer.Option(8, help="Samples per prompt."),
-    eval_prompts: int = typer.Option(500, help="Held-out test prompts (the same for every arm and seed)."),
-    arms: list[str] = typer.Option(None, "--arm", help="Arms by name; repeatable (default: "
-                                                       "dpo cdpo sft sft-critical sft-reward sft-process)."),
-    sft_lr: Optional[float] = typer.Option(None, help="Learning rate of the SFT-side arms."),
-    sft_steps: Optional[int] = typer.Option(None, help="Steps of the SFT-side arms."),
-    dpo_lr: Optional[float] = typer.Option(None, help="Learning rate of the DPO-side arms."),
-    dpo_steps: Optional[int] = typer.Option(None, help="Steps of the DPO-side arms."),
+    lake: Optional[str] = config_option(EfficacyConfig, "lake", "--lake", help="Lake for the study's runs."),
+    prefix: Optional[str] = config_option(EfficacyConfig, "run_prefix", "--prefix", help="Seed s writes run <prefix>-s<s>."),
+    policy: Optional[str] = config_option(EfficacyConfig, "policy"),
+    teacher: Optional[str] = config_option(EfficacyConfig, "teacher", help="Distillation: this model rolls out instead "
+                                           "of the policy (same tokenizer); `none` for the policy's own rollouts."),
+    seeds: Optional[int] = typer.Option(None, help="Seeds 0 … N−1 (each: its own rollouts, labels and training) "
+                                                   "[default: 5]."),
+    prompts: Optional[int] = config_option(EfficacyConfig, "prompts"),
+    samples: Optional[int] = config_option(EfficacyConfig, "samples"),
+    eval_prompts: Optional[int] = config_option(EfficacyConfig, "eval_prompts"),
+    arms: list[str] = typer.Option(None, "--arm", help="Arms by name; repeatable [default: "
+                                                       f"{' '.join(EfficacyConfig().arms)}]."),
+    sft_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the SFT-side arms [default: {EfficacyConfig().sft['lr']:g}]."),
+    sft_steps: Optional[int] = typer.Option(None, help=f"Steps of the SFT-side arms [default: {EfficacyConfig().sft['steps']}]."),
+    dpo_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the DPO-side arms [default: {EfficacyConfig().dpo['lr']:g}]."),
+    dpo_steps: Optional[int] = typer.Option(None, help=f"Steps of the DPO-side arms [default: {EfficacyConfig().dpo['steps']}]."),
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
     """Token-level vs sequence-level arms on the arithmetic world, over seeds: held-out accuracy
-    per arm, paired differences with 95 % intervals, a plot (docs/BENCHMARKS.md's efficacy table)."""
+    per arm, paired differences with 95 % intervals, a plot (docs/BENCHMARKS.md's efficacy study)."""
     _quiet_prefect(verbose)
     from tokenmill import progress
     from tokenmill.flows.pipeline import check_pipeline
     from tokenmill.studies.efficacy_flow import efficacy_flow
     from tokenmill.report.summary import render_table
     from tokenmill.studies.efficacy import configs_for
-    from tokenmill.studies.efficacy_config import EfficacyConfig
 
     base = EfficacyConfig()
-    sft = {**base.sft, **({"lr": sft_lr} if sft_lr else {}), **({"steps": sft_steps} if sft_steps else {})}
-    dpo = {**base.dpo, **({"lr": dpo_lr} if dpo_lr else {}), **({"steps": dpo_steps} if dpo_steps else {})}
-    cfg = EfficacyConfig(lake=lake, run_prefix=prefix, policy=policy, seeds=list(range(seeds)),
-                  prompts=prompts, samples=samples, eval_prompts=eval_prompts, sft=sft, dpo=dpo,
-                  **({"arms": arms} if arms else {}))
+    sft = {**base.sft, **given(lr=sft_lr, steps=sft_steps)}
+    dpo = {**base.dpo, **given(lr=dpo_lr, steps=dpo_steps)}
+    cfg = EfficacyConfig(**given(lake=lake, run_prefix=prefix, policy=policy, prompts=prompts, samples=samples,
+                                 eval_prompts=eval_prompts, arms=arms or None,
+                                 seeds=list(range(seeds)) if seeds is not None else None),
+                         **({"teacher": None if teacher.lower() == "none" else teacher} if teacher else {}),
+                         sft=sft, dpo=dpo)
     for c in configs_for(cfg):
         check_pipeline(c)  # bad input fails before Prefect starts
     with progress.rich_bars():

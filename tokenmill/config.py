@@ -120,15 +120,18 @@ PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
         "arm_train": {"batch": 8, "dpo": {"lr": 1e-6}, "sft": {"lr": 1e-5}},
         "eval": {"prompts": 200},
     },
-    # one seed of `tokenmill study efficacy` (docs/BENCHMARKS.md's efficacy table; studies/efficacy.py sets the seeds):
-    # learning rates and β from a sweep on seed 0, the tiny contrast recipe (full fine-tune, 150 steps)
+    # one seed of `tokenmill study efficacy` (studies/efficacy_config.py's defaults; the study sets the seeds):
+    # tiny-small distilled from tiny-large's rollouts on 4,096 distinct prompts (docs/BENCHMARKS.md)
     "efficacy": {
-        "prompts": 512,
-        "sampling": {"n": 8, "max_tokens": 64},
+        "teacher": "tiny-large",
+        "prompts": 4096,
+        "sampling": {"n": 2, "max_tokens": 64},
+        "labelers": ["rewards", "critical", "process"],
         "critical": {"train": "tiny", "include_correct": True},
-        "arms": ["dpo", "cdpo", "sft", "sft-critical", "sft-reward"],
-        "arm_train": {"batch": 16, "dpo": {"steps": 100, "lr": 1e-5, "beta": 0.5}, "sft": {"steps": 150, "lr": 2e-5}},
-        "eval": {"prompts": 2000, "max_tokens": 64},
+        "arms": ["dpo", "cdpo", "sft", "sft-critical", "sft-reward", "sft-process"],
+        "arm_train": {"batch": 16, "dpo": {"steps": 100, "lr": 1e-5, "beta": 0.5},
+                      "sft": {"steps": 500, "lr": 1e-3, "schedule": "linear"}},
+        "eval": {"prompts": 500, "max_tokens": 64},
     },
 }
 DEFAULT_PRESET = "tiny"
@@ -161,6 +164,9 @@ class PipelineConfig(Settings):
     lake: str = DEFAULT_LAKE
     run_id: RunId = Field(default_factory=lambda: new_run_id("pipeline"))
     model: str = Field("tiny-small", description="the policy: rolls out, and is the base of every arm")
+    teacher: str | None = Field(None, description="distillation: this model rolls out instead of the policy (same "
+                                                  "tokenizer); the arms still train, and the evaluation still "
+                                                  "compares against, the policy")
     world: str = Field("arithmetic", description="train split for the rollouts, test split for the evaluation")
     prompts: int = Field(256, ge=1, description="training prompts (the world's train split)")
     sampling: SamplingConfig = SamplingConfig()
@@ -246,7 +252,7 @@ class PipelineConfig(Settings):
         return self
 
     def rollouts(self) -> RolloutConfig:
-        return RolloutConfig(lake=self.lake, run_id=self.run_id, models=[self.model], engine=self.engine,
+        return RolloutConfig(lake=self.lake, run_id=self.run_id, models=[self.teacher or self.model], engine=self.engine,
                              sources=[SourceConfig(world=self.world, n=self.prompts, split="train", seed=self.sampling.seed)],
                              sampling=self.sampling, runner=self.runner)
 

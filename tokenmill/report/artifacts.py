@@ -149,7 +149,8 @@ def efficacy_summary(out: dict) -> None:
     lake, prefix = out["lake"], out["run_prefix"]
     plot = " · ".join(f"[{Path(p).suffix[1:]}]({Path(p).resolve().as_uri()})" for p in out["plot"]) or "_not drawn_"
     runs = ", ".join(f"'{r}'" for r in out["runs"])
-    text = (f"# Efficacy study `{prefix}`\n\nPolicy `{out['policy']}`, seeds {out['seeds']}, {out['seconds']:.0f} s. "
+    text = (f"# Efficacy study `{prefix}`\n\nPolicy `{out['policy']}`"
+            + (f" on teacher `{out['teacher']}`'s rollouts" if out.get("teacher") else "") + f", seeds {out['seeds']}, {out['seconds']:.0f} s. "
             f"Lake: `{lake}`. Plot: {plot}\n\n" + md_table(out["summary"])
             + md_commands([sql_command(lake, f"SELECT run_id, arm, accuracy, prompts FROM model_eval WHERE run_id IN ({runs})")]))
     publish_markdown(artifact_key("efficacy", prefix), text, f"efficacy {prefix}: accuracy per arm, paired intervals")

@@ -1,7 +1,8 @@
 """Do token-level labels pay off? The papers' direction, in miniature, measured.
 
 On the arithmetic world with a policy (`EfficacyConfig.policy`, tiny-small by default), for
-each seed s the `pipeline` flow rolls out the policy on training prompts (sampling seed s),
+each seed s the `pipeline` flow rolls out the teacher (`EfficacyConfig.teacher`, tiny-large
+by default — distillation; None: the policy itself) on training prompts (sampling seed s),
 labels the rollouts (rewards; critical with contrast models trained with seed s; process,
 the arithmetic world's step checker, where an arm reads it), and trains one model per arm
 (training seed s) from the same data:
@@ -45,7 +46,8 @@ def default_arms() -> list[Arm]:
 
 def study_configs(lake: str, seeds: list[int], prompts: int = 512, samples: int = 8, eval_prompts: int = 500,
                   critical_steps: int = 150, arms: list[Arm] | None = None, engine: str = "hf",
-                  run_prefix: str = "efficacy", model: str = "tiny-small") -> list[PipelineConfig]:
+                  run_prefix: str = "efficacy", model: str = "tiny-small",
+                  teacher: str | None = None) -> list[PipelineConfig]:
     """One pipeline per seed; everything random in it is seeded by that seed."""
     out = []
     arms = arms or default_arms()
@@ -55,7 +57,7 @@ def study_configs(lake: str, seeds: list[int], prompts: int = 512, samples: int 
     for s in seeds:
         seeded = [a.model_copy(update={"train": a.train.model_copy(update={"seed": s})}) for a in arms]
         out.append(PipelineConfig(
-            lake=lake, run_id=f"{run_prefix}-s{s}", model=model, world="arithmetic", prompts=prompts, engine=engine,
+            lake=lake, run_id=f"{run_prefix}-s{s}", model=model, teacher=teacher, world="arithmetic", prompts=prompts, engine=engine,
             sampling=SamplingConfig(n=samples, temperature=1.0, max_tokens=64, seed=s), labelers=label,
             # the tiny models' contrast recipe (full fine-tune, 150 steps) docs/BENCHMARKS.md's table was measured with
             critical=CriticalConfig(train="tiny", train_steps=critical_steps, seed=s, include_correct=True), arms=seeded,
@@ -68,7 +70,7 @@ def configs_for(cfg: EfficacyConfig) -> list[PipelineConfig]:
     arms = named_arms(cfg.arms, batch=cfg.batch, dpo=cfg.dpo, sft=cfg.sft)
     return study_configs(cfg.lake, cfg.seeds, prompts=cfg.prompts, samples=cfg.samples, eval_prompts=cfg.eval_prompts,
                          critical_steps=cfg.critical_steps, arms=arms, engine=cfg.engine, run_prefix=cfg.run_prefix,
-                         model=cfg.policy)
+                         model=cfg.policy, teacher=cfg.teacher)
 
 
 def results_of(outputs: list[tuple[int, dict]]) -> pa.Table:

@@ -18,17 +18,21 @@ class EfficacyConfig(Settings):
 
     lake: str = "./tokenmill-study"
     run_prefix: RunId = Field("efficacy", description="seed s writes run <run_prefix>-s<s>; may hold {date}")
-    policy: str = Field("tiny-small", description="the policy: rolls out, and is the base of every arm")
+    policy: str = Field("tiny-small", description="the policy: the base of every arm and the model to beat")
+    teacher: str | None = Field("tiny-large", description="distillation: this model's rollouts are the data; None: "
+                                                          "the policy's own (no headroom on the tiny models: "
+                                                          "docs/BENCHMARKS.md)")
     seeds: list[int] = Field([0, 1, 2, 3, 4], min_length=1)
-    prompts: int = Field(512, ge=1, description="training prompts per seed")
-    samples: int = Field(8, ge=1, description="samples per prompt (temperature 1)")
+    prompts: int = Field(4096, ge=1, description="training prompts per seed (distinct prompts: the SFT arms "
+                                                 "overfit 512 — docs/BENCHMARKS.md)")
+    samples: int = Field(2, ge=1, description="samples per prompt (temperature 1)")
     eval_prompts: int = Field(500, ge=1, description="held-out test prompts, the same for every arm and seed")
     critical_steps: int = Field(150, ge=1, description="contrast-model steps (cDPO's p_CE)")
     arms: list[str] = Field(default_factory=lambda: list(DEFAULT_ARMS), min_length=1)
     batch: int = Field(16, ge=1)
     dpo: dict[str, Any] = Field(default_factory=lambda: {"steps": 100, "lr": 1e-5, "beta": 0.5},
                                 description="TrainSettings of the DPO-side arms")
-    sft: dict[str, Any] = Field(default_factory=lambda: {"steps": 150, "lr": 2e-5},
+    sft: dict[str, Any] = Field(default_factory=lambda: {"steps": 500, "lr": 1e-3, "schedule": "linear"},
                                 description="TrainSettings of the SFT-side arms")
     engine: str = "hf"
 

@@ -35,9 +35,10 @@ def efficacy_flow(cfg: EfficacyConfig) -> dict:
     summary = summarise(results)
     out_dir = report_dir(Lake(cfg.lake), cfg.run_prefix)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot = plot_efficacy(results, summary, out_dir, f"{cfg.run_prefix}: {cfg.policy}, {len(cfg.seeds)} seeds, "
+    data = f" on {cfg.teacher}'s rollouts" if cfg.teacher else ""
+    plot = plot_efficacy(results, summary, out_dir, f"{cfg.run_prefix}: {cfg.policy}{data}, {len(cfg.seeds)} seeds, "
                                                     f"{cfg.eval_prompts} held-out prompts (95 % t intervals)")
-    out = {"lake": cfg.lake, "run_prefix": cfg.run_prefix, "policy": cfg.policy, "seeds": cfg.seeds,
+    out = {"lake": cfg.lake, "run_prefix": cfg.run_prefix, "policy": cfg.policy, "teacher": cfg.teacher, "seeds": cfg.seeds,
            "runs": [c.run_id for c in configs], "results": results.to_pylist(), "summary": summary.to_pylist(),
            "plot": [str(p) for p in plot], "seconds": round(time.time() - t0, 1)}
     artifacts.efficacy_summary(out)
