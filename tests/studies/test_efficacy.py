@@ -23,7 +23,9 @@ def test_summary_pairs_each_arm_with_its_counterpart_and_the_base_by_seed():
     rows = [{"seed": s, "arm": arm, "accuracy": acc} for s, accs in enumerate([(0.10, 0.12, 0.15), (0.11, 0.12, 0.14),
                                                                               (0.09, 0.13, 0.13)])
             for arm, acc in zip(("base", "sft", "sft-process"), accs)]
-    out = {r["arm"]: r for r in summarise(pa.Table.from_pylist(rows)).to_pylist()}
+    table = summarise(pa.Table.from_pylist(rows[::-1])).to_pylist()
+    assert [r["arm"] for r in table] == ["base", "sft", "sft-process"]  # base first, arms in their fixed order
+    out = {r["arm"]: r for r in table}
     p = out["sft-process"]
     # vs sft: differences 0.03, 0.02, 0.00 → mean 0.01667, std 0.01528, half 4.303 · 0.01528 / √3 = 0.03795
     assert p["vs"] == "sft" and p["diff_mean"] == pytest.approx(0.0167, abs=1e-4)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from tokenmill.config import Arm, CriticalConfig, EvalConfig, PipelineConfig, SamplingConfig, named_arms
+from tokenmill.config import ARM_NAMES, Arm, CriticalConfig, EvalConfig, PipelineConfig, SamplingConfig, named_arms
 from tokenmill.studies.efficacy_config import EfficacyConfig
 
 COMPARISONS = {"cdpo": "dpo", "sft-critical": "sft", "sft-reward": "sft", "sft-process": "sft"}  # arm → the plain arm it is compared with
@@ -141,4 +141,6 @@ def summarise(results: pa.Table) -> pa.Table:
                 row.update({key: other, f"{prefix}diff_mean": round(m, 4), f"{prefix}diff_low": round(lo, 4),
                             f"{prefix}diff_high": round(hi, 4), f"{prefix}wins": f"{int((d > 0).sum())}/{len(d)}"})
         rows.append(row)
+    order = {"base": -1, **{n: i for i, n in enumerate(ARM_NAMES)}}  # base first, then the arms' fixed order
+    rows.sort(key=lambda r: (order.get(r["arm"], len(order)), r["arm"]))
     return pa.Table.from_pylist(rows)
