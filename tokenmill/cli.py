@@ -885,7 +885,7 @@ def study_efficacy(
     from tokenmill.flows.pipeline import check_pipeline
     from tokenmill.studies.efficacy_flow import efficacy_flow
     from tokenmill.report.summary import render_table
-    from tokenmill.studies.efficacy import configs_for
+    from tokenmill.studies.efficacy import configs_for, efficacy_table
 
     base = EfficacyConfig()
     sft = {**base.sft, **given(lr=sft_lr, steps=sft_steps)}
@@ -902,11 +902,8 @@ def study_efficacy(
     import pyarrow as pa
 
     console.print(render_table(pa.Table.from_pylist(out["results"]), title="held-out accuracy per seed"))
-    cols = ["arm", "seeds", "accuracy_mean", "accuracy_low", "accuracy_high", "vs", "diff_mean", "diff_low", "diff_high",
-            "wins", "base_diff_mean", "base_diff_low", "base_diff_high"]
-    summary = pa.Table.from_pylist([{c: r[c] for c in cols} for r in out["summary"]])
-    console.print(render_table(summary, title=f"efficacy over {len(cfg.seeds)} seeds (95 % t intervals) — "
-                                              f"{out['seconds']:.0f} s"))
+    console.print(render_table(efficacy_table(out["summary"]), title=f"efficacy over {len(cfg.seeds)} seeds, 95 % t "
+                                                                      f"intervals — {out['seconds']:.0f} s"))
     if out["plot"]:
         console.print(f"plot: {out['plot'][0]}")
 

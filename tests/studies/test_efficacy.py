@@ -33,3 +33,14 @@ def test_summary_pairs_each_arm_with_its_counterpart_and_the_base_by_seed():
     # vs base: 0.05, 0.03, 0.04 → mean 0.04, std 0.01, interval 0.04 ± 0.02484: excludes zero
     assert p["vs_base"] == "base" and p["base_diff_low"] == pytest.approx(0.0152, abs=1e-4) and p["base_wins"] == "3/3"
     assert out["base"]["vs_base"] is None and out["sft"]["vs"] is None and out["sft"]["base_diff_mean"] == pytest.approx(0.0233, abs=1e-4)
+
+
+def test_the_printed_table_shows_each_interval_beside_its_mean():
+    from tokenmill.studies.efficacy import efficacy_table
+
+    rows = [{"seed": s, "arm": arm, "accuracy": acc} for s in range(3)
+            for arm, acc in (("base", 0.1), ("sft", 0.12 + 0.01 * s))]
+    t = efficacy_table(summarise(pa.Table.from_pylist(rows)).to_pylist()).to_pylist()
+    # sft − base: 0.02, 0.03, 0.04 → +0.030 ± 4.303 · 0.01 / √3 = ± 0.0248
+    assert t[1]["Δ vs base"] == "+0.030 [+0.005, +0.055]" and t[1]["accuracy"] == "0.130 [0.105, 0.155]"
+    assert t[0]["Δ vs base"] is None and t[1]["vs"] is None

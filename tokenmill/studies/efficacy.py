@@ -144,3 +144,16 @@ def summarise(results: pa.Table) -> pa.Table:
     order = {"base": -1, **{n: i for i, n in enumerate(ARM_NAMES)}}  # base first, then the arms' fixed order
     rows.sort(key=lambda r: (order.get(r["arm"], len(order)), r["arm"]))
     return pa.Table.from_pylist(rows)
+
+
+def efficacy_table(summary: list[dict]) -> pa.Table:
+    """The summary as the CLI and the docs print it: one column per figure, intervals as
+    `mean [low, high]`, narrow enough for an 80-column terminal."""
+    def iv(m, lo, hi) -> str | None:
+        return None if m is None else f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+    return pa.Table.from_pylist([
+        {"arm": r["arm"], "seeds": r["seeds"],
+         "accuracy": f"{r['accuracy_mean']:.3f} [{r['accuracy_low']:.3f}, {r['accuracy_high']:.3f}]",
+         "vs": r["vs"], "Δ vs it": iv(r["diff_mean"], r["diff_low"], r["diff_high"]), "wins": r["wins"],
+         "Δ vs base": iv(r["base_diff_mean"], r["base_diff_low"], r["base_diff_high"])} for r in summary])
