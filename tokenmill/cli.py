@@ -865,17 +865,17 @@ def study_efficacy(
     policy: Optional[str] = config_option(EfficacyConfig, "policy"),
     teacher: Optional[str] = config_option(EfficacyConfig, "teacher", help="Distillation: this model rolls out instead "
                                            "of the policy (same tokenizer); `none` for the policy's own rollouts."),
-    seeds: Optional[int] = typer.Option(None, help="Seeds 0 … N−1 (each: its own rollouts, labels and training) "
-                                                   "[default: 5]."),
+    seeds: Optional[int] = typer.Option(None, help="Seeds 0 … N−1 (each: its own rollouts, labels and training; "
+                                                   "default 5)."),
     prompts: Optional[int] = config_option(EfficacyConfig, "prompts"),
     samples: Optional[int] = config_option(EfficacyConfig, "samples"),
     eval_prompts: Optional[int] = config_option(EfficacyConfig, "eval_prompts"),
-    arms: list[str] = typer.Option(None, "--arm", help="Arms by name; repeatable [default: "
-                                                       f"{' '.join(EfficacyConfig().arms)}]."),
-    sft_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the SFT-side arms [default: {EfficacyConfig().sft['lr']:g}]."),
-    sft_steps: Optional[int] = typer.Option(None, help=f"Steps of the SFT-side arms [default: {EfficacyConfig().sft['steps']}]."),
-    dpo_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the DPO-side arms [default: {EfficacyConfig().dpo['lr']:g}]."),
-    dpo_steps: Optional[int] = typer.Option(None, help=f"Steps of the DPO-side arms [default: {EfficacyConfig().dpo['steps']}]."),
+    arms: list[str] = typer.Option(None, "--arm", help="Arms by name; repeatable (default: "
+                                                       f"{' '.join(EfficacyConfig().arms)})."),
+    sft_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the SFT-side arms (default {EfficacyConfig().sft['lr']:g})."),
+    sft_steps: Optional[int] = typer.Option(None, help=f"Steps of the SFT-side arms (default {EfficacyConfig().sft['steps']})."),
+    dpo_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the DPO-side arms (default {EfficacyConfig().dpo['lr']:g})."),
+    dpo_steps: Optional[int] = typer.Option(None, help=f"Steps of the DPO-side arms (default {EfficacyConfig().dpo['steps']})."),
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
     """Token-level vs sequence-level arms on the arithmetic world, over seeds: held-out accuracy
