@@ -751,6 +751,8 @@ def train(
     batch: Optional[int] = config_option(TrainConfig, "batch", help="Sequences (or pairs) per micro-batch."),
     grad_accum: Optional[int] = config_option(TrainConfig, "grad_accum", help="Gradient accumulation steps."),
     beta: Optional[float] = config_option(TrainConfig, "beta", help="dpo, tdpo: β."),
+    rpo_alpha: Optional[float] = config_option(TrainConfig, "rpo_alpha", help="dpo, tdpo: α of RPO's NLL term on the "
+                                               "chosen tokens (Pang et al. 2024; 0: off)."),
     seed: Optional[int] = config_option(TrainConfig, "seed", help="Seed of the batch draws and the weights' noise."),
     keep_start: Optional[float] = config_option(TrainConfig, "keep_start", help="sft: D³S's dynamic keep schedule — "
                                                 "train only each batch's top share of tokens by weight (weights 0/1), "
@@ -772,7 +774,7 @@ def train(
                                                             alpha=alpha, tdpo_alpha=tdpo_alpha, tdpo_variant=tdpo_variant,
                                                             steps=steps, lr=lr, schedule=schedule, batch=batch,
                                                             grad_accum=grad_accum,
-                                                            beta=beta, seed=seed, keep_start=keep_start,
+                                                            beta=beta, rpo_alpha=rpo_alpha, seed=seed, keep_start=keep_start,
                                                             keep_end=keep_end))
     _quiet_prefect(verbose)
     from tokenmill.flows.train import train_flow

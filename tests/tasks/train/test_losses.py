@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tokenmill.tasks.train.losses import (keep_share, keep_top, tdpo_loss, tgdpo_weights, token_kl, token_logprobs, weighted_dpo_loss,
-                                          weighted_sft_loss)
+                                          weighted_nll, weighted_sft_loss)
 
 
 def _logits_for(probs_per_step):
@@ -36,6 +36,13 @@ def test_weighted_dpo_on_a_hand_worked_case():
     # all-ones weights are plain DPO
     _, plain = weighted_dpo_loss(pc, rc, pr, rr, torch.ones(1, 2), torch.ones(1, 2), beta=0.5)
     assert plain.item() == pytest.approx(0.5 * (0.6 - 0.4), abs=1e-6)
+
+
+def test_rpo_nll_is_the_token_mean_over_the_batch_of_the_chosen_completions():
+    # TRL's `sft` loss term: −mean of ℓ over every masked token of the batch (not a mean of sequence means)
+    logps = torch.tensor([[0.0, math.log(0.5), math.log(0.25)], [0.0, math.log(0.1), -7.0]])
+    mask = torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # position 0 never counts, even where masked in
+    assert weighted_nll(logps, mask).item() == pytest.approx((math.log(2) + math.log(4) + math.log(10)) / 3, abs=1e-6)
 
 
 def test_tgdpo_weights_follow_the_token_rewards_scaled_by_alpha_and_beta():

@@ -89,3 +89,17 @@ def test_linear_schedule_decays_the_learning_rate_to_lr_over_steps_and_is_anothe
     # step k of 4 at lr · (1 − (k − 1)/4): 1e-4, 7.5e-5, 5e-5, 2.5e-5
     assert lrs[lin["artifact_id"]] == pytest.approx([1e-4, 7.5e-5, 5e-5, 2.5e-5])
     assert lrs[const["artifact_id"]] == pytest.approx([1e-4] * 4)
+
+
+def test_rpo_adds_alpha_times_the_chosen_nll_to_the_dpo_loss_and_is_another_model(labelled):
+    ds = _dataset(labelled, "dpo-pairs")
+    kw = dict(steps=1, lr=1e-4, batch=4, log_every=1)
+    runs = {a: train_weighted(labelled, ds, "tiny-small", "dpo", rpo_alpha=a, **kw) for a in (0.0, 1.0, 2.0)}
+    assert len({r["artifact_id"] for r in runs.values()}) == 3
+    assert "rpo_alpha" not in runs[0.0] and runs[2.0]["rpo_alpha"] == 2.0  # off: ids as before the option
+    loss = {r["artifact_id"]: r["loss"] for r in labelled.read("train_metrics", "r1").to_pylist()}
+    step1 = {a: loss[r["artifact_id"]] for a, r in runs.items()}
+    # step 1: the policy is the reference, so the DPO term is log 2; the rest is α · NLL of the same drawn batch
+    assert step1[0.0] == pytest.approx(math.log(2), abs=1e-5)
+    nll = step1[1.0] - math.log(2)
+    assert nll > 0.1 and step1[2.0] - math.log(2) == pytest.approx(2 * nll, rel=1e-4)

@@ -22,6 +22,12 @@ weights w_t (0 on the prompt, padding and the first token of packed examples).
                       β multiplies the KL term too; TDPO1 has no α. Their config/loss/tdpo.yaml:
                       β = 0.1, α = 0.5, if_tdpo2: false (TDPO1; its README recommends TDPO2 for
                       higher learning rates, TDPO1 for low ones).
+  RPO term            (dpo, tdpo) L + α · Σ_t m^c_t (−ℓ^θ_t) / Σ_t m^c_t: the mean NLL of the chosen
+                      completions' tokens over the batch, m^c the chosen completion mask; α = 0 (the
+                      default): plain (c)DPO. Pang et al. 2024, "Iterative Reasoning Preference
+                      Optimization" (α = 1 on GSM8K: DPO alone lowered accuracy there); TRL runs it as
+                      loss_type ["sigmoid", "sft"] with loss_weights [1, α] (its `sft` loss is this
+                      token mean). cDPO's authors compute this NLL and leave it out of the loss.
   dynamic keep        (D³S's dynamic down-sampling schedule, Wang et al. 2025): at step s of S the
                       batch's q_s share of tokens with the highest weight get weight 1, the rest 0,
                       q_s = q_start + (q_end − q_start)·(s − 1)/(S − 1): aggressive first, then
@@ -83,11 +89,17 @@ def keep_top(weights: torch.Tensor, share: float) -> torch.Tensor:
     return out.view_as(weights)
 
 
-def weighted_sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Weighted cross-entropy, normalised by the total weight."""
+def weighted_nll(logps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """−Σ w·ℓ / Σ w over the batch from per-token log-probs [B, L] (`token_logprobs`); position 0
+    (no prediction) never counts."""
     w = weights.float().clone()
     w[:, 0] = 0.0
-    return -(token_logprobs(logits, input_ids) * w).sum() / w.sum().clamp_min(1e-8)
+    return -(logps * w).sum() / w.sum().clamp_min(1e-8)
+
+
+def weighted_sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted cross-entropy, normalised by the total weight."""
+    return weighted_nll(token_logprobs(logits, input_ids), weights)
 
 
 def weighted_dpo_loss(policy_chosen: torch.Tensor, ref_chosen: torch.Tensor, policy_rejected: torch.Tensor,

@@ -17,6 +17,7 @@ generated the dataset (manifest `models`); stopped with nothing stored: a non-fi
   tdpo  pairs, weighting `plain` only: DPO plus TDPO's sequential-KL term (Zeng et al. 2024,
         `losses.tdpo_loss`; variant tdpo1 or tdpo2, α `tdpo_alpha`); the reference, the frozen
         base model, stays loaded beside the policy (its full next-token distributions are needed)
+  dpo and tdpo take RPO's NLL term on the chosen tokens where `rpo_alpha` > 0 (`losses`)
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from tokenmill.schema import TRAIN_METRICS
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.storage.artifacts import artifact_path, store_artifact
 from tokenmill.tasks.train.losses import (keep_share, keep_top, tdpo_loss, tgdpo_weights, token_kl, token_logprobs,
-                                          weighted_dpo_loss, weighted_sft_loss)
+                                          weighted_dpo_loss, weighted_nll, weighted_sft_loss)
 
 MODEL_DIR = f"{ARTIFACTS_DIR}/models"
 
@@ -129,7 +130,7 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
                    **overrides) -> dict:
     """Train `base_model` on a dataset with `settings` (TrainSettings: the defaults live there;
     a TrainConfig gives its own), `objective` and keyword overrides (weighting, steps, lr, batch,
-    grad_accum, beta, alpha, tdpo_alpha, tdpo_variant, seed) on top; returns the artifact record
+    grad_accum, beta, alpha, rpo_alpha, tdpo_alpha, tdpo_variant, seed) on top; returns the artifact record
     {artifact_id, path, …}."""
     s = train_settings(settings, **({"objective": objective} if objective is not None else {}), **overrides)
     objective, weighting, steps, lr, batch, grad_accum, beta, alpha, seed = (
@@ -147,7 +148,8 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
               **({"tdpo_variant": s.tdpo_variant} if objective == "tdpo" else {}),
               **({"tdpo_alpha": s.tdpo_alpha} if objective == "tdpo" and s.tdpo_variant == "tdpo2" else {}),
               **({"keep_start": s.keep_start, "keep_end": s.keep_end} if s.keep_start is not None else {}),
-              **({"schedule": s.schedule} if s.schedule != "constant" else {})}  # constant: ids as before the option
+              **({"schedule": s.schedule} if s.schedule != "constant" else {}),  # constant: ids as before the option
+              **({"rpo_alpha": s.rpo_alpha} if s.rpo_alpha and objective in PAIR_OBJECTIVES else {})}
     # tgdpo_scale: models trained with the earlier 1 ± α·r̂ weights keep their own ids
     aid = ids.content_id("weighted-train", base_model, dataset_id, ids.canonical_json(params))
     rel = f"{MODEL_DIR}/{aid}"
@@ -189,11 +191,11 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
                     loss, n = _sft_step(model, cols, idx, weighting, tok.pad_token_id, dev, share)
                 elif objective == "tdpo":
                     loss, n, margin = _tdpo_step(model, ref_model, cols, idx, beta, s.tdpo_alpha, s.tdpo_variant,
-                                                 tok.pad_token_id, dev)
+                                                 tok.pad_token_id, dev, s.rpo_alpha)
                     margins.append(margin)
                 else:
                     loss, n, margin = _dpo_step(model, ref_logps, cols, idx, weighting, beta, alpha,
-                                                tok.pad_token_id, dev)
+                                                tok.pad_token_id, dev, s.rpo_alpha)
                     margins.append(margin)
             (loss / grad_accum).backward()
             total += loss.item() / grad_accum
@@ -265,7 +267,7 @@ def _reference_logps(base_model, cols, draws, batch, amp) -> dict:
     return out
 
 
-def _dpo_step(model, ref_logps, cols, idx, weighting, beta, alpha, pad_id, dev):
+def _dpo_step(model, ref_logps, cols, idx, weighting, beta, alpha, pad_id, dev, rpo_alpha=0.0):
     sides = ("chosen", "rejected")
     if weighting == "tgdpo":
         w = dict(zip(sides, tgdpo_weights(*(_rows(cols, f"{s}_token_rewards", idx, dev) for s in sides),
@@ -277,6 +279,8 @@ def _dpo_step(model, ref_logps, cols, idx, weighting, beta, alpha, pad_id, dev):
     rlp = {s: pad_rows([ref_logps[s][i] for i in idx], 0.0, torch.float32)[0].to(dev) for s in sides}
     loss, margin = weighted_dpo_loss(pol["chosen"], rlp["chosen"], pol["rejected"], rlp["rejected"], w["chosen"],
                                      w["rejected"], beta)
+    if rpo_alpha:
+        loss = loss + rpo_alpha * weighted_nll(pol["chosen"], _rows(cols, "chosen_loss_mask", idx, dev))
     n = sum(int(_rows(cols, f"{s}_loss_mask", idx, "cpu").sum()) for s in sides)
     return loss, n, margin.mean().item()
 
@@ -287,7 +291,7 @@ def _frozen(base_model):
     return ref
 
 
-def _tdpo_step(model, ref, cols, idx, beta, alpha, variant, pad_id, dev):
+def _tdpo_step(model, ref, cols, idx, beta, alpha, variant, pad_id, dev, rpo_alpha=0.0):
     """TDPO on one micro-batch: per side, the policy's and the reference's logits of the same
     tokens, their per-token log-probs and KL(π_ref ‖ π_θ); the reference's logits are freed
     before the other side runs."""
@@ -304,5 +308,7 @@ def _tdpo_step(model, ref, cols, idx, beta, alpha, variant, pad_id, dev):
         del ref_logits
     (pc, rc, klc, mc), (pr, rr, klr, mr) = out["chosen"], out["rejected"]
     loss, margin = tdpo_loss(pc, rc, pr, rr, klc, klr, mc, mr, beta, alpha, variant)
+    if rpo_alpha:
+        loss = loss + rpo_alpha * weighted_nll(pc, mc)
     n = int(mc.sum() + mr.sum())
     return loss, n, margin.mean().item()

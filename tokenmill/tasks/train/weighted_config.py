@@ -35,6 +35,8 @@ class TrainSettings(Settings):
     grad_accum: int = Field(1, ge=1)
     beta: float = Field(0.1, gt=0, description="dpo, tdpo: β")
     alpha: float = Field(0.5, ge=0, description="tgdpo: α")
+    rpo_alpha: float = Field(0.0, ge=0, description="dpo, tdpo: α of RPO's NLL term on the chosen tokens (Pang et al. "
+                                                    "2024; TRL loss_type sigmoid+sft); 0: off, plain (c)DPO")
     tdpo_alpha: float = Field(0.5, ge=0, description="tdpo2: α, the weight of the sequential-KL term (the TDPO authors' 0.5)")
     tdpo_variant: Literal["tdpo1", "tdpo2"] = Field(
         "tdpo1", description="tdpo1: the KL difference as is; tdpo2: α times it, no gradient through the chosen side's "
