@@ -41,8 +41,8 @@ class Arm(Settings):
                                            description="critical-labeler settings this arm's recipe depends on; a pipeline "
                                                        "applies them, whatever entry point built it")
 
-    def families_read(self) -> set[str]:
-        """The label families whose token outputs this arm's weighted-sft expressions use."""
+    def outputs_read(self) -> set[tuple[str, str]]:
+        """(family, output) of every token output this arm's weighted-sft expressions use."""
         import re
 
         from tokenmill import labelers
@@ -50,7 +50,11 @@ class Arm(Settings):
         if self.recipe != "weighted-sft":
             return set()
         text = f"{self.params.get('weight', '')} {self.params.get('where', '')}"
-        return {fam.name for fam, _, o in labelers.outputs() if re.search(rf"\b{o.name}\b", text)}
+        return {(fam.name, o.name) for fam, _, o in labelers.outputs() if re.search(rf"\b{o.name}\b", text)}
+
+    def families_read(self) -> set[str]:
+        """The label families whose token outputs this arm's weighted-sft expressions use."""
+        return {fam for fam, _ in self.outputs_read()}
 
 
 ARM_NAMES = ("dpo", "cdpo", "tgdpo", "tdpo", "sft", "sft-critical", "sft-reward", "sft-process")
@@ -128,6 +132,7 @@ PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
         "sampling": {"n": 2, "max_tokens": 64},
         "labelers": ["rewards", "critical", "process"],
         "critical": {"train": "tiny", "include_correct": True},
+        "rewards": {"kinds": ["grpo"]},  # the one kind an arm reads (sft-reward)
         "arms": ["dpo", "cdpo", "sft", "sft-critical", "sft-reward", "sft-process"],
         "arm_train": {"batch": 16, "dpo": {"steps": 100, "lr": 1e-5, "beta": 0.5},
                       "sft": {"steps": 500, "lr": 1e-3, "schedule": "linear"}},
@@ -174,6 +179,8 @@ class PipelineConfig(Settings):
     labelers: list[str] = ["rewards", "critical"]
     label_models: dict[str, str] = Field(default_factory=dict, description="scoring roles (default: ref = the policy)")
     critical: CriticalConfig = CriticalConfig()
+    rewards: RewardsConfig = Field(RewardsConfig(), description="token-rewards settings (kinds: every one by default; "
+                                                                "a study computes the ones its arms read)")
     arm_train: dict[str, Any] = Field(default_factory=dict, description="training settings of the arms given by name: "
                                       "TrainSettings fields (steps, lr, batch, …) for every one, and under dpo / sft "
                                       "for one objective's arms (dpo: the tdpo arm's too)")
@@ -258,7 +265,8 @@ class PipelineConfig(Settings):
 
     def label(self) -> LabelConfig:
         return LabelConfig(lake=self.lake, run_id=self.run_id, labelers=self.labelers, engine=self.engine,
-                           models=self.label_models or {"ref": self.model}, critical=self.critical, runner=self.runner)
+                           models=self.label_models or {"ref": self.model}, critical=self.critical, rewards=self.rewards,
+                           runner=self.runner)
 
     def curate(self, arm: Arm) -> CurateConfig:
         return CurateConfig(lake=self.lake, runs=[self.run_id], recipe=arm.recipe, params=arm.params)

@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from tokenmill.config import named_arms
 from tokenmill.studies.efficacy import paired_interval, summarise, t975
 
 
@@ -44,3 +45,16 @@ def test_the_printed_table_shows_each_interval_beside_its_mean():
     # sft − base: 0.02, 0.03, 0.04 → +0.030 ± 4.303 · 0.01 / √3 = ± 0.0248
     assert t[1]["Δ vs base"] == "+0.030 [+0.005, +0.055]" and t[1]["accuracy"] == "0.130 [0.105, 0.155]"
     assert t[0]["Δ vs base"] is None and t[1]["vs"] is None
+
+
+def test_the_study_computes_only_the_reward_kinds_its_arms_read():
+    from tokenmill.config import Arm
+    from tokenmill.studies.efficacy import study_configs
+
+    def kinds(arms):
+        return study_configs("l", [0], arms=named_arms(arms) if isinstance(arms[0], str) else arms)[0].rewards.kinds
+
+    assert kinds(["sft-reward", "sft"]) == ["grpo"]
+    assert kinds(["dpo", "cdpo"]) == ["grpo"]  # pairs read verdicts; grpo scores nothing
+    d3s = Arm(name="sft-d3s", recipe="weighted-sft", params={"where": "true", "weight": "d3s_keep::INT * (1 + entropy_flag::INT)"})
+    assert kinds([d3s]) == ["d3s", "entropy"]  # outputs named apart from their kinds map to them

@@ -31,7 +31,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from tokenmill.config import ARM_NAMES, Arm, CriticalConfig, EvalConfig, PipelineConfig, SamplingConfig, named_arms
+from tokenmill.config import (ARM_NAMES, Arm, CriticalConfig, EvalConfig, PipelineConfig, RewardsConfig, SamplingConfig,
+                              named_arms)
+from tokenmill.labelers.rewards.config import REWARD_KINDS, REWARD_OUTPUT_KIND
 from tokenmill.studies.efficacy_config import EfficacyConfig
 
 COMPARISONS = {"cdpo": "dpo", "sft-critical": "sft", "sft-reward": "sft", "sft-process": "sft"}  # arm → the plain arm it is compared with
@@ -54,13 +56,18 @@ def study_configs(lake: str, seeds: list[int], prompts: int = 512, samples: int 
     # rewards always (pairs and verdicts); critical where an arm reads it; any other family an arm's weights read
     read = set().union(*(a.families_read() for a in arms)) | ({"critical"} if any(a.recipe == "cdpo-pairs" for a in arms) else set())
     label = ["rewards", *sorted(read - {"rewards"})]
+    # only the reward kinds an arm reads (the others score the run with more models: dpo, entropy, rlpr);
+    # grpo, which scores nothing, where none is read — the pairs read verdicts, not rewards
+    outputs = {o for a in arms for fam, o in a.outputs_read() if fam == "rewards"}
+    kinds = [k for k in REWARD_KINDS if k in {REWARD_OUTPUT_KIND.get(o, o) for o in outputs}] or ["grpo"]
     for s in seeds:
         seeded = [a.model_copy(update={"train": a.train.model_copy(update={"seed": s})}) for a in arms]
         out.append(PipelineConfig(
             lake=lake, run_id=f"{run_prefix}-s{s}", model=model, teacher=teacher, world="arithmetic", prompts=prompts, engine=engine,
             sampling=SamplingConfig(n=samples, temperature=1.0, max_tokens=64, seed=s), labelers=label,
             # the tiny models' contrast recipe (full fine-tune, 150 steps) docs/BENCHMARKS.md's table was measured with
-            critical=CriticalConfig(train="tiny", train_steps=critical_steps, seed=s, include_correct=True), arms=seeded,
+            critical=CriticalConfig(train="tiny", train_steps=critical_steps, seed=s, include_correct=True),
+            rewards=RewardsConfig(kinds=kinds), arms=seeded,
             eval=EvalConfig(world="arithmetic", split="test", prompts=eval_prompts, max_tokens=64)))
     return out
 
