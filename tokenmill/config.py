@@ -37,6 +37,8 @@ class Arm(Settings):
     train: TrainSettings = TrainSettings()
     guide: str | None = Field(None, description="TGDPO: an earlier arm whose trained model is π_dpo; the run is labelled "
                                                 "with its `dpo` token rewards (β = 1) and the recipe reads them")
+    init: str | None = Field(None, description="an earlier arm whose trained model this arm starts from, and (dpo, "
+                                               "tdpo) its frozen reference: SFT then DPO")
     needs_critical: dict[str, Any] = Field(default_factory=dict,
                                            description="critical-labeler settings this arm's recipe depends on; a pipeline "
                                                        "applies them, whatever entry point built it")
@@ -57,7 +59,8 @@ class Arm(Settings):
         return {fam for fam, _ in self.outputs_read()}
 
 
-ARM_NAMES = ("dpo", "cdpo", "tgdpo", "tdpo", "sft", "sft-critical", "sft-reward", "sft-process")
+ARM_NAMES = ("dpo", "cdpo", "tgdpo", "tdpo", "sft", "sft-critical", "sft-reward", "sft-process", "dpo-on-sft",
+             "cdpo-on-sft")
 
 
 def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = None, **common) -> list[Arm]:
@@ -74,6 +77,9 @@ def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = Non
       sft-reward  SFT on all rollouts weighted max(A_grpo, 0)            (weighted-sft)
       sft-process the oracle's upper bound: SFT on every rollout's tokens before its first
                   wrong step (the `process` labels; needs the process labeler)
+      dpo-on-sft  dpo from sft's trained model, which is also its reference (SFT then DPO:
+                  the pairs are in the model's distribution); brings sft along
+      cdpo-on-sft cdpo from sft's trained model likewise
     """
     from tokenmill.errors import TokenmillError
 
@@ -99,8 +105,12 @@ def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = Non
         "sft-process": Arm(name="sft-process", recipe="weighted-sft",
                            params={"where": "verdict IN ('correct', 'incorrect')", "weight": "coalesce(process_ok::INT, 0)"},
                            train=s.model_copy(update={"weighting": "dataset"})),
+        "dpo-on-sft": Arm(name="dpo-on-sft", recipe="dpo-pairs", init="sft", train=d.model_copy(update={"weighting": "plain"})),
+        "cdpo-on-sft": Arm(name="cdpo-on-sft", recipe="cdpo-pairs", init="sft",
+                           train=d.model_copy(update={"weighting": "dataset"})),
     }
-    wanted = set(names) | ({"dpo"} if "tgdpo" in names else set())
+    wanted = (set(names) | ({"dpo"} if "tgdpo" in names else set())
+              | ({"sft"} if {"dpo-on-sft", "cdpo-on-sft"} & set(names) else set()))
     return [known[n] for n in ARM_NAMES if n in wanted]
 
 

@@ -21,11 +21,12 @@ def counts(lake: str) -> dict:
 
 def test_reduced_efficacy_study_runs_the_pipeline_end_to_end_and_reruns_idempotently(prefect_harness, tmp_path):
     lake = str(tmp_path / "lake")
-    arms = named_arms(["dpo", "cdpo", "tgdpo", "sft", "sft-critical", "sft-reward", "sft-process"], steps=3, batch=4)
+    arms = named_arms(["dpo", "cdpo", "tgdpo", "sft", "sft-critical", "sft-reward", "sft-process", "cdpo-on-sft"], steps=3,
+                      batch=4)
     cfgs = study_configs(lake, [0], prompts=24, samples=4, eval_prompts=24, critical_steps=10, arms=arms)
     results = run_study(cfgs)
     assert sorted(results.column("arm").to_pylist()) == sorted(["base", "dpo", "cdpo", "tgdpo", "sft", "sft-critical",
-                                                                "sft-reward", "sft-process"])
+                                                                "sft-reward", "sft-process", "cdpo-on-sft"])
     assert "process" in cfgs[0].labelers  # the oracle arm's labels come along
     assert all(0 <= a <= 1 for a in results.column("accuracy").to_pylist())
     summary = {r["arm"]: r for r in summarise(results).to_pylist()}
@@ -34,8 +35,12 @@ def test_reduced_efficacy_study_runs_the_pipeline_end_to_end_and_reruns_idempote
     # every trained model is an artifact whose lineage names its dataset and recipe
     lk = Lake(lake)
     arts = lk.read("model_artifacts", "efficacy-s0", filter=pc.field("role").isin(["sft", "dpo"])).to_pylist()
-    assert len(arts) == 7 and all("dataset_id" in a["lineage"] for a in arts)
-    assert {r["arm"] for r in lk.read("model_eval", "efficacy-s0").to_pylist()} == {None, *summary} - {"base"}
+    assert len(arts) == 8 and all("dataset_id" in a["lineage"] for a in arts)
+    evals = {r["arm"]: r["model"] for r in lk.read("model_eval", "efficacy-s0").to_pylist()}
+    assert set(evals) == {None, *summary} - {"base"}
+    # SFT then cDPO: its base model (and reference) is the sft arm's model, named by its lake path
+    bases = {a["artifact_id"]: a["base_model"] for a in arts}
+    assert bases[evals["cdpo-on-sft"]] == f"_artifacts/models/{evals['sft']}" and bases[evals["sft"]] == "tiny-small"
     # TGDPO's guidance: dpo token rewards of the dpo arm's model, not of the policy itself
     con = connect(lk)
     guided = con.execute("SELECT count(DISTINCT config_id), max(abs(value)), any_value(models) FROM token_rewards "
@@ -61,6 +66,8 @@ def test_pipeline_refuses_bad_arms_before_any_work(tmp_path):
     with pytest.raises(TokenmillError, match="guide 'dpo' is not an earlier arm"):
         check_pipeline(cfg(Arm(name="t", recipe="dpo-pairs", guide="dpo",
                                train=TrainSettings(objective="dpo", weighting="tgdpo"))))
+    with pytest.raises(TokenmillError, match="init 'sft' is not an earlier arm"):
+        check_pipeline(cfg(Arm(name="c", recipe="dpo-pairs", init="sft", train=TrainSettings(objective="dpo"))))
     with pytest.raises(TokenmillError, match="sft has no weighting 'tgdpo'"):
         check_pipeline(cfg(Arm(name="a", recipe="weighted-sft", train=TrainSettings(objective="sft", weighting="tgdpo"))))
     with pytest.raises(TokenmillError, match="unknown parameter"):

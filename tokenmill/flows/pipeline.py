@@ -8,7 +8,8 @@ each stage can also run alone:
   evaluate   the base policy on the held-out split
   per arm    curate (its recipe) → train (its settings) → evaluate the trained model
              an arm with `guide` first labels the run with TGDPO's token rewards
-             r̂_t = log π_guide(y_t) − log π_ref(y_t), π_guide the guide arm's model
+             r̂_t = log π_guide(y_t) − log π_ref(y_t), π_guide the guide arm's model;
+             an arm with `init` trains from an earlier arm's model (its reference too)
 
 Every stage is idempotent, so a re-run (after a crash, or with one more arm) only does
 the work that is missing. Each subflow and model task has a timeout sized from its work
@@ -51,6 +52,9 @@ def check_pipeline(cfg: PipelineConfig) -> None:
         if arm.guide is not None and arm.guide not in names[:i]:
             raise TokenmillError(f"arm {arm.name}: guide {arm.guide!r} is not an earlier arm",
                                  fix=f"earlier arms: {', '.join(names[:i]) or 'none'}")
+        if arm.init is not None and arm.init not in names[:i]:
+            raise TokenmillError(f"arm {arm.name}: init {arm.init!r} is not an earlier arm",
+                                 fix=f"earlier arms: {', '.join(names[:i]) or 'none'}")
         if arm.train.weighting == "tgdpo" and arm.guide is None:
             raise TokenmillError(f"arm {arm.name}: tgdpo needs a guide arm (its DPO model gives the token rewards)",
                                  fix="set guide to the name of an earlier dpo arm")
@@ -84,6 +88,8 @@ def run_arm(cfg: PipelineConfig, arm: Arm, trained: dict[str, dict], at=lambda s
     dataset = curate_flow(cfg.curate(arm))
     at(f"arm {arm.name}: train")
     tcfg = cfg.train(arm, dataset["dataset_id"])
+    if arm.init is not None:  # its lake path: the ids stay the same wherever the lake is mounted
+        tcfg = tcfg.model_copy(update={"model": trained[arm.init]["path"]})
     model = with_runner(train_flow, cfg.runner, tcfg.work_tokens())(tcfg)
     return {**model, "dataset_rows": dataset["rows"], "arm": arm.name}
 

@@ -36,7 +36,8 @@ from tokenmill.config import (ARM_NAMES, Arm, CriticalConfig, EvalConfig, Pipeli
 from tokenmill.labelers.rewards.config import REWARD_KINDS, REWARD_OUTPUT_KIND
 from tokenmill.studies.efficacy_config import EfficacyConfig
 
-COMPARISONS = {"cdpo": "dpo", "sft-critical": "sft", "sft-reward": "sft", "sft-process": "sft"}  # arm → the plain arm it is compared with
+COMPARISONS = {"cdpo": "dpo", "sft-critical": "sft", "sft-reward": "sft", "sft-process": "sft",
+               "cdpo-on-sft": "dpo-on-sft"}  # arm → the plain arm it is compared with
 
 
 def default_arms() -> list[Arm]:

@@ -43,7 +43,7 @@ from tokenmill.errors import TokenmillError
 from tokenmill import progress
 from tokenmill.schema import TRAIN_METRICS
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
-from tokenmill.storage.artifacts import artifact_path, store_artifact
+from tokenmill.storage.artifacts import artifact_path, model_source, store_artifact
 from tokenmill.tasks.train.losses import (keep_share, keep_top, tdpo_loss, tgdpo_weights, token_kl, token_logprobs,
                                           weighted_dpo_loss, weighted_nll, weighted_sft_loss)
 
@@ -90,7 +90,6 @@ def check_tokenizer(lake: Lake, manifest: dict, table: pa.Table, base_model: str
     """Refuse a base model whose tokenizer reads the dataset's token ids as other text (or
     has fewer of them: an IndexError in the embedding), before any weights are loaded."""
     from tokenmill.engines import load_tokenizer, tokenizer_difference
-    from tokenmill.tasks.score import model_source
 
     models = manifest.get("models") or D.source_models(lake, table, manifest["runs"])  # manifests from before `models`
     base = load_tokenizer(model_source(lake, base_model))
@@ -158,6 +157,7 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     if lake.has_dir(rel):
         return {**record, "local_path": artifact_path(lake, rel), "reused": True}
     torch.manual_seed(seed)
+    source = model_source(lake, base_model)  # a lake model (an earlier arm's) keeps its lake path in the ids
     rng = random.Random(seed)
     cuda = torch.cuda.is_available()
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
@@ -166,14 +166,14 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     # every micro-batch is drawn up front (the same seeded sequence as drawing them one by one)
     draws = [[rng.randrange(table.num_rows) for _ in range(batch)] for _ in range(steps * grad_accum)]
     t0 = time.time()
-    ref_logps = _reference_logps(base_model, cols, draws, batch, amp) if objective == "dpo" else None
+    ref_logps = _reference_logps(source, cols, draws, batch, amp) if objective == "dpo" else None
     # TDPO's KL term needs the reference's whole next-token distribution at every completion
     # position of every step: precomputed like `_reference_logps`, that is rows × tokens ×
     # vocabulary floats (SmolLM2's 49k vocabulary: ~100 MB per 512-token sequence), so the
     # reference stays loaded instead and runs on each micro-batch (memory: policy + optimizer
     # state + reference weights). Frozen: eval mode, no gradients; float32 like the policy.
-    ref_model = _frozen(base_model) if objective == "tdpo" else None
-    model, tok, _ = load_hf(base_model, dtype="float32")
+    ref_model = _frozen(source) if objective == "tdpo" else None
+    model, tok, _ = load_hf(source, dtype="float32")
     dev = model.device
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
