@@ -143,7 +143,7 @@ PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
         "labelers": ["rewards", "critical", "process"],
         "critical": {"train": "tiny", "include_correct": True},
         "rewards": {"kinds": ["grpo"]},  # the one kind an arm reads (sft-reward)
-        "arms": ["dpo", "cdpo", "sft", "sft-critical", "sft-reward", "sft-process"],
+        "arms": ["dpo", "cdpo", "sft", "sft-critical", "sft-reward", "sft-process", "dpo-on-sft", "cdpo-on-sft"],
         "arm_train": {"batch": 16, "dpo": {"steps": 100, "lr": 1e-5, "beta": 0.5},
                       "sft": {"steps": 500, "lr": 1e-3, "schedule": "linear"}},
         "eval": {"prompts": 500, "max_tokens": 64},

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from tokenmill.common_config import RunId, Settings
 
-DEFAULT_ARMS = ["dpo", "cdpo", "sft", "sft-critical", "sft-reward", "sft-process"]
+DEFAULT_ARMS = ["dpo", "cdpo", "sft", "sft-critical", "sft-reward", "sft-process", "dpo-on-sft", "cdpo-on-sft"]
 
 
 class EfficacyConfig(Settings):
