@@ -196,8 +196,7 @@ class PipelineConfig(Settings):
                                       "for one objective's arms (dpo: the tdpo arm's too)")
     # `Arm | str` so that a deployment's parameter schema accepts `arms: [dpo, cdpo]`; names become Arms below
     arms: list[Arm | str] = Field(["dpo", "cdpo"], validate_default=True,
-                                  description="arms, or names of the standard ones (dpo, cdpo, tgdpo, tdpo, sft, "
-                                              "sft-critical, sft-reward)")
+                                  description=f"arms, or names of the standard ones ({', '.join(ARM_NAMES)})")
     eval: EvalConfig = EvalConfig()
     runner: RunnerConfig = RunnerConfig()
 

@@ -17,6 +17,9 @@ the arithmetic world's step checker, where an arm reads it), and trains one mode
               prompts the policy sometimes fails count most, failures and prompts it
               always solves not at all
   sft-process the oracle's upper bound: every rollout's tokens before its first wrong step
+  dpo-on-sft  plain DPO from the sft model (also its reference): SFT then DPO, so the
+              pairs are in the distribution of the model they train
+  cdpo-on-sft cDPO from the sft model likewise
 
 then measures greedy accuracy on the same held-out test prompts. The summary gives, per
 arm, the mean over seeds with its 95 % t interval, and the paired difference (same seed,
