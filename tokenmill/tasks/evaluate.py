@@ -38,11 +38,14 @@ def accuracy(model_path: str, world: str, split: str, n: int, engine: str = "hf"
 
 def evaluate_model(lake, run_id: str, model: str, model_path: str, cfg: EvalConfig, arm: str | None = None,
                    engine: str = "hf") -> dict:
-    """One `model_eval` row for `model` (loaded from `model_path`), computed once."""
+    """One `model_eval` row for `model` (loaded from `model_path`), computed once. The row
+    returned names `arm`, the caller's name for the model: a model evaluated before under
+    another arm's name (the same settings trained twice) keeps its stored row, first name
+    and all, and is reported under this one."""
     eval_id = ids.content_id("model-eval", model, cfg.model_dump_json(), engine)
     done = lake.read("model_eval", run_id, filter=pc.field("eval_id") == eval_id)
     if done.num_rows:
-        return done.to_pylist()[0]
+        return {**done.to_pylist()[0], "arm": arm}
     t0 = time.time()
     out = accuracy(model_path, cfg.world, cfg.split, cfg.prompts, engine, cfg.max_tokens, cfg.seed)
     row = {"eval_id": eval_id, "model": model, "arm": arm, "world": cfg.world, "split": cfg.split,
