@@ -43,8 +43,9 @@ class Arm(Settings):
                                            description="critical-labeler settings this arm's recipe depends on; a pipeline "
                                                        "applies them, whatever entry point built it")
 
-    def outputs_read(self) -> set[tuple[str, str]]:
-        """(family, output) of every token output this arm's weighted-sft expressions use."""
+    def scopes_read(self) -> set[tuple[str, str]]:
+        """(family, scope) of every token output this arm's weighted-sft expressions use (a
+        rewards scope is its kind)."""
         import re
 
         from tokenmill import labelers
@@ -52,11 +53,11 @@ class Arm(Settings):
         if self.recipe != "weighted-sft":
             return set()
         text = f"{self.params.get('weight', '')} {self.params.get('where', '')}"
-        return {(fam.name, o.name) for fam, _, o in labelers.outputs() if re.search(rf"\b{o.name}\b", text)}
+        return {(fam.name, sc.name) for fam, sc, o in labelers.outputs() if re.search(rf"\b{o.name}\b", text)}
 
     def families_read(self) -> set[str]:
         """The label families whose token outputs this arm's weighted-sft expressions use."""
-        return {fam for fam, _ in self.outputs_read()}
+        return {fam for fam, _ in self.scopes_read()}
 
 
 ARM_NAMES = ("dpo", "cdpo", "tgdpo", "tdpo", "sft", "sft-critical", "sft-reward", "sft-process", "dpo-on-sft",

@@ -57,4 +57,4 @@ def test_the_study_computes_only_the_reward_kinds_its_arms_read():
     assert kinds(["sft-reward", "sft"]) == ["grpo"]
     assert kinds(["dpo", "cdpo"]) == ["grpo"]  # pairs read verdicts; grpo scores nothing
     d3s = Arm(name="sft-d3s", recipe="weighted-sft", params={"where": "true", "weight": "d3s_keep::INT * (1 + entropy_flag::INT)"})
-    assert kinds([d3s]) == ["d3s", "entropy"]  # outputs named apart from their kinds map to them
+    assert kinds([d3s]) == ["d3s", "entropy"]  # outputs named apart from their kinds count as their scope (kind)

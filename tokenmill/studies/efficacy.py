@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from tokenmill.config import (ARM_NAMES, Arm, CriticalConfig, EvalConfig, PipelineConfig, RewardsConfig, SamplingConfig,
                               named_arms)
-from tokenmill.labelers.rewards.config import REWARD_KINDS, REWARD_OUTPUT_KIND
+from tokenmill.labelers.rewards.config import REWARD_KINDS
 from tokenmill.studies.efficacy_config import EfficacyConfig
 
 COMPARISONS = {"cdpo": "dpo", "sft-critical": "sft", "sft-reward": "sft", "sft-process": "sft",
@@ -62,8 +62,8 @@ def study_configs(lake: str, seeds: list[int], prompts: int = 512, samples: int 
     label = ["rewards", *sorted(read - {"rewards"})]
     # only the reward kinds an arm reads (the others score the run with more models: dpo, entropy, rlpr);
     # grpo, which scores nothing, where none is read — the pairs read verdicts, not rewards
-    outputs = {o for a in arms for fam, o in a.outputs_read() if fam == "rewards"}
-    kinds = [k for k in REWARD_KINDS if k in {REWARD_OUTPUT_KIND.get(o, o) for o in outputs}] or ["grpo"]
+    read_kinds = {kind for a in arms for fam, kind in a.scopes_read() if fam == "rewards"}
+    kinds = [k for k in REWARD_KINDS if k in read_kinds] or ["grpo"]
     for s in seeds:
         seeded = [a.model_copy(update={"train": a.train.model_copy(update={"seed": s})}) for a in arms]
         out.append(PipelineConfig(

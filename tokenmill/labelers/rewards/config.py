@@ -9,7 +9,6 @@ from pydantic import Field
 from tokenmill.common_config import Settings
 
 REWARD_KINDS = ("dpo", "grpo", "tempo", "d3s", "entropy", "rlpr", "rlpr_raw")
-REWARD_OUTPUT_KIND = {"d3s_keep": "d3s", "entropy_flag": "entropy"}  # token outputs that are not named for their kind
 
 
 class RewardsConfig(Settings):

@@ -157,7 +157,7 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     if lake.has_dir(rel):
         return {**record, "local_path": artifact_path(lake, rel), "reused": True}
     torch.manual_seed(seed)
-    source = model_source(lake, base_model)  # a lake model (an earlier arm's) keeps its lake path in the ids
+    source = model_source(lake, base_model)  # what loads it: an earlier arm's lake model from its local copy
     rng = random.Random(seed)
     cuda = torch.cuda.is_available()
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
