@@ -32,3 +32,14 @@ def test_a_teacher_rolls_out_while_the_arms_train_and_evaluate_the_policy(tmp_pa
     assert cfg.rollouts().models == ["tiny-large"]
     assert cfg.train(cfg.arms[0], "ds").model == "tiny-small" and cfg.label().models == {"ref": "tiny-small"}
     assert PipelineConfig(lake=str(tmp_path / "lake"), run_id="d").rollouts().models == ["tiny-small"]
+
+
+def test_the_on_sft_arms_bring_the_arms_they_start_from_and_are_guided_by():
+    arms = {a.name: a for a in PipelineConfig(arms=["tgdpo-on-sft", "tdpo-on-sft"]).arms}
+    assert list(arms) == ["sft", "dpo-on-sft", "tgdpo-on-sft", "tdpo-on-sft"]  # the fixed order: a guide before its user
+    assert (arms["tgdpo-on-sft"].init, arms["tgdpo-on-sft"].guide, arms["tgdpo-on-sft"].train.weighting) == \
+        ("sft", "dpo-on-sft", "tgdpo")
+    assert (arms["tdpo-on-sft"].init, arms["tdpo-on-sft"].train.objective) == ("sft", "tdpo")
+    from tokenmill.flows.pipeline import check_pipeline
+
+    check_pipeline(PipelineConfig(arms=["tgdpo-on-sft", "tdpo-on-sft"], run_id="r1"))

@@ -61,7 +61,7 @@ class Arm(Settings):
 
 
 ARM_NAMES = ("dpo", "cdpo", "tgdpo", "tdpo", "sft", "sft-critical", "sft-reward", "sft-process", "dpo-on-sft",
-             "cdpo-on-sft")
+             "cdpo-on-sft", "tgdpo-on-sft", "tdpo-on-sft")
 
 
 def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = None, **common) -> list[Arm]:
@@ -81,6 +81,9 @@ def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = Non
       dpo-on-sft  dpo from sft's trained model, which is also its reference (SFT then DPO:
                   the pairs are in the model's distribution); brings sft along
       cdpo-on-sft cdpo from sft's trained model likewise
+      tgdpo-on-sft  tgdpo from sft's model, its guide dpo-on-sft (whose reference, sft, is
+                  the reference of the guide's token rewards); brings both along
+      tdpo-on-sft tdpo from sft's model likewise
     """
     from tokenmill.errors import TokenmillError
 
@@ -109,9 +112,13 @@ def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = Non
         "dpo-on-sft": Arm(name="dpo-on-sft", recipe="dpo-pairs", init="sft", train=d.model_copy(update={"weighting": "plain"})),
         "cdpo-on-sft": Arm(name="cdpo-on-sft", recipe="cdpo-pairs", init="sft",
                            train=d.model_copy(update={"weighting": "dataset"})),
+        "tgdpo-on-sft": Arm(name="tgdpo-on-sft", recipe="dpo-pairs", init="sft", guide="dpo-on-sft",
+                            train=d.model_copy(update={"weighting": "tgdpo"})),
+        "tdpo-on-sft": Arm(name="tdpo-on-sft", recipe="dpo-pairs", init="sft",
+                           train=d.model_copy(update={"objective": "tdpo", "weighting": "plain"})),
     }
-    wanted = (set(names) | ({"dpo"} if "tgdpo" in names else set())
-              | ({"sft"} if {"dpo-on-sft", "cdpo-on-sft"} & set(names) else set()))
+    wanted = set(names) | ({"dpo"} if "tgdpo" in names else set()) | ({"dpo-on-sft"} if "tgdpo-on-sft" in names else set())
+    wanted |= {"sft"} if any(known[n].init == "sft" for n in wanted) else set()
     return [known[n] for n in ARM_NAMES if n in wanted]
 
 
@@ -145,7 +152,7 @@ PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
         "critical": {"train": "tiny", "include_correct": True},
         "rewards": {"kinds": ["grpo"]},  # the one kind an arm reads (sft-reward)
         "arms": ["dpo", "cdpo", "sft", "sft-critical", "sft-reward", "sft-process", "dpo-on-sft", "cdpo-on-sft"],
-        "arm_train": {"batch": 16, "dpo": {"steps": 100, "lr": 1e-5, "beta": 0.5},
+        "arm_train": {"batch": 16, "dpo": {"steps": 300, "lr": 4e-5, "beta": 0.1, "schedule": "linear"},
                       "sft": {"steps": 500, "lr": 1e-3, "schedule": "linear"}},
         "eval": {"prompts": 500, "max_tokens": 64},
     },

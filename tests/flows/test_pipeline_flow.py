@@ -21,33 +21,36 @@ def counts(lake: str) -> dict:
 
 def test_reduced_efficacy_study_runs_the_pipeline_end_to_end_and_reruns_idempotently(prefect_harness, tmp_path):
     lake = str(tmp_path / "lake")
-    arms = named_arms(["dpo", "cdpo", "tgdpo", "sft", "sft-critical", "sft-reward", "sft-process", "cdpo-on-sft"], steps=3,
-                      batch=4)
+    arms = named_arms(["dpo", "cdpo", "tgdpo", "sft", "sft-critical", "sft-reward", "sft-process", "cdpo-on-sft",
+                       "tgdpo-on-sft"], steps=3, batch=4)
     cfgs = study_configs(lake, [0], prompts=24, samples=4, eval_prompts=24, critical_steps=10, arms=arms)
     results = run_study(cfgs)
     assert sorted(results.column("arm").to_pylist()) == sorted(["base", "dpo", "cdpo", "tgdpo", "sft", "sft-critical",
-                                                                "sft-reward", "sft-process", "cdpo-on-sft"])
+                                                                "sft-reward", "sft-process", "dpo-on-sft", "cdpo-on-sft",
+                                                                "tgdpo-on-sft"])
     assert "process" in cfgs[0].labelers  # the oracle arm's labels come along
     assert all(0 <= a <= 1 for a in results.column("accuracy").to_pylist())
     summary = {r["arm"]: r for r in summarise(results).to_pylist()}
     assert summary["cdpo"]["vs"] == "dpo" and summary["sft-reward"]["vs"] == "sft"
+    assert summary["tgdpo-on-sft"]["vs"] == "dpo-on-sft"
     assert summary["cdpo"]["diff_mean"] == pytest.approx(summary["cdpo"]["accuracy_mean"] - summary["dpo"]["accuracy_mean"])
     # every trained model is an artifact whose lineage names its dataset and recipe
     lk = Lake(lake)
     arts = lk.read("model_artifacts", "efficacy-s0", filter=pc.field("role").isin(["sft", "dpo"])).to_pylist()
-    assert len(arts) == 8 and all("dataset_id" in a["lineage"] for a in arts)
+    assert len(arts) == 10 and all("dataset_id" in a["lineage"] for a in arts)
     evals = {r["arm"]: r["model"] for r in lk.read("model_eval", "efficacy-s0").to_pylist()}
     assert set(evals) == {None, *summary} - {"base"}
     # SFT then cDPO: its base model (and reference) is the sft arm's model, named by its lake path
     bases = {a["artifact_id"]: a["base_model"] for a in arts}
     assert bases[evals["cdpo-on-sft"]] == f"_artifacts/models/{evals['sft']}" and bases[evals["sft"]] == "tiny-small"
-    # TGDPO's guidance: dpo token rewards of the dpo arm's model, not of the policy itself
+    # TGDPO's guidance: dpo token rewards of the guide arm's model against the model it was trained
+    # from — the policy for dpo, the sft model for dpo-on-sft — not of the policy itself
     con = connect(lk)
-    guided = con.execute("SELECT count(DISTINCT config_id), max(abs(value)), any_value(models) FROM token_rewards "
-                         "WHERE kind = 'dpo' AND models LIKE '%_artifacts/models/%'").fetchone()
-    assert guided[0] == 1 and guided[1] > 0
-    # the guide is named by its lake path, not where this lake happens to be mounted
-    assert json.loads(guided[2])["dpo"].startswith("_artifacts/models/")
+    guided = con.execute("SELECT DISTINCT models FROM token_rewards WHERE kind = 'dpo' AND value <> 0").fetchall()
+    refs = {json.loads(m)["dpo"]: json.loads(m)["ref"] for (m,) in guided}
+    # the guides are named by their lake paths, not where this lake happens to be mounted
+    assert refs == {f"_artifacts/models/{evals['dpo']}": "tiny-small",
+                    f"_artifacts/models/{evals['dpo-on-sft']}": f"_artifacts/models/{evals['sft']}"}
     before = counts(lake)
     again = run_study(cfgs)
     assert counts(lake) == before  # crash → re-run → same lake; here: re-run → nothing new

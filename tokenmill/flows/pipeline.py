@@ -66,13 +66,14 @@ def check_pipeline(cfg: PipelineConfig) -> None:
                                  "does not label", fix=f"add {', '.join(missing)} to labelers")
 
 
-def guide_rewards(cfg: PipelineConfig, guide_path: str) -> str:
-    """Label the run with `dpo` token rewards of the guide model (named by its lake path, so
-    the config id is the same wherever the lake is mounted); returns their config id."""
+def guide_rewards(cfg: PipelineConfig, guide_path: str, ref: str | None = None) -> str:
+    """Label the run with `dpo` token rewards of the guide model against `ref`, the model the
+    guide was trained from (default: the policy); both named by lake path where trained, so
+    the config id is the same wherever the lake is mounted. Returns their config id."""
     from tokenmill.labelers.rewards.labeler import RewardsLabeler
 
     rewards = RewardsConfig(kinds=["dpo"], beta=1.0, dpo_role="guide", ref_role="ref")
-    models = {"ref": cfg.model, "guide": guide_path}
+    models = {"ref": ref or cfg.model, "guide": guide_path}
     label = LabelConfig(lake=cfg.lake, run_id=cfg.run_id, labelers=["rewards"], engine=cfg.engine, models=models,
                         rewards=rewards, runner=cfg.runner)
     with_runner(label_flow, cfg.runner)(label)
@@ -82,8 +83,11 @@ def guide_rewards(cfg: PipelineConfig, guide_path: str) -> str:
 def run_arm(cfg: PipelineConfig, arm: Arm, trained: dict[str, dict], at=lambda stage: None) -> dict:
     if arm.guide is not None:
         at(f"arm {arm.name}: guide rewards")
+        # TGDPO's r̂ = log π_guide − log π_ref with the guide's own reference: its init model, else the policy
+        init = next(a.init for a in cfg.arms if a.name == arm.guide)
+        ref = trained[init]["path"] if init is not None else None
         arm = arm.model_copy(update={"params": {**arm.params,
-                                                "reward_config": guide_rewards(cfg, trained[arm.guide]["path"])}})
+                                                "reward_config": guide_rewards(cfg, trained[arm.guide]["path"], ref)}})
     at(f"arm {arm.name}: curate")
     dataset = curate_flow(cfg.curate(arm))
     at(f"arm {arm.name}: train")

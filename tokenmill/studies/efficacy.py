@@ -20,6 +20,8 @@ the arithmetic world's step checker, where an arm reads it), and trains one mode
   dpo-on-sft  plain DPO from the sft model (also its reference): SFT then DPO, so the
               pairs are in the distribution of the model they train
   cdpo-on-sft cDPO from the sft model likewise
+  tgdpo-on-sft, tdpo-on-sft  TGDPO (guide: dpo-on-sft) and TDPO from the sft model (not
+              in the defaults; `--arms`)
 
 then measures greedy accuracy on the same held-out test prompts. The summary gives, per
 arm, the mean over seeds with its 95 % t interval, and the paired difference (same seed,
@@ -39,8 +41,9 @@ from tokenmill.config import (ARM_NAMES, Arm, CriticalConfig, EvalConfig, Pipeli
 from tokenmill.labelers.rewards.config import REWARD_KINDS
 from tokenmill.studies.efficacy_config import EfficacyConfig
 
-COMPARISONS = {"cdpo": "dpo", "sft-critical": "sft", "sft-reward": "sft", "sft-process": "sft",
-               "cdpo-on-sft": "dpo-on-sft"}  # arm → the plain arm it is compared with
+COMPARISONS = {"cdpo": "dpo", "tgdpo": "dpo", "tdpo": "dpo", "sft-critical": "sft", "sft-reward": "sft",
+               "sft-process": "sft", "cdpo-on-sft": "dpo-on-sft", "tgdpo-on-sft": "dpo-on-sft",
+               "tdpo-on-sft": "dpo-on-sft"}  # arm → the plain arm it is compared with
 
 
 def default_arms() -> list[Arm]:

@@ -30,7 +30,9 @@ class EfficacyConfig(Settings):
     critical_steps: int = Field(150, ge=1, description="contrast-model steps (cDPO's p_CE)")
     arms: list[str] = Field(default_factory=lambda: list(DEFAULT_ARMS), min_length=1)
     batch: int = Field(16, ge=1)
-    dpo: dict[str, Any] = Field(default_factory=lambda: {"steps": 100, "lr": 1e-5, "beta": 0.5},
+    # cDPO's authors' learning rate, β and schedule (their train_config.py; they train LoRA for 3 epochs,
+    # here the full model, 300 steps ≈ 4.6 epochs of ~1,040 pairs); docs/BENCHMARKS.md has both settings' runs
+    dpo: dict[str, Any] = Field(default_factory=lambda: {"steps": 300, "lr": 4e-5, "beta": 0.1, "schedule": "linear"},
                                 description="TrainSettings of the DPO-side arms")
     sft: dict[str, Any] = Field(default_factory=lambda: {"steps": 500, "lr": 1e-3, "schedule": "linear"},
                                 description="TrainSettings of the SFT-side arms")

@@ -10,6 +10,13 @@ of them a suspicion score s_t, higher = more likely the error:
   d3s        D³S's |A|·H
   tempo      −A_TEMPO (the most negative credit)
   grpo       −A_GRPO (one value per rollout: a baseline that cannot locate anything)
+  r2r        R2R's divergence point: 1 where the small model's argmax differs from the token
+             (any class but identical), else 0 (routing labels: a large model's rollouts only)
+  r2r_neutral  R2R's classes ranked neutral 2 > divergent, undecidable 1 > identical 0. With the
+             outcome verifier, a mismatch on an incorrect trajectory (r = 0) is neutral only
+             when the small token, continued by the large model, scores better (r̂ > r) — a
+             place where the answer could have been saved; r̂ = r = 0 is undecidable, and
+             divergent (r̂ < r) cannot occur there
   random     a uniform draw (seeded)
 
 Per method, over the rollouts where it has a score on every token:
@@ -30,8 +37,10 @@ from tokenmill.storage.lake import Lake
 from tokenmill.tasks.train.metrics import auc_or_none
 
 METHODS = {"p_ce": "-p_ce", "entropy": "entropy", "surprise": "-logprob", "d3s": "d3s", "tempo": "-tempo",
-           "grpo": "-grpo"}
-_USES = ("p_ce", "d3s", "tempo", "grpo", "process_error")
+           "grpo": "-grpo", "r2r": "(routing <> 'identical')::INT",
+           "r2r_neutral": "CASE routing WHEN 'identical' THEN 0 WHEN 'neutral' THEN 2 WHEN 'divergent' THEN 1 "
+                          "WHEN 'undecidable' THEN 1 END"}
+_USES = ("p_ce", "d3s", "tempo", "grpo", "routing", "process_error")
 
 
 def oracle_scores(lake: Lake, run: str, ks: tuple[int, ...] = (1, 3), configs: str | None = None,
