@@ -21,7 +21,7 @@ the arithmetic world's step checker, where an arm reads it), and trains one mode
               pairs are in the distribution of the model they train
   cdpo-on-sft cDPO from the sft model likewise
   tgdpo-on-sft, tdpo-on-sft  TGDPO (guide: dpo-on-sft) and TDPO from the sft model (not
-              in the defaults; `--arms`)
+              in the defaults; `--arm`)
 
 then measures greedy accuracy on the same held-out test prompts. The summary gives, per
 arm, the mean over seeds with its 95 % t interval, and the paired difference (same seed,
@@ -47,8 +47,8 @@ COMPARISONS = {"cdpo": "dpo", "tgdpo": "dpo", "tdpo": "dpo", "sft-critical": "sf
 
 
 def default_arms() -> list[Arm]:
-    """The study's arms with EfficacyConfig's settings (learning rates and β from a sweep on
-    seed 0, docs/BENCHMARKS.md)."""
+    """The study's arms with EfficacyConfig's settings (SFT side from a sweep on seed 0; DPO
+    side cDPO's authors' lr, β and schedule — docs/BENCHMARKS.md)."""
     cfg = EfficacyConfig()
     return named_arms(cfg.arms, batch=cfg.batch, dpo=cfg.dpo, sft=cfg.sft)
 
