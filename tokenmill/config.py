@@ -66,7 +66,7 @@ ARM_NAMES = ("dpo", "cdpo", "tgdpo", "tdpo", "sft", "sft-critical", "sft-reward"
 
 def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = None, **common) -> list[Arm]:
     """The built-in arms, in a fixed order, with training settings (`common`, then the
-    objective's own; tdpo takes dpo's). tgdpo brings its guide, dpo, along.
+    objective's own; tdpo takes dpo's). An arm brings the arms it starts from and is guided by.
 
       dpo         plain DPO on (correct, incorrect) pairs of a prompt   (dpo-pairs)
       cdpo        DPO with cDPO's 1 − p_CE on rejected tokens            (cdpo-pairs)
@@ -117,8 +117,12 @@ def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = Non
         "tdpo-on-sft": Arm(name="tdpo-on-sft", recipe="dpo-pairs", init="sft",
                            train=d.model_copy(update={"objective": "tdpo", "weighting": "plain"})),
     }
-    wanted = set(names) | ({"dpo"} if "tgdpo" in names else set()) | ({"dpo-on-sft"} if "tgdpo-on-sft" in names else set())
-    wanted |= {"sft"} if any(known[n].init == "sft" for n in wanted) else set()
+    wanted, todo = set(), list(names)
+    while todo:  # every arm brings the arms it starts from (init) and is guided by (guide)
+        n = todo.pop()
+        if n not in wanted:
+            wanted.add(n)
+            todo += [d for d in (known[n].init, known[n].guide) if d is not None]
     return [known[n] for n in ARM_NAMES if n in wanted]
 
 
