@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tokenmill.config import CriticalConfig, PipelineConfig
 
 
@@ -43,3 +45,25 @@ def test_the_on_sft_arms_bring_the_arms_they_start_from_and_are_guided_by():
     from tokenmill.flows.pipeline import check_pipeline
 
     check_pipeline(PipelineConfig(arms=["tgdpo-on-sft", "tdpo-on-sft"], run_id="r1"))
+
+
+def test_sft_routing_needs_a_teacher_and_labels_its_rollouts_against_the_policy():
+    from tokenmill.errors import TokenmillError
+    from tokenmill.flows.pipeline import check_pipeline
+
+    own = PipelineConfig(arms=["sft", "sft-routing"], labelers=["rewards", "routing"], run_id="r1")
+    with pytest.raises(TokenmillError, match="rollouts are tiny-small's own"):
+        check_pipeline(own)  # the policy's own rollouts have nothing to route against: weights would be null
+    distil = PipelineConfig(arms=["sft", "sft-routing"], labelers=["rewards", "routing"], run_id="r1",
+                            teacher="tiny-large", model="tiny-small")
+    check_pipeline(distil)
+    assert distil.label().routing.small == "tiny-small"  # the policy is the small model
+    (arm,) = [a for a in distil.arms if a.name == "sft-routing"]
+    assert arm.families_read() == {"routing"} and arm.train.weighting == "dataset"
+    with pytest.raises(TokenmillError, match="reads labels of routing"):
+        check_pipeline(distil.model_copy(update={"labelers": ["rewards"]}))
+
+
+def test_sft_entropy_reads_the_entropy_reward_kind():
+    (arm,) = PipelineConfig(arms=["sft-entropy"]).arms
+    assert arm.scopes_read() == {("rewards", "entropy")} and arm.params["where"] == "verdict = 'correct'"

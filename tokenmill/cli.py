@@ -20,7 +20,7 @@ from rich.console import Console
 
 from tokenmill.config import DEFAULT_LAKE
 from tokenmill.config import CriticalConfig, HallucinationConfig, LabelSettings, RewardsConfig, RoutingConfig
-from tokenmill.config import (DEFAULT_PRESET, PIPELINE_PRESETS, PipelineConfig, RolloutConfig, RunnerConfig,
+from tokenmill.config import (ARM_NAMES, DEFAULT_PRESET, PIPELINE_PRESETS, PipelineConfig, RolloutConfig, RunnerConfig,
                               ProbeConfig, RouterConfig, SamplingConfig, SourceConfig, TrainConfig)
 from tokenmill.errors import TokenmillError
 from tokenmill.flows.demo import DemoConfig
@@ -823,8 +823,8 @@ def pipeline(
     world: Optional[str] = config_option(_PIPELINE, "world", help="World: train split for rollouts, test split for evaluation."),
     prompts: Optional[int] = config_option(_PIPELINE, "prompts", help="Training prompts."),
     samples: Optional[int] = config_option(_PIPELINE, "sampling.n", help="Samples per prompt."),
-    arm: Optional[list[str]] = config_option(_PIPELINE, "arms", help="Arms to train and compare; repeatable: dpo, cdpo, "
-                                             "tgdpo, tdpo, sft, sft-critical, sft-reward."),
+    arm: Optional[list[str]] = config_option(_PIPELINE, "arms", help="Arms to train and compare; repeatable: "
+                                             + ", ".join(ARM_NAMES) + "."),
     steps: Optional[int] = config_option(_PIPELINE, "arms.0.train.steps", help="Training steps of every arm."),
     lr: Optional[float] = config_option(_PIPELINE, "arms.0.train.lr", help="Learning rate of every arm."),
     batch: Optional[int] = config_option(_PIPELINE, "arms.0.train.batch", help="Batch size of every arm."),
@@ -872,8 +872,8 @@ def study_efficacy(
     prompts: Optional[int] = config_option(EfficacyConfig, "prompts"),
     samples: Optional[int] = config_option(EfficacyConfig, "samples"),
     eval_prompts: Optional[int] = config_option(EfficacyConfig, "eval_prompts"),
-    arms: list[str] = typer.Option(None, "--arm", help="Arms by name; repeatable (default: "
-                                                       f"{' '.join(EfficacyConfig().arms)})."),
+    arms: list[str] = typer.Option(None, "--arm", help="Arms by name, repeatable: "
+                                                       f"{', '.join(ARM_NAMES)} (default: {' '.join(EfficacyConfig().arms)})."),
     sft_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the SFT-side arms (default {EfficacyConfig().sft['lr']:g})."),
     sft_steps: Optional[int] = typer.Option(None, help=f"Steps of the SFT-side arms (default {EfficacyConfig().sft['steps']})."),
     dpo_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the DPO-side arms (default {EfficacyConfig().dpo['lr']:g})."),

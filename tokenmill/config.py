@@ -60,8 +60,10 @@ class Arm(Settings):
         return {fam for fam, _ in self.scopes_read()}
 
 
-ARM_NAMES = ("dpo", "cdpo", "tgdpo", "tdpo", "sft", "sft-critical", "sft-reward", "sft-process", "dpo-on-sft",
-             "cdpo-on-sft", "tgdpo-on-sft", "tdpo-on-sft")
+ARM_NAMES = ("dpo", "cdpo", "tgdpo", "tdpo", "sft", "sft-critical", "sft-reward", "sft-process", "sft-entropy",
+             "sft-routing", "dpo-on-sft", "cdpo-on-sft", "tgdpo-on-sft", "tdpo-on-sft")
+# sft-routing's token weight per R2R class (identical, neutral, divergent, undecidable); docs/BENCHMARKS.md has the pilot
+ROUTING_WEIGHTS = (1.0, 0.0, 2.0, 1.0)
 
 
 def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = None, **common) -> list[Arm]:
@@ -78,6 +80,13 @@ def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = Non
       sft-reward  SFT on all rollouts weighted max(A_grpo, 0)            (weighted-sft)
       sft-process the oracle's upper bound: SFT on every rollout's tokens before its first
                   wrong step (the `process` labels; needs the process labeler)
+      sft-entropy SFT on correct rollouts, only their high-entropy tokens (the 80/20 rule:
+                  `entropy_flag`, the top 20 % of the rollout model's own entropies)
+      sft-routing distillation weighted by R2R's routing labels of the teacher's correct
+                  rollouts against the policy: ROUTING_WEIGHTS per class — identical 1,
+                  neutral 0 (the policy's own token does as well), divergent 2 (its token
+                  makes the answer worse), undecidable 1; needs a teacher (routing labels a
+                  large model's rollouts)
       dpo-on-sft  dpo from sft's trained model, which is also its reference (SFT then DPO:
                   the pairs are in the model's distribution); brings sft along
       cdpo-on-sft cdpo from sft's trained model likewise
@@ -108,6 +117,13 @@ def named_arms(names: list[str], dpo: dict | None = None, sft: dict | None = Non
                           train=s.model_copy(update={"weighting": "dataset"})),
         "sft-process": Arm(name="sft-process", recipe="weighted-sft",
                            params={"where": "verdict IN ('correct', 'incorrect')", "weight": "coalesce(process_ok::INT, 0)"},
+                           train=s.model_copy(update={"weighting": "dataset"})),
+        "sft-entropy": Arm(name="sft-entropy", recipe="weighted-sft",
+                           params={"where": "verdict = 'correct'", "weight": "coalesce(entropy_flag::INT, 0)"},
+                           train=s.model_copy(update={"weighting": "dataset"})),
+        "sft-routing": Arm(name="sft-routing", recipe="weighted-sft", params={"where": "verdict = 'correct'", "weight": (
+                               "CASE routing WHEN 'identical' THEN {} WHEN 'neutral' THEN {} WHEN 'divergent' THEN {} "
+                               "WHEN 'undecidable' THEN {} END".format(*ROUTING_WEIGHTS))},  # null where unlabelled: refused, never silently 1
                            train=s.model_copy(update={"weighting": "dataset"})),
         "dpo-on-sft": Arm(name="dpo-on-sft", recipe="dpo-pairs", init="sft", train=d.model_copy(update={"weighting": "plain"})),
         "cdpo-on-sft": Arm(name="cdpo-on-sft", recipe="cdpo-pairs", init="sft",
@@ -203,6 +219,8 @@ class PipelineConfig(Settings):
     critical: CriticalConfig = CriticalConfig()
     rewards: RewardsConfig = Field(RewardsConfig(), description="token-rewards settings (kinds: every one by default; "
                                                                 "a study computes the ones its arms read)")
+    routing: RoutingConfig | None = Field(None, description="routing-labeler settings (default: R2R's, the policy as "
+                                                            "the small model, so the teacher's rollouts are labelled)")
     arm_train: dict[str, Any] = Field(default_factory=dict, description="training settings of the arms given by name: "
                                       "TrainSettings fields (steps, lr, batch, …) for every one, and under dpo / sft "
                                       "for one objective's arms (dpo: the tdpo arm's too)")
@@ -287,7 +305,7 @@ class PipelineConfig(Settings):
     def label(self) -> LabelConfig:
         return LabelConfig(lake=self.lake, run_id=self.run_id, labelers=self.labelers, engine=self.engine,
                            models=self.label_models or {"ref": self.model}, critical=self.critical, rewards=self.rewards,
-                           runner=self.runner)
+                           routing=self.routing or RoutingConfig(small=self.model), runner=self.runner)
 
     def curate(self, arm: Arm) -> CurateConfig:
         return CurateConfig(lake=self.lake, runs=[self.run_id], recipe=arm.recipe, params=arm.params)

@@ -77,6 +77,13 @@ def test_a_user_sql_recipe_must_return_the_required_columns(labelled, tmp_path):
     _, _, rows = run_recipe(labelled, f"sql:{short}", ["r1"])
     with pytest.raises(TokenmillError, match="weights has 1 values for"):
         D.build("sequences", rows)
+    holey = tmp_path / "holey.sql"  # one weight per token, one of them null (a token without its label)
+    holey.write_text("SELECT rollout_id, prompt_token_ids, completion_token_ids, list_transform(completion_token_ids, "
+                     "lambda x: CASE WHEN x = completion_token_ids[1] THEN NULL ELSE 1.0 END) AS weights "
+                     "FROM rollouts WHERE run_id = $run")
+    _, _, rows = run_recipe(labelled, f"sql:{holey}", ["r1"])
+    with pytest.raises(TokenmillError, match="weights is null at token 0"):
+        D.build("sequences", rows)
 
 
 def test_manifest_records_lineage_and_identical_curation_writes_nothing(labelled):

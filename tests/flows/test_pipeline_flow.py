@@ -86,3 +86,30 @@ def test_pipeline_refuses_bad_arms_before_any_work(tmp_path):
     check_pipeline(cfg(*named_arms(["sft-process"])).model_copy(update={"labelers": ["rewards", "process"]}))
     assert not (tmp_path / "lake").exists()
 
+
+
+def test_distillation_arms_weight_the_teachers_tokens_by_routing_class_and_entropy(prefect_harness, tmp_path):
+    from tokenmill.config import ROUTING_WEIGHTS
+    from tokenmill.curation.curate import run_recipe
+
+    lake = str(tmp_path / "lake")
+    arms = named_arms(["sft", "sft-entropy", "sft-routing"], steps=2, batch=4)
+    (cfg,) = study_configs(lake, [0], prompts=12, samples=2, eval_prompts=8, arms=arms, teacher="tiny-large")
+    assert cfg.labelers == ["rewards", "routing"] and cfg.rewards.kinds == ["entropy"]
+    results = run_study([cfg])
+    assert sorted(results.column("arm").to_pylist()) == ["base", "sft", "sft-entropy", "sft-routing"]
+    lk = Lake(lake)
+    con = connect(lk)
+    # every token of the teacher's rollouts has an R2R class against the policy (the small model)
+    assert con.execute("SELECT count(*), count(DISTINCT large_model), any_value(small_model) FROM routing").fetchone() == \
+        (con.execute("SELECT sum(num_tokens) FROM rollouts").fetchone()[0], 1, "tiny-small")
+    assert con.execute("SELECT count(DISTINCT label) FROM routing").fetchone()[0] >= 2  # mismatches were verified
+    by_arm = {a.name: a for a in arms}
+    for name, truth in [("sft-routing", "SELECT rollout_id, pos, label AS x FROM routing"),
+                        ("sft-entropy", "SELECT rollout_id, pos, flag::INT AS x FROM token_rewards WHERE kind = 'entropy'")]:
+        _, _, rows = run_recipe(lk, "weighted-sft", ["efficacy-s0"], by_arm[name].params)
+        labels = {(r, p): x for r, p, x in con.execute(truth).fetchall()}
+        assert rows.num_rows == con.execute("SELECT count(*) FROM rollouts WHERE verdict = 'correct'").fetchone()[0] > 0
+        for rid, ws in zip(rows.column("rollout_id").to_pylist(), rows.column("weights").to_pylist()):
+            want = [ROUTING_WEIGHTS[labels[rid, p]] if name == "sft-routing" else labels[rid, p] for p in range(len(ws))]
+            assert ws == pytest.approx(want), (name, rid)

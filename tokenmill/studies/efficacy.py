@@ -17,6 +17,11 @@ the arithmetic world's step checker, where an arm reads it), and trains one mode
               prompts the policy sometimes fails count most, failures and prompts it
               always solves not at all
   sft-process the oracle's upper bound: every rollout's tokens before its first wrong step
+  sft-entropy SFT on the correct rollouts' high-entropy tokens only (the 80/20 rule)
+  sft-routing SFT on the correct rollouts weighted by R2R's routing class of each token
+              against the policy (identical 1, neutral 0, divergent 2): the teacher's
+              tokens where the policy's own choice would make the answer worse count
+              double, those where it would do as well not at all
   dpo-on-sft  plain DPO from the sft model (also its reference): SFT then DPO, so the
               pairs are in the distribution of the model they train
   cdpo-on-sft cDPO from the sft model likewise
@@ -42,7 +47,7 @@ from tokenmill.labelers.rewards.config import REWARD_KINDS
 from tokenmill.studies.efficacy_config import EfficacyConfig
 
 COMPARISONS = {"cdpo": "dpo", "tgdpo": "dpo", "tdpo": "dpo", "sft-critical": "sft", "sft-reward": "sft",
-               "sft-process": "sft", "cdpo-on-sft": "dpo-on-sft", "tgdpo-on-sft": "dpo-on-sft",
+               "sft-process": "sft", "sft-entropy": "sft", "sft-routing": "sft", "cdpo-on-sft": "dpo-on-sft", "tgdpo-on-sft": "dpo-on-sft",
                "tdpo-on-sft": "dpo-on-sft"}  # arm → the plain arm it is compared with
 
 
