@@ -56,6 +56,13 @@ between the two logprobs of the same tokens (a check that both score the same th
 bf16 padding and batching change the rounding, so expect a small nonzero value; in float32
 on CPU it is ~1e-6).
 
+The fused head (`--head both`, the default): the same calls again with the engine's
+`head="fused"` (`tokenmill/engines/fused_head.py`: the LM head chunked over the vocabulary
+with running log-sum-exp, entropy and top-k, never [tokens, V] in float32), timed in the
+same run; printed are its tokens/s, the ratio fused / rows, the largest |Δ logprob| and
+|Δ entropy| between the two heads, and on cuda each head's peak memory. `--head rows` or
+`--head fused` times one of them only.
+
 `--json PATH` also writes the results as one JSON object.
 """
 
@@ -91,6 +98,8 @@ def parse_args(argv=None):
     ap.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
     ap.add_argument("--tiny", action="store_true",
                     help="a 2-layer, d=64, vocab-1024 model and 16 short sequences: runs in seconds on CPU")
+    ap.add_argument("--head", choices=("both", "rows", "fused"), default="both",
+                    help="LM head(s) timed: rows (the engine's default), fused (vocabulary-chunked), both (default)")
     ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON here")
     args = ap.parse_args(argv)
     if args.sequences is None:
@@ -110,7 +119,7 @@ def build_model(cfg: dict, device, dtype, seed: int):
     return model.to(dtype).eval()
 
 
-def make_engine(model, device, token_budget: int):
+def make_engine(model, device, token_budget: int, head: str = "rows"):
     from tokenmill.engines.hf import HFEngine
 
     engine = HFEngine.__new__(HFEngine)  # HFEngine.__init__ loads from disk; score() needs only these
@@ -120,6 +129,8 @@ def make_engine(model, device, token_budget: int):
     engine.device = model.device
     engine.batch_size = 64
     engine.token_budget = token_budget
+    engine.head = head
+    engine.pack = False
     return engine
 
 
@@ -200,6 +211,15 @@ def print_table(res: dict) -> None:
         ("TFLOP/s", f"{res['tflops']:.3f}"),
         (f"MFU (peak {res['peak_tflops']:g})", f"{res['mfu'] * 100:.3g} %"),
     ]
+    if res.get("fused_tokens_per_s"):
+        rows += [
+            ("fused head tok/s", f"{res['fused_tokens_per_s']:,.0f}"),
+            ("ratio fused / rows", f"{res['fused_ratio']:.2f}×"),
+            ("fused max |Δ logprob|, |Δ entropy|", f"{res['fused_max_abs_diff']:.3g}, {res['fused_entropy_max_abs_diff']:.3g}"),
+        ]
+        if res.get("fused_max_memory_allocated_gb") is not None:
+            rows.append(("peak GiB rows / fused", f"{res['max_memory_allocated_gb']:.2f} / "
+                                                   f"{res['fused_max_memory_allocated_gb']:.2f}"))
     if res.get("naive_tokens_per_s"):
         rows += [
             (f"naive tok/s ({res['naive_sequences']} seqs)", f"{res['naive_tokens_per_s']:,.0f}"),
@@ -248,6 +268,7 @@ def main(argv=None) -> int:
     def run():
         return engine.score(prompts, completions, top_k=5, entropy=True)
 
+    engine.head = "fused" if args.head == "fused" else "rows"
     scored = run()  # warm-up
     times = time_calls(run, args.repeats, device)
     seconds = sum(times) / len(times)
@@ -266,8 +287,25 @@ def main(argv=None) -> int:
         "naive_sequences": args.naive_sequences,
         "naive_tokens_per_s": None, "naive_seconds": None, "ratio": None, "naive_max_abs_diff": None,
     }
+    res["head"] = engine.head
     if device.type == "cuda":
         res["max_memory_allocated_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+
+    if args.head == "both":  # the fused head on the same calls, against the rows head just timed
+        engine.head = "fused"
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        fused = run()  # warm-up
+        f_times = time_calls(run, args.repeats, device)
+        f_seconds = sum(f_times) / len(f_times)
+        res.update(fused_seconds=f_seconds, fused_seconds_all=f_times, fused_tokens_per_s=tokens / f_seconds,
+                   fused_ratio=seconds / f_seconds,
+                   fused_max_abs_diff=max(float(abs(a.logprobs - b.logprobs).max(initial=0)) for a, b in zip(scored, fused)),
+                   fused_entropy_max_abs_diff=max(float(abs(a.entropy - b.entropy).max(initial=0))
+                                                  for a, b in zip(scored, fused)),
+                   fused_max_memory_allocated_gb=(torch.cuda.max_memory_allocated(device) / 2**30
+                                                  if device.type == "cuda" else None))
+        engine.head = "rows"
 
     if args.naive_sequences > 0:
         sub_p, sub_c = prompts[: args.naive_sequences], completions[: args.naive_sequences]

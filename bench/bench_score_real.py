@@ -28,6 +28,10 @@ machine hits all of them alike), best of `--repeat`:
 * tokenmill       `engine.score(p, c, top_k=5, entropy=True)`: raw logprob, exact entropy and
                   top-5 of every completion token, as numpy arrays per sequence;
 * tokenmill lite  `engine.score(p, c, top_k=0, entropy=False)`: the logprobs alone;
+* fused head      as tokenmill, with the engine's `head = "fused"` (`engines/fused_head.py`: the
+                  LM head over vocabulary chunks with running statistics, no [rows, V] array);
+* packed          as tokenmill, with `pack = True` (`engines/packing.py`: joint passes packed
+                  end to end under a block-causal mask instead of right-padded);
 * vllm            `get_engine("vllm", model).score(p, c, top_k=5, entropy=False)` (vLLM's
                   `prompt_logprobs`: logits at every position, prompt included; it has no
                   exact entropy), where vllm(-cpu) runs it. It runs in a child process
@@ -142,6 +146,18 @@ def timed(fn):
     return wall, cpu, max(0, _status("VmHWM") - rss0) if rss0 is not None else None
 
 
+def _with(engine, fn, **attrs):
+    """`fn` run with the engine's attributes set to `attrs` (head, pack), then put back."""
+    def run():
+        old = {k: getattr(engine, k) for k in attrs}
+        engine.__dict__.update(attrs)
+        try:
+            return fn()
+        finally:
+            engine.__dict__.update(old)
+    return run
+
+
 def bench_set(name, p_ids, c_ids, engine, vllm, args, console) -> None:
     import numpy as np
     import torch
@@ -157,6 +173,8 @@ def bench_set(name, p_ids, c_ids, engine, vllm, args, console) -> None:
         "ceiling": lambda: ceiling(model, batches),
         "tokenmill (logprob, entropy, top-5)": lambda: engine.score(p_ids, c_ids, top_k=5, entropy=True),
         "tokenmill lite (logprob only)": lambda: engine.score(p_ids, c_ids, top_k=0, entropy=False),
+        "tokenmill, fused head": _with(engine, lambda: engine.score(p_ids, c_ids, top_k=5, entropy=True), head="fused"),
+        "tokenmill, packed": _with(engine, lambda: engine.score(p_ids, c_ids, top_k=5, entropy=True), pack=True),
     }
     if vllm is not None:
         sides["vllm (logprob, top-5, no entropy)"] = lambda: vllm.ask({"op": "time", "set": name})
@@ -170,6 +188,8 @@ def bench_set(name, p_ids, c_ids, engine, vllm, args, console) -> None:
     sub = ([p_ids[i] for i in group], [c_ids[i] for i in group])
     checks = {"tokenmill": np.concatenate([s.logprobs for s in engine.score(*sub, top_k=5, entropy=True)])}
     engine.score(*sub, top_k=0, entropy=False)
+    for label, attrs in (("fused head", {"head": "fused"}), ("packed", {"pack": True})):
+        checks[label] = np.concatenate([s.logprobs for s in _with(engine, lambda: engine.score(*sub, top_k=5), **attrs)()])
     if vllm is not None:
         checks["vllm"] = np.asarray(vllm.ask({"op": "logprobs", "set": name, "rows": group}))
 

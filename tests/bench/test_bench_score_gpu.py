@@ -21,6 +21,8 @@ def test_tiny_run_writes_sane_json(tmp_path):
     assert 0 < res["mfu"] < 1
     assert "ratio" in res and res["ratio"] > 0
     assert res["naive_max_abs_diff"] < 1e-3  # float32 on cpu: batched and per-rollout scores agree
+    assert res["fused_tokens_per_s"] > 0 and res["fused_ratio"] > 0  # the fused head, timed in the same run
+    assert res["fused_max_abs_diff"] < 1e-4 and res["fused_entropy_max_abs_diff"] < 1e-4
 
 
 def test_help():

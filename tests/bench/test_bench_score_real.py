@@ -16,12 +16,16 @@ def test_quick_run_prints_both_tables():
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "**fixed**" in out and "**mix**" in out
-    for side in ("ceiling", "tokenmill (logprob, entropy, top-5)", "tokenmill lite (logprob only)"):
+    for side in ("ceiling", "tokenmill (logprob, entropy, top-5)", "tokenmill lite (logprob only)",
+                 "tokenmill, fused head", "tokenmill, packed"):
         assert out.count(f"| {side} |") == 2
     assert "vllm" not in out  # --quick leaves vLLM out
     # same tokens, same model, float32: tokenmill and the bare forward agree
     diffs = [float(d) for d in re.findall(r"max \|Δ logprob\| tokenmill vs ceiling ([0-9.e+-]+)", out)]
     assert len(diffs) == 2 and max(diffs) < 1e-4
+    for label in ("fused head", "packed"):  # the new paths score the same tokens the same
+        diffs = [float(d) for d in re.findall(rf"max \|Δ logprob\| {label} vs ceiling ([0-9.e+-]+)", out)]
+        assert len(diffs) == 2 and max(diffs) < 1e-4, label
 
 
 def test_help():

@@ -28,6 +28,9 @@ from tokenmill.models.registry import resolve_model
 LOGITS_CHUNK = 2048  # most completion tokens per LM-head call when scoring (fewer where `logits_rows` says)
 LOGITS_MEMORY_MB = 512.0  # default MiB for the [tokens, vocab] float32 arrays one LM-head call keeps alive
 HEAD_COPIES = 4  # [tokens, vocab] float32 arrays alive at once in `token_stats` (logits, log p, p·log p, nan_to_num)
+# rows: the head over whole rows of the vocabulary, row chunks within LOGITS_MEMORY_MB (`token_stats`);
+# fused: chunked over the vocabulary too, running statistics per row (`engines/fused_head.py`)
+HEADS = ("rows", "fused")
 
 
 def logits_rows(vocab: int, memory_mb: float = LOGITS_MEMORY_MB, copies: int = 1, bytes_per: int = 4) -> int:
@@ -84,7 +87,11 @@ class HFEngine:
     logprobs_kind = "raw"
 
     def __init__(self, model: str, device: str | None = None, dtype: str | None = None,
-                 batch_size: int = 64, token_budget: int | None = None):
+                 batch_size: int = 64, token_budget: int | None = None, head: str = "rows", pack: bool = False):
+        if head not in HEADS:
+            raise EngineError(f"hf engine: unknown head {head!r}", fix=f"choose one of {', '.join(HEADS)}")
+        self.head = head  # how scoring applies the LM head (HEADS)
+        self.pack = pack  # scoring's joint passes packed, unpadded (`engines/packing.py`), not right-padded
         self.model, self.tokenizer, ref = load_hf(model, device, dtype)
         self.model_id = ref.model_id
         self.device = self.model.device
@@ -268,6 +275,12 @@ class HFEngine:
         than the log-softmax; bench/bench_score_real.py)."""
         head = self.model.get_output_embeddings()
         n, vocab = h.shape[0], head.weight.shape[0]
+        if self.head == "fused":  # [rows, VOCAB_CHUNK] at a time: LOGITS_CHUNK rows suffice
+            from tokenmill.engines.fused_head import fused_head_stats
+
+            parts = [fused_head_stats(h[i : i + LOGITS_CHUNK], head.weight, head.bias, targets[i : i + LOGITS_CHUNK],
+                                      top_k, entropy) for i in range(0, max(n, 1), LOGITS_CHUNK)]
+            return tuple(torch.cat([pt[k] for pt in parts]) if parts[0][k] is not None else None for k in range(4))
         step = max(1, min(LOGITS_CHUNK, logits_rows(vocab, LOGITS_MEMORY_MB, HEAD_COPIES), n))
         reuse = isinstance(head, torch.nn.Linear) and head.weight.dtype == h.dtype == torch.float32
         if reuse:
@@ -384,7 +397,10 @@ class HFEngine:
         return prev[valid], c_ids[back][valid], c_len.to(dev), hidden
 
     def _joint_states(self, batch, prompt_ids, completion_ids, hidden_layer):
-        """`_completion_states` over prompt + completion in one right-padded pass."""
+        """`_completion_states` over prompt + completion in one right-padded pass (packed
+        with `pack`)."""
+        if self.pack:
+            return self._packed_states(batch, prompt_ids, completion_ids, hidden_layer)
         ids, attn = pad_rows([list(prompt_ids[i]) + list(completion_ids[i]) for i in batch],
                              self.tokenizer.pad_token_id)
         ids, attn = ids.to(self.device), attn.to(self.device)
@@ -397,6 +413,25 @@ class HFEngine:
         h = res.last_hidden_state[rows, tok_pos - 1]  # the state that predicts each token
         hidden = res.hidden_states[hidden_layer][rows, tok_pos] if hidden_layer is not None else None
         return h, ids[rows, tok_pos], c_len, hidden
+
+    def _packed_states(self, batch, prompt_ids, completion_ids, hidden_layer):
+        """`_joint_states` with the sequences packed end to end (`packing.packed_batch`):
+        positions restart per sequence and a block-causal mask keeps them apart."""
+        from tokenmill.engines.packing import block_mask, packed_batch
+
+        seqs = [list(prompt_ids[i]) + list(completion_ids[i]) for i in batch]
+        ids, pos, seg, row_of, offset = (t.to(self.device) for t in packed_batch(seqs, self.tokenizer.pad_token_id))
+        res = self.decoder()(input_ids=ids, position_ids=pos, attention_mask=block_mask(seg),
+                             output_hidden_states=hidden_layer is not None)
+        dev = ids.device
+        p_len = torch.tensor([len(prompt_ids[i]) for i in batch], device=dev)
+        c_len = torch.tensor([len(completion_ids[i]) for i in batch], device=dev)
+        rows = torch.repeat_interleave(row_of, c_len)
+        offs = torch.arange(int(c_len.sum()), device=dev) - torch.repeat_interleave(torch.cumsum(c_len, 0) - c_len, c_len)
+        col = torch.repeat_interleave(offset + p_len, c_len) + offs  # column of each completion token
+        h = res.last_hidden_state[rows, col - 1]
+        hidden = res.hidden_states[hidden_layer][rows, col] if hidden_layer is not None else None
+        return h, ids[rows, col], c_len, hidden
 
     def decoder(self):
         """The model without its LM head (returns hidden states)."""
