@@ -114,6 +114,6 @@ def test_the_efficacy_preset_is_one_seed_of_the_study():
 
     study = configs_for(EfficacyConfig(lake="l", seeds=[0]))[0]
     preset = PipelineConfig.from_preset("efficacy", lake="l", run_id=study.run_id)
-    keys = ("model", "teacher", "prompts", "labelers", "rewards", "arms", "eval")
+    keys = ("model", "teacher", "prompts", "labelers", "rewards", "routing", "arms", "eval")
     assert {k: _dump(preset)[k] for k in keys} == {k: _dump(study)[k] for k in keys}
     assert _dump(preset)["sampling"]["n"] == study.sampling.n

@@ -878,6 +878,8 @@ def study_efficacy(
     sft_steps: Optional[int] = typer.Option(None, help=f"Steps of the SFT-side arms (default {EfficacyConfig().sft['steps']})."),
     dpo_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the DPO-side arms (default {EfficacyConfig().dpo['lr']:g})."),
     dpo_steps: Optional[int] = typer.Option(None, help=f"Steps of the DPO-side arms (default {EfficacyConfig().dpo['steps']})."),
+    parallel: Optional[int] = config_option(EfficacyConfig, "parallel", help="Seeds run at once, each in a process of "
+                                            "its own with cores / N torch threads (1: in turn)."),
     verbose: bool = typer.Option(False, help="Show Prefect and engine logs."),
 ):
     """Token-level vs sequence-level arms on the arithmetic world, over seeds: held-out accuracy
@@ -893,7 +895,7 @@ def study_efficacy(
     sft = {**base.sft, **given(lr=sft_lr, steps=sft_steps)}
     dpo = {**base.dpo, **given(lr=dpo_lr, steps=dpo_steps)}
     cfg = EfficacyConfig(**given(lake=lake, run_prefix=prefix, policy=policy, prompts=prompts, samples=samples,
-                                 eval_prompts=eval_prompts, arms=arms or None,
+                                 eval_prompts=eval_prompts, arms=arms or None, parallel=parallel,
                                  seeds=list(range(seeds)) if seeds is not None else None),
                          **({"teacher": None if teacher.lower() == "none" else teacher} if teacher else {}),
                          sft=sft, dpo=dpo)

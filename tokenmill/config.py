@@ -168,10 +168,12 @@ PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
         "teacher": "tiny-large",
         "prompts": 4096,
         "sampling": {"n": 2, "max_tokens": 64},
-        "labelers": ["rewards", "critical", "process"],
+        "labelers": ["rewards", "critical", "process", "routing"],
         "critical": {"train": "tiny", "include_correct": True},
-        "rewards": {"kinds": ["grpo"]},  # the one kind an arm reads (sft-reward)
-        "arms": ["dpo", "cdpo", "sft", "sft-critical", "sft-reward", "sft-process", "dpo-on-sft", "cdpo-on-sft"],
+        "rewards": {"kinds": ["grpo", "entropy"]},  # the kinds an arm reads (sft-reward, sft-entropy)
+        "routing": {"small": "tiny-small", "features": False},  # sft-routing's weights; no router is trained
+        "arms": ["dpo", "cdpo", "sft", "sft-critical", "sft-reward", "sft-process", "sft-entropy", "sft-routing",
+                 "dpo-on-sft", "cdpo-on-sft"],
         "arm_train": {"batch": 16, "dpo": {"steps": 300, "lr": 4e-5, "beta": 0.1, "schedule": "linear"},
                       "sft": {"steps": 500, "lr": 1e-3, "schedule": "linear"}},
         "eval": {"prompts": 500, "max_tokens": 64},

@@ -104,6 +104,7 @@ def test_distillation_arms_weight_the_teachers_tokens_by_routing_class_and_entro
     assert con.execute("SELECT count(*), count(DISTINCT large_model), any_value(small_model) FROM routing").fetchone() == \
         (con.execute("SELECT sum(num_tokens) FROM rollouts").fetchone()[0], 1, "tiny-small")
     assert con.execute("SELECT count(DISTINCT label) FROM routing").fetchone()[0] >= 2  # mismatches were verified
+    assert not lk.files("router_features", "efficacy-s0")  # labels to weight tokens: no router features written
     by_arm = {a.name: a for a in arms}
     for name, truth in [("sft-routing", "SELECT rollout_id, pos, label AS x FROM routing"),
                         ("sft-entropy", "SELECT rollout_id, pos, flag::INT AS x FROM token_rewards WHERE kind = 'entropy'")]:

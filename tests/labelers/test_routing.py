@@ -193,3 +193,21 @@ def test_relabelling_writes_nothing_new(route_lake, tmp_path):
     written = [RoutingLabeler().label_shard(lake, "g", s) for s in lake.files("rollouts", "g")]
     assert all(w["routing"] == 0 for w in written)
     assert lake.read("routing", "g").num_rows == before
+
+
+def test_labels_without_router_features_are_the_same_labels_under_their_own_config(route_lake, tmp_path):
+    import shutil
+
+    dest = tmp_path / "lake"
+    shutil.copytree(route_lake, dest)
+    lake = Lake(str(dest))
+    on, off = RoutingLabeler(), RoutingLabeler(RoutingConfig(features=False))
+    assert "features" not in on.params() and off.params()["features"] is False  # old ids kept; other work, other id
+    features_before = lake.read("router_features", "g").num_rows
+    written = [off.label_shard(lake, "g", s) for s in lake.files("rollouts", "g")]
+    assert sum(w["routing"] for w in written) > 0 and all(w["router_features"] == 0 for w in written)
+    assert lake.read("router_features", "g").num_rows == features_before
+    con = connect(lake)
+    per_config = con.execute("SELECT config_id, list(label ORDER BY rollout_id, pos), list(small_token_id ORDER BY "
+                             "rollout_id, pos) FROM routing GROUP BY config_id").fetchall()
+    assert len(per_config) == 2 and per_config[0][1:] == per_config[1][1:]  # argmax alone: the same classes

@@ -36,3 +36,29 @@ def test_efficacy_flow_runs_one_pipeline_per_seed_and_summarises_with_paired_int
     again = efficacy_flow(cfg)  # every pipeline idempotent: nothing trained or evaluated twice
     assert connect(lake).execute("SELECT count(*) FROM model_eval").fetchone()[0] == before
     assert again["summary"] == out["summary"]
+
+
+def test_parallel_seeds_run_in_worker_processes_reporting_to_the_same_prefect_api(prefect_harness, tmp_path):
+    import os
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, TaskRunFilter, TaskRunFilterName
+
+    api = os.environ.get("PREFECT_API_URL")
+    cfg = EfficacyConfig(lake=str(tmp_path / "lake"), run_prefix="par", seeds=[0, 1], prompts=8, samples=2,
+                         eval_prompts=8, arms=["sft"], sft={"steps": 2, "lr": 1e-4}, batch=4, parallel=2)
+    out = efficacy_flow(cfg)
+    assert os.environ.get("PREFECT_API_URL") == api  # put back as it was
+    assert sorted((r["seed"], r["arm"]) for r in out["results"]) == [(0, "base"), (0, "sft"), (1, "base"), (1, "sft")]
+    rows = connect(Lake(cfg.lake)).execute("SELECT run_id, count(*) FROM model_eval GROUP BY run_id ORDER BY run_id")
+    assert rows.fetchall() == [("par-s0", 2), ("par-s1", 2)]
+    with get_client(sync_client=True) as client:  # each seed's pipeline ran in a worker, a subflow of the study
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["pipeline par-s0",
+                                                                                                "pipeline par-s1"])))
+        assert len(runs) == 2 and all(r.state.is_completed() for r in runs)
+        parents = [client.read_task_run(r.parent_task_run_id) for r in runs]
+        (study,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["efficacy par"])))
+        seeds = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["seed 0", "seed 1"])))
+    assert {t.flow_run_id for t in parents} == {study.id}  # the UI shows both pipelines under the study
+    assert sorted(t.name for t in seeds) == ["seed 0", "seed 1"] and {t.flow_run_id for t in seeds} == {study.id}
+    assert all(t.state.is_completed() for t in seeds)

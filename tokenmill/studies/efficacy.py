@@ -41,8 +41,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from tokenmill.config import (ARM_NAMES, Arm, CriticalConfig, EvalConfig, PipelineConfig, RewardsConfig, SamplingConfig,
-                              named_arms)
+from tokenmill.config import (ARM_NAMES, Arm, CriticalConfig, EvalConfig, PipelineConfig, RewardsConfig, RoutingConfig,
+                              SamplingConfig, named_arms)
 from tokenmill.labelers.rewards.config import REWARD_KINDS
 from tokenmill.studies.efficacy_config import EfficacyConfig
 
@@ -80,6 +80,7 @@ def study_configs(lake: str, seeds: list[int], prompts: int = 512, samples: int 
             # the tiny models' contrast recipe (full fine-tune, 150 steps) docs/BENCHMARKS.md's table was measured with
             critical=CriticalConfig(train="tiny", train_steps=critical_steps, seed=s, include_correct=True),
             rewards=RewardsConfig(kinds=kinds), arms=seeded,
+            routing=RoutingConfig(small=model, features=False),  # labels to weight tokens: no router is trained here
             eval=EvalConfig(world="arithmetic", split="test", prompts=eval_prompts, max_tokens=64)))
     return out
 

@@ -8,7 +8,8 @@ from pydantic import Field, field_validator
 
 from tokenmill.common_config import RunId, Settings
 
-DEFAULT_ARMS = ["dpo", "cdpo", "sft", "sft-critical", "sft-reward", "sft-process", "dpo-on-sft", "cdpo-on-sft"]
+DEFAULT_ARMS = ["dpo", "cdpo", "sft", "sft-critical", "sft-reward", "sft-process", "sft-entropy", "sft-routing",
+                "dpo-on-sft", "cdpo-on-sft"]
 
 
 class EfficacyConfig(Settings):
@@ -37,6 +38,8 @@ class EfficacyConfig(Settings):
     sft: dict[str, Any] = Field(default_factory=lambda: {"steps": 500, "lr": 1e-3, "schedule": "linear"},
                                 description="TrainSettings of the SFT-side arms")
     engine: str = "hf"
+    parallel: int = Field(2, ge=1, description="seeds run at once, each pipeline in a process of its own with "
+                                               "cores / parallel torch threads (tiny models leave cores idle)")
 
     @field_validator("seeds")
     @classmethod

@@ -26,3 +26,6 @@ class RoutingConfig(Settings):
     continuation_tokens: int = Field(48, ge=1, description="judge: most tokens of a continuation")
     outcome_tokens: int = Field(128, ge=1, description="outcome: most tokens to continue to the end")
     top_k: int = Field(100, ge=1, description="router features: top-k logits of the small model")
+    features: bool = Field(True, description="also store the small model's router features (`router_features`, what "
+                                             "`train-router` reads); off: the labels alone, e.g. to weight training "
+                                             "tokens (each token's state and top-k logits not written)")

@@ -29,7 +29,8 @@ both cut after the same number of sentence ends (R2R's stop rule: 2). Two verifi
       r̂ = r, r incorrect  undecidable (both wrong: the outcome cannot tell)
 
 The small model's router features (final state, top-k logits, argmax) at every position
-go to `router_features` (float16) for `tasks/train/router.py`.
+go to `router_features` (float16) for `tasks/train/router.py`; with `features` off only its
+argmax is computed and nothing goes there (labels to weight training tokens need no router).
 """
 
 from __future__ import annotations
@@ -192,7 +193,9 @@ class RoutingLabeler(Labeler):
         return cached_engine(kind, name, **opts)
 
     def params(self) -> dict:
-        return self.cfg.model_dump(exclude={"small", "judge_model"})
+        # features off is other work (no router_features rows): its own config id; on, the ids of before the option
+        return {**self.cfg.model_dump(exclude={"small", "judge_model", "features"}),
+                **({} if self.cfg.features else {"features": False})}
 
     def _models(self, large: str) -> dict:
         models = {"small": self.cfg.small, "large": large}
@@ -234,7 +237,8 @@ class RoutingLabeler(Labeler):
                 continue
             rows = rollouts.filter(pc.field("model") == large)
             table, features = self.label(rows, large, self._prompts(lake, run_id))
-            written["router_features"] += lake.commit("router_features", run_id, features).rows_written
+            if features is not None:
+                written["router_features"] += lake.commit("router_features", run_id, features).rows_written
             written["routing"] += lake.commit("routing", run_id, table).rows_written
             mark_done(lake, run_id, cid, shard)
         return written
@@ -245,7 +249,8 @@ class RoutingLabeler(Labeler):
         return {p.prompt_id: p for p in prompts_from_table(lake.read("prompts", run_id))}
 
     def label(self, rollouts: pa.Table, large_name: str, prompts: dict) -> tuple[pa.Table, pa.Table]:
-        """(routing rows, router_features rows) of `rollouts`, trajectories of `large_name`."""
+        """(routing rows, router_features rows or None without `features`) of `rollouts`,
+        trajectories of `large_name`."""
         cfg = self.cfg
         small = self._small()
         large = self._large(large_name)
@@ -257,10 +262,14 @@ class RoutingLabeler(Labeler):
         lengths = np.array([len(c) for c in comps], dtype=np.int64)
 
         t0 = time.perf_counter()
-        feats = small.next_token_features(p_ids, comps, top_k=cfg.top_k)
+        if cfg.features:
+            feats = small.next_token_features(p_ids, comps, top_k=cfg.top_k)
+            top1 = [f.top_ids[:, 0] for f in feats]
+        else:  # the argmax alone: no states, no top-k logits
+            top1 = [s.topk_ids[:, 0] for s in small.score(p_ids, comps, top_k=1, entropy=False)]
         self.timings["features"] += time.perf_counter() - t0
         y = _cat(comps, np.int32)
-        pred = _cat([f.top_ids[:, 0] for f in feats], np.int32)
+        pred = _cat(top1, np.int32)
         mism = mismatches(y, pred, think_end_mask(tok))
         seq = np.repeat(np.arange(len(comps)), lengths)
         pos = np.arange(len(y)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -298,6 +307,8 @@ class RoutingLabeler(Labeler):
             "large_model": pa.array(np.full(n, large_name, dtype=object), pa.string()),
             **provenance(n, self.name, self.version, models, self.params()),
         }, schema=ROUTING.schema)
+        if not cfg.features:
+            return table, None
         d, k = (feats[0].state.shape[1], feats[0].top_logits.shape[1]) if feats else (0, 0)
         features = pa.table({
             **token_keys(rids, lengths),
