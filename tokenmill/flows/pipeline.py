@@ -64,8 +64,7 @@ def check_pipeline(cfg: PipelineConfig) -> None:
         if missing:  # without them the expression reads null labels: weights silently 0
             raise TokenmillError(f"arm {arm.name}: its weight reads labels of {', '.join(missing)}, which the pipeline "
                                  "does not label", fix=f"add {', '.join(missing)} to labelers")
-        small = cfg.label().routing.small
-        if "routing" in arm.families_read() and (cfg.teacher or cfg.model) == small:
+        if "routing" in arm.families_read() and (cfg.teacher or cfg.model) == (small := cfg.label().routing.small):
             raise TokenmillError(f"arm {arm.name}: routing labels a large model's rollouts against the small model "
                                  f"{small}, and this pipeline's rollouts are {small}'s own",
                                  fix="set the pipeline's teacher (its rollouts are labelled against the policy), e.g. "

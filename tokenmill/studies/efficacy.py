@@ -47,8 +47,8 @@ from tokenmill.labelers.rewards.config import REWARD_KINDS
 from tokenmill.studies.efficacy_config import EfficacyConfig
 
 COMPARISONS = {"cdpo": "dpo", "tgdpo": "dpo", "tdpo": "dpo", "sft-critical": "sft", "sft-reward": "sft",
-               "sft-process": "sft", "sft-entropy": "sft", "sft-routing": "sft", "cdpo-on-sft": "dpo-on-sft", "tgdpo-on-sft": "dpo-on-sft",
-               "tdpo-on-sft": "dpo-on-sft"}  # arm → the plain arm it is compared with
+               "sft-process": "sft", "sft-entropy": "sft", "sft-routing": "sft", "cdpo-on-sft": "dpo-on-sft",
+               "tgdpo-on-sft": "dpo-on-sft", "tdpo-on-sft": "dpo-on-sft"}  # arm → the plain arm it is compared with
 
 
 def default_arms() -> list[Arm]:
