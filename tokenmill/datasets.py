@@ -80,22 +80,24 @@ def _check_weights(t: pa.Table, kind: str) -> None:
               if w in t.column_names]  # token rewards may be absent (null), never the wrong length
     con = duckdb.connect()
     con.register("t", t)
+
+    def first(where: str):
+        """(the first row where `where` holds, its name) or None."""
+        bad = con.sql(f"SELECT row_number() OVER () AS i, * FROM t WHERE {where} LIMIT 1").to_arrow_table()
+        if not bad.num_rows:
+            return None
+        row = bad.to_pylist()[0]
+        return row, row.get("rollout_id") or row.get("rejected_rollout_id") or f"row {row['i']}"
+
     for toks, w, nullable in pairs:
-        default = f"len({toks})" if nullable else "-1"
-        bad = con.sql(f"SELECT row_number() OVER () AS i, * FROM t QUALIFY len({toks}) != coalesce(len({w}), {default}) LIMIT 1"
-                      ).to_arrow_table()
-        if bad.num_rows:
-            row = bad.to_pylist()[0]
-            key = row.get("rollout_id") or row.get("rejected_rollout_id") or f"row {row['i']}"
+        if found := first(f"len({toks}) != coalesce(len({w}), {f'len({toks})' if nullable else '-1'})"):
+            row, key = found
             raise TokenmillError(f"dataset: {key}: {w} has {len(row[w] or [])} values for {len(row[toks])} tokens",
                                  fix="the recipe must give one weight per completion token (missing labels? "
                                      "coalesce the weight expression)")
     for w in [w for _, w, nullable in pairs if not nullable]:  # a null weight would train as NaN or be dropped
-        bad = con.sql(f"SELECT row_number() OVER () AS i, * FROM t WHERE list_position({w}, NULL) IS NOT NULL LIMIT 1"
-                      ).to_arrow_table()
-        if bad.num_rows:
-            row = bad.to_pylist()[0]
-            key = row.get("rollout_id") or row.get("rejected_rollout_id") or f"row {row['i']}"
+        if found := first(f"list_position({w}, NULL) IS NOT NULL"):
+            row, key = found
             raise TokenmillError(f"dataset: {key}: {w} is null at token {row[w].index(None)}",
                                  fix="the weight expression gives null where a token has no label: label the run "
                                      "with the family it reads, or coalesce the expression")

@@ -4,7 +4,8 @@ a packed sequence scores as it does alone."""
 import numpy as np
 import torch
 
-from tokenmill.engines.packing import block_mask, pack_order, packed_batch
+from tokenmill.datasets import block_causal_mask
+from tokenmill.engines.packing import pack_order, packed_batch
 
 
 def test_sequences_fill_rows_in_order_and_a_long_one_gets_its_own():
@@ -23,7 +24,7 @@ def test_positions_restart_and_segments_number_the_sequences_of_a_row():
 def test_the_mask_is_causal_within_a_sequence_and_empty_across_and_on_padding():
     _, _, seg, _, _ = packed_batch([[1, 2, 3], [4, 5]], pad_id=0, pack_len=6)
     seg = torch.cat([seg, torch.tensor([[-1]])], 1)  # one padding column
-    m = block_mask(seg)[0, 0]
+    m = block_causal_mask(seg)[0, 0]
     want = torch.tensor([[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0],
                          [0, 0, 0, 1, 0, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
     assert torch.equal(m, want)

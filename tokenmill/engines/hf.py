@@ -278,9 +278,9 @@ class HFEngine:
         if self.head == "fused":  # [rows, VOCAB_CHUNK] at a time: LOGITS_CHUNK rows suffice
             from tokenmill.engines.fused_head import fused_head_stats
 
-            parts = [fused_head_stats(h[i : i + LOGITS_CHUNK], head.weight, head.bias, targets[i : i + LOGITS_CHUNK],
-                                      top_k, entropy) for i in range(0, max(n, 1), LOGITS_CHUNK)]
-            return tuple(torch.cat([pt[k] for pt in parts]) if parts[0][k] is not None else None for k in range(4))
+            return _cat_parts([fused_head_stats(h[i : i + LOGITS_CHUNK], head.weight, head.bias,
+                                                targets[i : i + LOGITS_CHUNK], top_k, entropy)
+                               for i in range(0, max(n, 1), LOGITS_CHUNK)])
         step = max(1, min(LOGITS_CHUNK, logits_rows(vocab, LOGITS_MEMORY_MB, HEAD_COPIES), n))
         reuse = isinstance(head, torch.nn.Linear) and head.weight.dtype == h.dtype == torch.float32
         if reuse:
@@ -296,7 +296,7 @@ class HFEngine:
                 parts.append(token_stats(z, targets[rows], top_k, entropy, overwrite=True, out=lp_buf))
             else:
                 parts.append(token_stats(head(h[rows]), targets[rows], top_k, entropy, overwrite=True))
-        return tuple(torch.cat([pt[k] for pt in parts]) if parts[0][k] is not None else None for k in range(4))
+        return _cat_parts(parts)
 
     @torch.inference_mode()
     def full_logprobs(self, prompt_ids, completion_ids,
@@ -417,11 +417,12 @@ class HFEngine:
     def _packed_states(self, batch, prompt_ids, completion_ids, hidden_layer):
         """`_joint_states` with the sequences packed end to end (`packing.packed_batch`):
         positions restart per sequence and a block-causal mask keeps them apart."""
-        from tokenmill.engines.packing import block_mask, packed_batch
+        from tokenmill.datasets import block_causal_mask  # the packed trainer's own mask
+        from tokenmill.engines.packing import packed_batch
 
         seqs = [list(prompt_ids[i]) + list(completion_ids[i]) for i in batch]
         ids, pos, seg, row_of, offset = (t.to(self.device) for t in packed_batch(seqs, self.tokenizer.pad_token_id))
-        res = self.decoder()(input_ids=ids, position_ids=pos, attention_mask=block_mask(seg),
+        res = self.decoder()(input_ids=ids, position_ids=pos, attention_mask=block_causal_mask(seg),
                              output_hidden_states=hidden_layer is not None)
         dev = ids.device
         p_len = torch.tensor([len(prompt_ids[i]) for i in batch], device=dev)
@@ -439,6 +440,11 @@ class HFEngine:
 
     def close(self) -> None:
         self.model = None
+
+
+def _cat_parts(parts):
+    """The (logprob, entropy or None, top ids, top logprobs) of row chunks, concatenated."""
+    return tuple(torch.cat([pt[k] for pt in parts]) if parts[0][k] is not None else None for k in range(4))
 
 
 def warp_logits(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:

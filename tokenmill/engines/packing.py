@@ -61,9 +61,3 @@ def packed_batch(seqs: Sequence[Sequence[int]], pad_id: int, pack_len: int = PAC
             col += n
     return ids, pos, seg, row_of, offset
 
-
-def block_mask(segment_ids: torch.Tensor) -> torch.Tensor:
-    """The [R, 1, L, L] bool block-causal mask of packed rows (padding attends to nothing)."""
-    from tokenmill.datasets import block_causal_mask  # the packed trainer's own mask
-
-    return block_causal_mask(segment_ids)
