@@ -90,6 +90,17 @@ def test_serve_deploys_every_flow_and_runs_the_pipeline_deployment_into_the_lake
                    "--watch", "--watch-timeout", "380"], env)
     assert run.returncode == 0 and "Completed" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
 
+    # serve limits `model` (--model-slots 1): the run's model tasks took a slot of it
+    tags = subprocess.run([sys.executable, "-c", "import json\nfrom prefect.client.orchestration import get_client\n"
+                           "with get_client(sync_client=True) as c:\n"
+                           "    runs = c.read_task_runs()\n"
+                           "print(json.dumps([sorted({r.name.split()[0] for r in runs if t in r.tags}) for t in ('model',)]\n"
+                           "                 + [sorted({r.name.split()[0] for r in runs if 'model' not in r.tags})]))"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert tags.returncode == 0, tags.stderr
+    tagged, untagged = json.loads(tags.stdout)
+    assert {"generate", "prepare", "score", "rewards", "sft/dataset", "evaluate"} <= set(tagged) and "verify+commit" in untagged, tags.stdout
+
     run_id = time.strftime("served-%Y%m%d", time.gmtime())
     con = connect(Lake(lake))
     assert con.execute("SELECT count(*) FROM rollouts WHERE run_id = ?", [run_id]).fetchone()[0] == 16

@@ -2,7 +2,8 @@
 
 The CLI installs a rich progress bar with `use_sink`. Inside a Prefect flow or task run,
 `start` also creates a progress artifact per stage and `advance` moves it, so the Prefect
-UI shows how far a long flow is (updates are throttled to whole percents). Progress
+UI shows how far a long flow is (updates are throttled to whole percents, at most one a
+second but always the last: each is an API call, and a 500-step training would make 100). Progress
 reported in another process than the one that started the stage (a Ray worker) only
 reaches that process's sink. `advance(..., note=…)` attaches a short text to the stage (a
 training loss): the bars show it beside the count, the artifact in its description.
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Callable
 
 _sink: Callable[[str, int, int], None] | None = None
 _lock = threading.Lock()
 _totals: dict[str, list[int]] = {}
-_artifacts: dict[str, list] = {}  # stage -> [artifact id, last percent published]
+_artifacts: dict[str, list] = {}  # stage -> [artifact id, last percent published, when]
+PUBLISH_EVERY_S = 1.0
 _notes: dict[str, str] = {}  # stage -> the latest note
 
 
@@ -32,7 +35,7 @@ def start(stage: str, total: int) -> None:
     aid = prefect_ui.progress_artifact(stage, total)
     if aid is not None:
         with _lock:
-            _artifacts[stage] = [aid, 0]
+            _artifacts[stage] = [aid, 0, time.monotonic()]
 
 
 def advance(stage: str, amount: int = 1, note: str | None = None) -> None:
@@ -56,9 +59,10 @@ def _publish(stage: str) -> None:
         art = _artifacts.get(stage)
         done, total = _totals[stage]
         pct = int(100 * done / total) if total else 100
-        if art is None or pct <= art[1]:
+        now = time.monotonic()
+        if art is None or pct <= art[1] or (done < total and now - art[2] < PUBLISH_EVERY_S):
             return
-        art[1] = pct
+        art[1], art[2] = pct, now
     from tokenmill import prefect_ui
 
     text = _notes.get(stage)

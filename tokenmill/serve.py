@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenmill.errors import TokenmillError
-
-MODEL_TAG = "model"
+from tokenmill.flows.runners import MODEL_TAG
 
 
 @dataclass

@@ -86,13 +86,13 @@ def score_roles(cfg: LabelConfig) -> dict[str, str]:
     return roles
 
 
-@task(name="prepare-labeler", tags=["model"], cache_policy=NONE, retry_condition_fn=_retry_unless_user_error, retries=1,
+@task(name="prepare-labeler", cache_policy=NONE, retry_condition_fn=_retry_unless_user_error, retries=1,
       task_run_name="prepare {name}")
 def prepare_labeler(cfg: LabelConfig, name: str) -> dict:
     return build_labeler(name, cfg).prepare(Lake(cfg.lake), cfg.run_id)
 
 
-@task(name="score-shard", tags=["model"], cache_policy=NONE, retries=2, retry_delay_seconds=2,
+@task(name="score-shard", cache_policy=NONE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=_retry_unless_user_error, task_run_name=run_name("score {shard}"))
 def score_shard(cfg: LabelConfig, shard: str, roles: dict[str, str], entropy: bool | None = None) -> dict:
     out = score_stage.score_shard(Lake(cfg.lake), cfg.run_id, shard, roles, cfg.engine, cfg.engine_options,
@@ -101,7 +101,7 @@ def score_shard(cfg: LabelConfig, shard: str, roles: dict[str, str], entropy: bo
     return out
 
 
-@task(name="label-shard", tags=["model"], cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,
+@task(name="label-shard", cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,
       task_run_name=run_name("{name} {shard}"))
 def label_shard(cfg: LabelConfig, name: str, shard: str) -> dict:
     # a labeler that needs its `prepare` results finds them again (prepare is idempotent and

@@ -47,7 +47,7 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
     return not isinstance(state.result(raise_on_failure=False), TokenmillError)
 
 
-@task(name="generate-shard", tags=["model"], retries=2, retry_delay_seconds=2, cache_policy=NONE,
+@task(name="generate-shard", retries=2, retry_delay_seconds=2, cache_policy=NONE,
       retry_condition_fn=_retry_unless_user_error,
       task_run_name=run_name("generate {model} {shard}"))
 def generate_shard(lake: str, run_id: str, shard: str, engine: str, model: str, sampling: dict,

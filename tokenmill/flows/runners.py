@@ -3,8 +3,9 @@
 A flow's task runner is fixed when the flow starts, and a subflow does not inherit its
 parent's, so the parent starts each subflow with `with_runner(flow, cfg.runner)`.
 
-Tasks that load a model (generate, score, label, train, evaluate) go through
-`model_tasks`: on threads they run one after another in the flow's process (one engine
+Tasks that load a model (generate, score, label, train, evaluate) get their timeout and
+their `model` tag from `timed` (the tag only where a concurrency limit on it exists) and go
+through `model_tasks`: on threads they run one after another in the flow's process (one engine
 already uses every core); on Ray they are all submitted at once and the cluster spreads
 them, each asking for `runner.gpus` GPUs.
 """
@@ -16,6 +17,8 @@ from typing import Any, Callable, Iterator
 
 from tokenmill.config import RunnerConfig
 from tokenmill.errors import TokenmillError
+
+MODEL_TAG = "model"  # the tag of tasks that load a model: `tokenmill serve --model-slots` limits it
 
 
 def task_runner(runner: RunnerConfig):
@@ -41,8 +44,27 @@ def with_runner(flow, runner: RunnerConfig, tokens: float | None = None):
 
 
 def timed(task, runner: RunnerConfig, tokens: float):
-    """`task` with the timeout `runner.timeouts` sizes for `tokens` tokens of model work."""
-    return task.with_options(timeout_seconds=runner.timeouts.task(tokens))
+    """`task`, a task that loads a model, with the timeout `runner.timeouts` sizes for `tokens`
+    tokens of model work and the tag `model_tags` gives it."""
+    return task.with_options(timeout_seconds=runner.timeouts.task(tokens), tags=model_tags())
+
+
+def model_tags() -> list[str]:
+    """[MODEL_TAG] where the Prefect server has a concurrency limit on it (`tokenmill serve
+    --model-slots`), else none. A tagged task asks the server for a slot of that limit before
+    it starts: a round trip (~90 ms a task measured on a temporary server, more while the
+    cores train) that buys nothing where no limit exists, and one seed of the efficacy study
+    runs ~400 model tasks. Asked once per `timed` call, so a limit created later applies to
+    the next stage."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_concurrency_limit_by_tag(MODEL_TAG)
+        except ObjectNotFound:
+            return []
+    return [MODEL_TAG]
 
 
 def on_ray() -> bool:

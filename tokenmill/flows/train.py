@@ -116,7 +116,7 @@ def probe_flow(cfg: ProbeConfig) -> dict:
     return {"probes": probes, "skipped": skipped, "seconds": round(time.time() - t0, 1)}
 
 
-@task(name="train-weighted", tags=["model"], cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,
+@task(name="train-weighted", cache_policy=NONE, retries=1, retry_condition_fn=_retry_unless_user_error,
       task_run_name="{cfg.objective}/{cfg.weighting} {cfg.model} on {cfg.dataset_id}")
 def train_weighted_task(cfg: TrainConfig) -> dict:
     from tokenmill.tasks.train.weighted import train_weighted
@@ -134,7 +134,7 @@ def train_flow(cfg: TrainConfig) -> dict:
     return out
 
 
-@task(name="evaluate", tags=["model"], cache_policy=NONE, retry_condition_fn=_retry_unless_user_error,
+@task(name="evaluate", cache_policy=NONE, retry_condition_fn=_retry_unless_user_error,
       task_run_name="evaluate {model}")
 def evaluate_task(lake: str, run_id: str, model: str, path: str, cfg: EvalConfig, arm: str | None, engine: str) -> dict:
     from tokenmill.tasks.evaluate import evaluate_model

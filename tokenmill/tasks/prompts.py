@@ -125,5 +125,15 @@ def load_and_shard(lake: Lake, run_id: str, sources: list[SourceConfig], shard_s
     return shards
 
 
+def run_prompts(lake: Lake, run_id: str, prompt_ids=None) -> dict[str, Prompt]:
+    """The run's prompts by id; only `prompt_ids` where given. A labeler reads its shard's own:
+    building every prompt of the run for each shard costs O(shards × prompts)."""
+    import pyarrow.compute as pc
+
+    flt = None if prompt_ids is None else pc.field("prompt_id").isin(pc.unique(prompt_ids))
+    table = lake.read("prompts", run_id, filter=flt)
+    return dict(zip(table.column("prompt_id").to_pylist(), prompts_from_table(table)))
+
+
 def read_shard(lake: Lake, shard: str) -> list[Prompt]:
     return prompts_from_table(lake.read_scratch(shard))

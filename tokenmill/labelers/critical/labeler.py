@@ -115,6 +115,7 @@ from tokenmill.storage.catalog import only_config, query
 from tokenmill.storage.lake import ARTIFACTS_DIR, Lake
 from tokenmill.tasks import score as score_stage
 from tokenmill.tasks.generate import cached_engine, token_keys
+from tokenmill.tasks.prompts import run_prompts
 from tokenmill.labelers.base import Labeler, config_id, is_done, mark_done, provenance, read_rollouts_shard
 from tokenmill.storage.artifacts import artifact_path, store_artifact
 
@@ -432,8 +433,6 @@ def first_critical(kept_correct: np.ndarray, recover: int = 3) -> int:
 def critical_truth(lake: Lake, run_id: str, policy: str, cfg: TruthConfig | None = None) -> int:
     """Ground truth at every position of up to `cfg.rollouts` incorrect rollouts of `policy`
     (module docstring, 3.); commit table `critical_truth`. Returns rows written."""
-    from tokenmill.sources.base import prompts_from_table
-
     cfg = cfg or TruthConfig()
     picked = query(lake, """
         SELECT r.rollout_id, r.prompt_id, r.prompt_token_ids, r.completion_token_ids, r.finish_reason,
@@ -444,7 +443,7 @@ def critical_truth(lake: Lake, run_id: str, policy: str, cfg: TruthConfig | None
         ORDER BY hash(r.rollout_id || ?::VARCHAR) LIMIT ?""", [run_id, policy, cfg.seed, cfg.rollouts])
     if picked.num_rows == 0:
         return 0
-    prompts = {p.prompt_id: p for p in prompts_from_table(lake.read("prompts", run_id))}
+    prompts = run_prompts(lake, run_id, picked.column("prompt_id"))
     engine = cached_engine("hf", policy)
     rows = picked.to_pylist()
     # EOS is not a choice worth replacing: positions up to the last token before it

@@ -27,6 +27,7 @@ from tokenmill import ids
 from tokenmill.labelers.hallucination.config import HallucinationConfig
 from tokenmill.schema import HALLUCINATION_SPANS
 from tokenmill.storage.lake import Lake
+from tokenmill.tasks.prompts import run_prompts
 from tokenmill.engines import load_tokenizer
 from tokenmill.labelers.hallucination.annotators import ANNOTATORS, FileAnnotator
 from tokenmill.labelers.base import Labeler, config_id, is_done, mark_done, provenance, read_rollouts_shard
@@ -61,9 +62,7 @@ class HallucinationLabeler(Labeler):
         tokens = lake.read("tokens", run_id, columns=TOKEN_COLUMNS,
                            filter=pc.field("rollout_id").isin(rollouts.column("rollout_id"))
                            ).sort_by([("rollout_id", "ascending"), ("pos", "ascending")])
-        from tokenmill.sources.base import prompts_from_table
-
-        prompts = {p.prompt_id: p for p in prompts_from_table(lake.read("prompts", run_id))}
+        prompts = run_prompts(lake, run_id, rollouts.column("prompt_id"))
         table = self.label(rollouts, tokens, prompts)
         n = lake.commit("hallucination_spans", run_id, table).rows_written
         mark_done(lake, run_id, cid, shard)

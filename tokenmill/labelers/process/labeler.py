@@ -21,6 +21,7 @@ from tokenmill.labelers.base import Labeler, config_id, is_done, mark_done, prov
 from tokenmill.labelers.process.config import ProcessConfig
 from tokenmill.labelers.process.table import PROCESS_LABELS
 from tokenmill.storage.lake import Lake
+from tokenmill.tasks.prompts import run_prompts
 
 
 def token_flags(char_start: np.ndarray, char_end: np.ndarray, lengths: np.ndarray,
@@ -58,14 +59,13 @@ class ProcessLabeler(Labeler):
     def label(self, lake: Lake, run_id: str, rollouts: pa.Table) -> pa.Table:
         from tokenmill.engines import load_tokenizer
         from tokenmill.models.tokenizer import TokenText
-        from tokenmill.sources.base import prompts_from_table
         from tokenmill.sources.worlds import WORLDS, shared_world
 
         checked = [w for w, cls in WORLDS.items() if getattr(cls, "first_error", None) is not None]
         rollouts = rollouts.filter(pc.is_in(rollouts.column("world"), pa.array(checked, pa.string())))
         if rollouts.num_rows == 0:
             return PROCESS_LABELS.schema.empty_table()
-        prompts = {p.prompt_id: p for p in prompts_from_table(lake.read("prompts", run_id))}
+        prompts = run_prompts(lake, run_id, rollouts.column("prompt_id"))
         parts = []
         for model in pc.unique(rollouts.column("model")).to_pylist():
             rows = rollouts.filter(pc.field("model") == model)

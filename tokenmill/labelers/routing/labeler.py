@@ -50,7 +50,7 @@ from tokenmill.errors import TokenmillError
 from tokenmill.schema import ROUTER_FEATURES, ROUTING
 from tokenmill.storage.lake import Lake
 from tokenmill.tasks.generate import _cat, cached_engine, list_array, token_keys
-from tokenmill.tasks.prompts import describe
+from tokenmill.tasks.prompts import describe, run_prompts
 from tokenmill.labelers.base import Labeler, config_id, is_done, mark_done, provenance, read_rollouts_shard
 
 IDENTICAL, NEUTRAL, DIVERGENT, UNDECIDABLE = 0, 1, 2, 3
@@ -217,7 +217,7 @@ class RoutingLabeler(Labeler):
         if self.cfg.verifier == "outcome" and large:
             from tokenmill.tasks.verify import verifier_name
 
-            unverifiable = [p for p in self._prompts(lake, run_id).values() if verifier_name(p) is None]
+            unverifiable = [p for p in run_prompts(lake, run_id).values() if verifier_name(p) is None]
             if unverifiable:
                 raise TokenmillError(f"routing: the outcome verifier needs prompts with exact answers; "
                                      f"{describe(unverifiable[0])} has none"
@@ -236,17 +236,12 @@ class RoutingLabeler(Labeler):
             if is_done(lake, run_id, cid, shard):
                 continue
             rows = rollouts.filter(pc.field("model") == large)
-            table, features = self.label(rows, large, self._prompts(lake, run_id))
+            table, features = self.label(rows, large, run_prompts(lake, run_id, rows.column("prompt_id")))
             if features is not None:
                 written["router_features"] += lake.commit("router_features", run_id, features).rows_written
             written["routing"] += lake.commit("routing", run_id, table).rows_written
             mark_done(lake, run_id, cid, shard)
         return written
-
-    def _prompts(self, lake: Lake, run_id: str) -> dict:
-        from tokenmill.sources.base import prompts_from_table
-
-        return {p.prompt_id: p for p in prompts_from_table(lake.read("prompts", run_id))}
 
     def label(self, rollouts: pa.Table, large_name: str, prompts: dict) -> tuple[pa.Table, pa.Table]:
         """(routing rows, router_features rows or None without `features`) of `rollouts`,
