@@ -748,6 +748,10 @@ def train(
     lr: Optional[float] = config_option(TrainConfig, "lr", help="Learning rate (AdamW)."),
     schedule: Optional[str] = config_option(TrainConfig, "schedule", help="Learning rate over the steps: constant, "
                                             "or linear (decay to 0, TRL's default)."),
+    warmup: Optional[float] = config_option(TrainConfig, "warmup", help="Share of the steps with the learning rate "
+                                            "rising from 0 first (HF's warmup_ratio; cDPO's authors 0.1)."),
+    weight_decay: Optional[float] = config_option(TrainConfig, "weight_decay", help="AdamW weight decay on all but "
+                                                  "biases and norms (HF Trainer's rule; cDPO's authors 0.01)."),
     batch: Optional[int] = config_option(TrainConfig, "batch", help="Sequences (or pairs) per micro-batch."),
     grad_accum: Optional[int] = config_option(TrainConfig, "grad_accum", help="Gradient accumulation steps."),
     beta: Optional[float] = config_option(TrainConfig, "beta", help="dpo, tdpo: β."),
@@ -772,7 +776,8 @@ def train(
     check_settings(chosen["objective"], chosen["weighting"] or defaults["weighting"].default)
     cfg = TrainConfig(lake=lake, dataset_id=dataset, **given(model=model, objective=objective, weighting=weighting,
                                                             alpha=alpha, tdpo_alpha=tdpo_alpha, tdpo_variant=tdpo_variant,
-                                                            steps=steps, lr=lr, schedule=schedule, batch=batch,
+                                                            steps=steps, lr=lr, schedule=schedule, warmup=warmup,
+                                                            weight_decay=weight_decay, batch=batch,
                                                             grad_accum=grad_accum,
                                                             beta=beta, rpo_alpha=rpo_alpha, seed=seed, keep_start=keep_start,
                                                             keep_end=keep_end))

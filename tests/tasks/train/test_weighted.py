@@ -103,3 +103,54 @@ def test_rpo_adds_alpha_times_the_chosen_nll_to_the_dpo_loss_and_is_another_mode
     assert step1[0.0] == pytest.approx(math.log(2), abs=1e-5)
     nll = step1[1.0] - math.log(2)
     assert nll > 0.1 and step1[2.0] - math.log(2) == pytest.approx(2 * nll, rel=1e-4)
+
+
+def test_warmup_factors_are_hf_schedules_with_step_1_as_their_step_0():
+    from torch import nn, optim
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    from tokenmill.tasks.train.weighted import lr_factor
+
+    # by hand: 10 steps, ⌈0.2 · 10⌉ = 2 warm-up steps: 0, 1/2, then (10 − k)/8 for k = 2 … 9
+    assert [lr_factor(s, 10, "linear", 2) for s in range(1, 11)] == pytest.approx(
+        [0, 0.5, 1, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8])
+    assert [lr_factor(s, 4, "constant", 2) for s in range(1, 5)] == [0, 0.5, 1, 1]
+    assert [lr_factor(s, 4, "linear") for s in range(1, 5)] == [1, 0.75, 0.5, 0.25]  # no warm-up: as before
+    for steps, warm in ((7, 1), (30, 3), (100, 10)):  # and HF's own schedulers, stepped as its Trainer steps them
+        for schedule, make in (("linear", lambda o: get_linear_schedule_with_warmup(o, warm, steps)),
+                               ("constant", lambda o: get_constant_schedule_with_warmup(o, warm))):
+            opt = optim.AdamW(nn.Linear(1, 1).parameters(), lr=1.0)
+            sched, hf = make(opt), []
+            for _ in range(steps):
+                hf.append(opt.param_groups[0]["lr"])
+                opt.step()
+                sched.step()
+            assert [lr_factor(s, steps, schedule, warm) for s in range(1, steps + 1)] == pytest.approx(hf)
+
+
+def test_weight_decay_skips_biases_and_norms_as_hf_trainer_does():
+    from tokenmill.engines.hf import load_hf
+    from tokenmill.tasks.train.weighted import param_groups
+
+    model = load_hf("tiny-small")[0]
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed, kept = param_groups(model, 0.01)
+    assert decayed["weight_decay"] == 0.01 and kept["weight_decay"] == 0.0
+    kept_names = {names[id(p)] for p in kept["params"]}
+    assert kept_names and all("norm" in n or n.endswith("bias") for n in kept_names), kept_names
+    assert all("norm" not in names[id(p)] for p in decayed["params"]) and decayed["params"]
+    assert len(decayed["params"]) + len(kept["params"]) == len(names)
+    assert len(param_groups(model, 0.0)) == 1
+
+
+def test_warmup_and_weight_decay_train_another_model_with_the_hf_learning_rates(labelled):
+    ds = _dataset(labelled, "weighted-sft", {"where": "true"})
+    plain = train_weighted(labelled, ds, "tiny-small", "sft", steps=5, lr=1e-4, batch=2, log_every=1, schedule="linear")
+    warm = train_weighted(labelled, ds, "tiny-small", "sft", steps=5, lr=1e-4, batch=2, log_every=1, schedule="linear",
+                          warmup=0.1, weight_decay=0.01)
+    assert warm["artifact_id"] != plain["artifact_id"] and (warm["warmup"], warm["weight_decay"]) == (0.1, 0.01)
+    assert "warmup" not in plain and "weight_decay" not in plain  # unset: ids as before the options
+    lrs = [r["lr"] for r in labelled.read("train_metrics", "r1", filter=pc.field("artifact_id") == warm["artifact_id"])
+           .sort_by("step").to_pylist()]
+    # ⌈0.1 · 5⌉ = 1 warm-up step at 0, then 1e-4 · (5 − k)/4
+    assert lrs == pytest.approx([0, 1e-4, 7.5e-5, 5e-5, 2.5e-5])

@@ -1,7 +1,8 @@
 """Token-weighted SFT, DPO and TDPO on any transformers causal LM, from a curated dataset.
 
 Both read a dataset written by `tokenmill curate` (`tokenmill/datasets.py`), draw batches
-with a seeded RNG, right-pad them, and optimise the losses in `losses.py` with AdamW,
+with a seeded RNG, right-pad them, and optimise the losses in `losses.py` with AdamW (optional
+warm-up and weight decay by HF Trainer's rules: `lr_factor`, `param_groups`),
 gradient accumulation and gradient clipping; float32 weights, with the forward passes under
 bf16 autocast on GPU (bf16 weights would round away AdamW updates below half their spacing).
 The result is a model artifact in the lake (`_artifacts/models/<id>/`, lineage: dataset,
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import random
 import time
 
@@ -128,8 +130,8 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
                    settings: TrainSettings | None = None, run_id: str | None = None, log_every: int = 10,
                    **overrides) -> dict:
     """Train `base_model` on a dataset with `settings` (TrainSettings: the defaults live there;
-    a TrainConfig gives its own), `objective` and keyword overrides (weighting, steps, lr, batch,
-    grad_accum, beta, alpha, rpo_alpha, tdpo_alpha, tdpo_variant, seed) on top; returns the artifact record
+    a TrainConfig gives its own), `objective` and keyword overrides (weighting, steps, lr, schedule,
+    warmup, weight_decay, batch, grad_accum, beta, alpha, rpo_alpha, tdpo_alpha, tdpo_variant, seed) on top; returns the artifact record
     {artifact_id, path, …}."""
     s = train_settings(settings, **({"objective": objective} if objective is not None else {}), **overrides)
     objective, weighting, steps, lr, batch, grad_accum, beta, alpha, seed = (
@@ -148,6 +150,7 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
               **({"tdpo_alpha": s.tdpo_alpha} if objective == "tdpo" and s.tdpo_variant == "tdpo2" else {}),
               **({"keep_start": s.keep_start, "keep_end": s.keep_end} if s.keep_start is not None else {}),
               **({"schedule": s.schedule} if s.schedule != "constant" else {}),  # constant: ids as before the option
+              **({"warmup": s.warmup} if s.warmup else {}), **({"weight_decay": s.weight_decay} if s.weight_decay else {}),
               **({"rpo_alpha": s.rpo_alpha} if s.rpo_alpha and objective in PAIR_OBJECTIVES else {})}
     # tgdpo_scale: models trained with the earlier 1 ± α·r̂ weights keep their own ids
     aid = ids.content_id("weighted-train", base_model, dataset_id, ids.canonical_json(params))
@@ -176,8 +179,11 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     model, tok, _ = load_hf(source, dtype="float32")
     dev = model.device
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    decay = (lambda step: 1.0 - (step - 1) / steps) if s.schedule == "linear" else (lambda step: 1.0)
+    opt = torch.optim.AdamW(param_groups(model, s.weight_decay), lr=lr, weight_decay=s.weight_decay)
+    warm = math.ceil(s.warmup * steps)
+
+    def decay(step: int) -> float:
+        return lr_factor(step, steps, s.schedule, warm)
     metrics, seen = [], 0
     progress.start(f"train {objective}", steps)
     for step in range(1, steps + 1):
@@ -205,7 +211,7 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
                                  where=f"dataset {dataset_id}, base model {base_model}", fix=f"lower --lr (now {lr:g})")
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         for group in opt.param_groups:
-            group["lr"] = lr * decay(step)  # step 1 at lr, the last at lr / steps
+            group["lr"] = lr * decay(step)  # `lr_factor`: warm-up, then constant or linear decay
         opt.step()
         progress.advance(f"train {objective}")
         if step % log_every == 0 or step == steps:
@@ -226,6 +232,33 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
                    rows={"train_metrics": pa.Table.from_pylist(metrics, schema=TRAIN_METRICS.schema)})
     return {**record, "local_path": artifact_path(lake, rel), "reused": False, "final_loss": metrics[-1]["loss"],
             "tokens": seen, "seconds": round(time.time() - t0, 1)}
+
+
+def lr_factor(step: int, steps: int, schedule: str, warmup_steps: int = 0) -> float:
+    """The learning rate's factor at `step` (1 … steps), HF's schedules with k = step − 1 their
+    `current_step`: k / W during the W warm-up steps (the first step at 0), then 1 (constant)
+    or (steps − k) / (steps − W) (linear: step 1 after warm-up at lr, the last at lr / (steps − W))."""
+    k = step - 1
+    if k < warmup_steps:
+        return k / warmup_steps
+    if schedule != "linear":
+        return 1.0
+    if not warmup_steps:  # the arithmetic from before warm-up existed: those models retrain bit for bit
+        return 1.0 - k / steps
+    return max(0.0, (steps - k) / (steps - warmup_steps))
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """AdamW's parameter groups: weight decay on every weight but biases and norms, by HF
+    Trainer's own rule (`get_decay_parameter_names`, which reads nothing of the trainer)."""
+    params = dict(model.named_parameters())
+    if not weight_decay:
+        return [{"params": list(params.values())}]
+    from transformers import Trainer
+
+    decayed = set(Trainer.get_decay_parameter_names(None, model))
+    return [{"params": [p for n, p in params.items() if n in decayed], "weight_decay": weight_decay},
+            {"params": [p for n, p in params.items() if n not in decayed], "weight_decay": 0.0}]
 
 
 def _rows(cols, key, idx, dev):

@@ -31,6 +31,11 @@ class TrainSettings(Settings):
         "constant", description="learning rate over the steps: constant, or linear decay from lr to 0 (TRL's "
                                 "default lr_scheduler_type, no warm-up); an annealed small model needs the decay "
                                 "(docs/BENCHMARKS.md, efficacy)")
+    warmup: float = Field(0.0, ge=0, lt=1, description="share of the steps over which the learning rate rises "
+                                                       "linearly from 0 first: ⌈warmup · steps⌉ steps, as HF's "
+                                                       "warmup_ratio (cDPO's authors: 0.1); 0: none")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW's decoupled weight decay, on every weight but biases and "
+                                                       "norms (HF Trainer's rule; cDPO's authors: 0.01); 0: none")
     batch: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     beta: float = Field(0.1, gt=0, description="dpo, tdpo: β")
