@@ -15,8 +15,9 @@ Prefect's ProcessPoolTaskRunner with max(1, ⌊cores / workers⌋) torch threads
 this flow's Prefect API (subflows of one task run per seed). The tiny models' ops are too
 small to keep two threads busy, so two single-threaded seeds finish sooner than two seeds in
 turn; five at once on 2 cores sooner still (no seed alone at the end, and one worker's waits
-on the API and the lake fill with another's work — docs/BENCHMARKS.md). Results may differ from a sequential run's in the last float bits
-(another thread count sums in another order), and so, rarely, in a greedy answer.
+on the API and the lake fill with another's work — docs/BENCHMARKS.md). Results may differ
+from a sequential run's in the last float bits (another thread count sums in another order),
+and so, rarely, in a greedy answer.
 """
 
 from __future__ import annotations

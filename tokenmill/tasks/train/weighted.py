@@ -181,9 +181,6 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
     model.train()
     opt = torch.optim.AdamW(param_groups(model, s.weight_decay), lr=lr, weight_decay=s.weight_decay)
     warm = math.ceil(s.warmup * steps)
-
-    def decay(step: int) -> float:
-        return lr_factor(step, steps, s.schedule, warm)
     metrics, seen = [], 0
     progress.start(f"train {objective}", steps)
     for step in range(1, steps + 1):
@@ -210,13 +207,14 @@ def train_weighted(lake: Lake, dataset_id: str, base_model: str, objective: str 
             raise TokenmillError(f"train: loss is {total} at step {step}",
                                  where=f"dataset {dataset_id}, base model {base_model}", fix=f"lower --lr (now {lr:g})")
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        step_lr = lr * lr_factor(step, steps, s.schedule, warm)  # warm-up, then constant or linear decay
         for group in opt.param_groups:
-            group["lr"] = lr * decay(step)  # `lr_factor`: warm-up, then constant or linear decay
+            group["lr"] = step_lr
         opt.step()
         progress.advance(f"train {objective}")
         if step % log_every == 0 or step == steps:
             metrics.append({"artifact_id": aid, "dataset_id": dataset_id, "objective": objective, "step": step,
-                            "loss": total, "lr": lr * decay(step), "tokens": seen, "seconds": time.time() - t0,
+                            "loss": total, "lr": step_lr, "tokens": seen, "seconds": time.time() - t0,
                             "margin": float(np.mean(margins)) if margins else None})
     model.eval()
     del ref_model
